@@ -1,0 +1,1 @@
+"""detlight.callbacks."""

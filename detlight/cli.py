@@ -1,0 +1,106 @@
+"""``detlight fit|validate|test|predict|convert``: the counterpart of mmdet's ``tools/train.py`` and ``tools/test.py``.
+
+A thin :class:`~lightning.pytorch.cli.LightningCLI` subclass: ``--config`` may be repeated (applied in order, last
+wins), ``--print_config`` prints the resolved config, and the resolved config is saved as ``config.yaml`` in the run
+directory. An mmcv ``.py`` config given to ``--config`` is converted on the fly by :mod:`detlight.compat.convert`.
+``detlight convert`` writes that conversion to a YAML file with a mapping report.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningCLI
+
+from detlight.module import DetectorModule
+
+__all__ = ["DetLightCLI", "main"]
+
+TRAINER_DEFAULTS: dict[str, Any] = {
+    # mmdet samplers are per process and do not reshuffle validation; detlight's DetSampler does the splitting.
+    "use_distributed_sampler": False,
+    # mmcv has no sanity-check pass; two extra val batches would also feed the evaluator.
+    "num_sanity_val_steps": 0,
+}
+
+
+class DetLightCLI(LightningCLI):
+    """LightningCLI for :class:`~detlight.module.DetectorModule` and any detlight datamodule (``class_path``)."""
+
+    def __init__(self, args: Sequence[str] | dict[str, Any] | None = None, run: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("trainer_defaults", dict(TRAINER_DEFAULTS))
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("seed_everything_default", 0)
+        super().__init__(
+            DetectorModule,
+            LightningDataModule,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            args=args,  # type: ignore[arg-type]
+            run=run,
+            **kwargs,
+        )
+
+    def after_fit(self) -> None:
+        """Say where the run's outputs are (mmcv printed its work_dir)."""
+        trainer = self.trainer
+        if trainer.global_rank != 0:
+            return
+        lines = [f"Run directory: {trainer.log_dir}"]
+        ckpt = trainer.checkpoint_callback
+        if ckpt is not None and getattr(ckpt, "best_model_path", ""):
+            lines.append(f"Best checkpoint: {ckpt.best_model_path}")
+        if ckpt is not None and getattr(ckpt, "last_model_path", ""):
+            lines.append(f"Last checkpoint: {ckpt.last_model_path}")
+        results = getattr(self.model, "eval_results", None)
+        if results:
+            lines.append("Final evaluation: " + ", ".join(f"{k}: {v:.4f}" for k, v in results.items()))
+        if trainer.log_dir:
+            lines.append(f"TensorBoard: tensorboard --logdir {trainer.log_dir}")
+        print("\n".join(lines), flush=True)
+
+
+def _convert_py_configs(argv: list[str]) -> list[str]:
+    """Replace each ``--config x.py`` by a YAML converted from the mmcv config (safe reader, nothing executed)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        value = None
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            value, step = argv[i + 1], 2
+        elif arg.startswith("--config="):
+            value, step = arg.split("=", 1)[1], 1
+        if value is not None and value.endswith(".py"):
+            from detlight.compat.convert import convert_file
+
+            yaml_text, report = convert_file(value)
+            fd, path = tempfile.mkstemp(prefix=os.path.basename(value)[:-3] + ".", suffix=".yaml")
+            with os.fdopen(fd, "w") as f:
+                f.write(yaml_text)
+            print(report, file=sys.stderr)
+            out += ["--config", path]
+            i += step
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Console entry point ``detlight``."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] == "convert":
+        from detlight.compat.cli import convert_main
+
+        raise SystemExit(convert_main(argv[1:]))
+    DetLightCLI(args=_convert_py_configs(argv))
+
+
+if __name__ == "__main__":
+    main()

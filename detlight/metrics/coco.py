@@ -1,0 +1,124 @@
+"""COCO box mAP with mmdet's metric names, exact under DDP.
+
+Replaces: mmdet's ``CocoDataset.evaluate(metric='bbox')`` as called by ``EvalHook`` / ``DistEvalHook``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torchmetrics import Metric
+
+from detlight.models.contract import flip_boxes
+
+__all__ = ["CocoMeanAP", "MMDET_KEYS"]
+
+#: torchmetrics ``MeanAveragePrecision`` result key -> mmdet ``CocoDataset.evaluate`` key.
+MMDET_KEYS: dict[str, str] = {
+    "map": "bbox_mAP",
+    "map_50": "bbox_mAP_50",
+    "map_75": "bbox_mAP_75",
+    "map_small": "bbox_mAP_s",
+    "map_medium": "bbox_mAP_m",
+    "map_large": "bbox_mAP_l",
+}
+
+
+class CocoMeanAP(Metric):
+    """COCO bbox mAP computed by ``torchmetrics.detection.MeanAveragePrecision`` (faster-coco-eval backend).
+
+    As input to ``update``:
+
+    - ``preds``: one dict per image, in the *original* image frame: ``boxes`` float ``[n, 4]`` xyxy pixels,
+      ``scores`` float ``[n]``, ``labels`` int64 ``[n]`` (0-based class index).
+    - ``batch``: the collated batch (layout in :mod:`detlight.models.contract`). Ground truth is read from
+      ``gt_bboxes`` (resized/flipped frame) and mapped back to the original frame with ``img_metas[i]["scale_factor"]``
+      and ``flip``; ``img_metas[i]["image_id"]`` identifies the image.
+
+    Under DDP the distributed sampler pads the last batch with duplicates; states are gathered as flat tensors and
+    duplicates are dropped by ``image_id`` before evaluation, so N ranks give the single-process result.
+
+    Args:
+        class_names: optional names; when given, per-class AP is reported as ``bbox_AP_<name>``.
+        backend: ``faster_coco_eval`` (default) or ``pycocotools``.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, class_names: Sequence[str] | None = None, backend: str = "faster_coco_eval",
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if backend not in ("faster_coco_eval", "pycocotools"):
+            raise ValueError(f"Expected `backend` to be 'faster_coco_eval' or 'pycocotools', but got {backend!r}")
+        self.class_names = list(class_names) if class_names is not None else None
+        self.backend = backend
+        for name in ("det_boxes", "det_scores", "det_labels", "det_counts",
+                     "gt_boxes", "gt_labels", "gt_counts", "image_ids"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: Sequence[dict[str, torch.Tensor]], batch: dict[str, Any]) -> None:  # type: ignore[override]
+        """Store one batch of detections and its ground truth (see class docstring for the layout)."""
+        metas = batch["img_metas"]
+        if len(preds) != len(metas):
+            raise ValueError(f"Expected one prediction per image ({len(metas)}), but got {len(preds)}")
+        device = self.device
+        for det, gt_boxes, gt_labels, meta in zip(preds, batch["gt_bboxes"], batch["gt_labels"], metas):
+            boxes = gt_boxes.to(device=device, dtype=torch.float32) / torch.tensor(
+                meta["scale_factor"], dtype=torch.float32, device=device)
+            if meta.get("flip"):
+                boxes = flip_boxes(boxes, meta["ori_shape"], meta.get("flip_direction", "horizontal"))
+            self.det_boxes.append(det["boxes"].to(device=device, dtype=torch.float32).reshape(-1, 4))
+            self.det_scores.append(det["scores"].to(device=device, dtype=torch.float32).reshape(-1))
+            self.det_labels.append(det["labels"].to(device=device, dtype=torch.int64).reshape(-1))
+            self.det_counts.append(torch.tensor([len(det["scores"])], device=device, dtype=torch.int64))
+            self.gt_boxes.append(boxes.reshape(-1, 4))
+            self.gt_labels.append(gt_labels.to(device=device, dtype=torch.int64).reshape(-1))
+            self.gt_counts.append(torch.tensor([len(gt_labels)], device=device, dtype=torch.int64))
+            self.image_ids.append(torch.tensor([int(meta["image_id"])], device=device, dtype=torch.int64))
+
+    def compute(self) -> OrderedDict[str, torch.Tensor]:
+        """mmdet-named results: ``bbox_mAP``, ``bbox_mAP_50``, ``bbox_mAP_75``, ``bbox_mAP_s/m/l``."""
+        from torchmetrics.detection import MeanAveragePrecision
+
+        def cat(x: Any, width: int | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            if isinstance(x, torch.Tensor):
+                return x
+            if x:
+                return torch.cat(x)
+            shape = (0, width) if width else (0,)
+            return torch.zeros(shape, dtype=dtype, device=self.device)
+
+        image_ids = cat(self.image_ids, dtype=torch.int64).tolist()
+        det_counts = cat(self.det_counts, dtype=torch.int64).tolist()
+        gt_counts = cat(self.gt_counts, dtype=torch.int64).tolist()
+        det_boxes = cat(self.det_boxes, 4).split(det_counts)
+        det_scores = cat(self.det_scores).split(det_counts)
+        det_labels = cat(self.det_labels, dtype=torch.int64).split(det_counts)
+        gt_boxes = cat(self.gt_boxes, 4).split(gt_counts)
+        gt_labels = cat(self.gt_labels, dtype=torch.int64).split(gt_counts)
+
+        preds, target, seen = [], [], set()
+        for i, image_id in enumerate(image_ids):
+            if image_id in seen:  # padding duplicate from the distributed sampler
+                continue
+            seen.add(image_id)
+            preds.append({"boxes": det_boxes[i].cpu(), "scores": det_scores[i].cpu(), "labels": det_labels[i].cpu()})
+            target.append({"boxes": gt_boxes[i].cpu(), "labels": gt_labels[i].cpu()})
+
+        metric = MeanAveragePrecision(iou_type="bbox", backend=self.backend, sync_on_compute=False,
+                                      class_metrics=self.class_names is not None)
+        metric.update(preds, target)
+        raw = metric.compute()
+        out: OrderedDict[str, torch.Tensor] = OrderedDict()
+        for key, name in MMDET_KEYS.items():
+            out[name] = raw[key].to(torch.float32)
+        if self.class_names is not None and raw["map_per_class"].numel() > 1:
+            for cls, ap in zip(raw["classes"].tolist(), raw["map_per_class"].tolist()):
+                if 0 <= cls < len(self.class_names):
+                    out[f"bbox_AP_{self.class_names[cls]}"] = torch.tensor(ap)
+        self.num_images = len(preds)  # after de-duplication; handy to check distributed evaluation
+        return out

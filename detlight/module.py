@@ -1,0 +1,223 @@
+"""The LightningModule that stands where mmcv's runner and mmdet's ``train_detector`` stood.
+
+Replaces: ``EpochBasedRunner.run_iter`` (``model.train_step`` -> ``log_buffer.update`` -> ``runner.outputs``),
+``OptimizerHook`` (backward / clip / step, through Lightning's automatic optimization plus
+:meth:`DetectorModule.configure_gradient_clipping`), ``build_optimizer`` and ``EvalHook``'s evaluation pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torchmetrics import Metric
+
+from detlight.logbuffer import LogBuffer
+from detlight.models.contract import DetectorAdapter
+
+__all__ = ["DetectorModule"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPTIMIZER: dict[str, Any] = {"type": "SGD", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4}
+
+
+class DetectorModule(pl.LightningModule):
+    """Trains any detector that follows the mmdet or the torchvision contract (see :mod:`detlight.models.contract`).
+
+    Replaces: mmcv's runner loop around ``model.train_step``. Each training step calls the detector, parses its
+    losses as mmdet's ``_parse_losses`` does, feeds :attr:`log_buffer` (device tensors, no host sync) and returns
+    ``{"loss", "log_vars", "num_samples"}``, which is also kept as :attr:`last_outputs` (mmcv ``runner.outputs``).
+    Lightning then does zero_grad -> backward -> clip -> step. Validation runs inference and feeds :attr:`evaluator`;
+    its results are logged as ``val/<key>`` (``val/bbox_mAP``, ...).
+
+    Args:
+        model: the detector (``class_path`` in YAML).
+        optimizer: mmcv ``optimizer`` dict: ``type`` (a ``torch.optim`` name or an import path), its kwargs, and
+            optionally ``paramwise_cfg``.
+        grad_clip: mmcv ``optimizer_config.grad_clip``: ``{max_norm, norm_type}``. When set, the gradient norm is
+            clipped before each optimizer step and ``grad_norm`` is logged, as mmcv's ``OptimizerHook`` does.
+        evaluator: a torchmetrics ``Metric`` with ``update(predictions, batch)``; defaults to COCO box mAP.
+        auto_scale_lr: mmdet ``auto_scale_lr``: ``{enable, base_batch_size}``; the lr is multiplied by
+            ``world_size * samples_per_gpu / base_batch_size`` before the optimizer is built.
+        load_from: mmcv ``load_from``: weights only, non-strict, ``module.`` prefixes stripped, read with
+            ``weights_only=True``. Applied once at the start of ``fit``/``validate``/``test``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: dict[str, Any] | None = None,
+        grad_clip: dict[str, float] | None = None,
+        evaluator: Metric | None = None,
+        auto_scale_lr: dict[str, Any] | None = None,
+        load_from: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Expected `model.model` to be a torch.nn.Module, but got {type(model).__name__}")
+        self.model = model
+        self.adapter = DetectorAdapter(model)
+        self.optimizer_cfg: dict[str, Any] = dict(optimizer if optimizer is not None else DEFAULT_OPTIMIZER)
+        if "type" not in self.optimizer_cfg:
+            raise ValueError("`model.optimizer` needs a `type` key, e.g. {type: SGD, lr: 0.02, momentum: 0.9}")
+        self.grad_clip = _check_grad_clip(grad_clip)
+        if evaluator is None:
+            from detlight.metrics.coco import CocoMeanAP
+
+            evaluator = CocoMeanAP()
+        self.evaluator = evaluator
+        self.auto_scale_lr = dict(auto_scale_lr) if auto_scale_lr else None
+        self.load_from = load_from
+        self._weights_loaded = False
+        self.log_buffer = LogBuffer()
+        self.last_outputs: dict[str, Any] | None = None
+        #: evaluator results of the last validation epoch, as python floats (mmcv's ``eval_res``)
+        self.eval_results: OrderedDict[str, float] = OrderedDict()
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, stage: str) -> None:
+        """Check the head against the dataset classes (mmdet ``NumClassCheckHook``) and apply ``load_from``."""
+        self._check_num_classes()
+        if self.load_from and not self._weights_loaded:
+            load_weights(self.model, self.load_from)
+            self._weights_loaded = True
+
+    def _check_num_classes(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        data_classes = getattr(datamodule, "num_classes", None)
+        head_classes = getattr(self.model, "num_classes", None)
+        if isinstance(data_classes, int) and isinstance(head_classes, int) and data_classes != head_classes:
+            names = getattr(datamodule, "CLASSES", None)
+            raise ValueError(
+                f"The detector head predicts {head_classes} classes (`model.model.init_args.num_classes`), but the "
+                f"dataset has {data_classes}{f' {tuple(names)}' if names else ''}. Set num_classes: {data_classes}."
+            )
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Build the optimizer from the mmcv dict (param-wise multipliers and ``auto_scale_lr`` included)."""
+        from detlight.optim.builder import build_optimizer, scale_lr
+
+        cfg = dict(self.optimizer_cfg)
+        if self.auto_scale_lr and self.auto_scale_lr.get("enable", False):
+            datamodule = getattr(self.trainer, "datamodule", None)
+            samples_per_gpu = getattr(datamodule, "samples_per_gpu", None)
+            if samples_per_gpu is None:
+                raise ValueError("`model.auto_scale_lr` needs a datamodule with `samples_per_gpu`")
+            cfg, factor = scale_lr(cfg, self.auto_scale_lr, self.trainer.world_size, samples_per_gpu)
+            if factor != 1.0:
+                log.info("auto_scale_lr: lr %s -> %s (x%.4g)", self.optimizer_cfg.get("lr"), cfg.get("lr"), factor)
+        return build_optimizer(self.model, cfg)
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        optimizer = self.trainer.optimizers[0] if self._trainer is not None and self.trainer.optimizers else None
+        outputs = self.adapter.losses(batch, optimizer)
+        self.log_buffer.update(outputs["log_vars"], outputs["num_samples"])
+        self.last_outputs = outputs
+        return outputs
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """mmcv ``OptimizerHook`` clipping: ``clip_grad_norm_(**grad_clip)`` and ``grad_norm`` into the log buffer.
+
+        Runs after AMP unscaling and DDP gradient reduction. Without ``grad_clip`` the Trainer's own
+        ``gradient_clip_val`` / ``gradient_clip_algorithm`` apply unchanged.
+        """
+        if self.grad_clip is None:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"]
+                  if p.requires_grad and p.grad is not None]
+        if not params:
+            return
+        norm = torch.nn.utils.clip_grad_norm_(params, **self.grad_clip)
+        num_samples = self.last_outputs["num_samples"] if self.last_outputs else 1
+        self.log_buffer.update({"grad_norm": norm}, num_samples)
+
+    # ------------------------------------------------------------------ evaluation
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.evaluator.update(self.adapter.predict(batch), batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.evaluator.update(self.adapter.predict(batch), batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        return [dict(det, img_meta=meta) for det, meta in zip(self.adapter.predict(batch), batch["img_metas"])]
+
+    def _log_eval(self, stage: str) -> None:
+        if self.trainer.sanity_checking:
+            self.evaluator.reset()
+            return
+        results = self.evaluator.compute()
+        self.evaluator.reset()
+        values = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in results.items()}
+        host = torch.stack(list(values.values())).tolist() if values else []
+        self.eval_results = OrderedDict(zip(values, host))
+        # Already reduced across ranks by the evaluator: no sync_dist (it would average identical values again).
+        self.log_dict({f"{stage}/{k}": v for k, v in self.eval_results.items()}, sync_dist=False)
+
+
+def _check_grad_clip(grad_clip: Mapping[str, Any] | None) -> dict[str, float] | None:
+    if grad_clip is None:
+        return None
+    allowed = {"max_norm", "norm_type", "error_if_nonfinite", "foreach"}
+    unknown = set(grad_clip) - allowed
+    if unknown:
+        raise ValueError(f"Unknown key(s) {sorted(unknown)} in `model.grad_clip`; accepted: {sorted(allowed)}")
+    if "max_norm" not in grad_clip:
+        raise ValueError("`model.grad_clip` needs `max_norm`, e.g. {max_norm: 35, norm_type: 2}")
+    if float(grad_clip["max_norm"]) <= 0:
+        raise ValueError(f"`model.grad_clip.max_norm` must be > 0, got {grad_clip['max_norm']}")
+    return dict(grad_clip)
+
+
+def load_weights(model: nn.Module, path: str, revise_keys: tuple[tuple[str, str], ...] = ((r"^module\.", ""),)) -> None:
+    """mmcv ``load_checkpoint(..., strict=False)`` for ``load_from``: weights only, safe unpickling.
+
+    Reads mmcv ``.pth`` files (``state_dict`` + ``meta``), detlight/Lightning ``.ckpt`` files (the ``model.`` prefix of
+    :class:`DetectorModule` is stripped) and bare state dicts.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"`load_from` checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or unsafe files
+        raise ValueError(
+            f"Cannot read `load_from` checkpoint {path} with weights_only=True ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}). detlight only loads plain tensors and containers; "
+            "re-save the weights with torch.save(model.state_dict(), path)."
+        ) from None
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else None
+    if not isinstance(state, Mapping):
+        raise ValueError(f"`load_from` checkpoint {path} holds no state_dict")
+    if any(k.startswith("model.") for k in state) and not any(k in model.state_dict() for k in state):
+        revise_keys = revise_keys + ((r"^model\.", ""),)
+    revised = OrderedDict()
+    for key, value in state.items():
+        for pattern, repl in revise_keys:
+            key = re.sub(pattern, repl, key)
+        revised[key] = value
+    missing, unexpected = model.load_state_dict(revised, strict=False)
+    if missing or unexpected:
+        log.warning("load_from %s: %d missing key(s) %s, %d unexpected key(s) %s", path, len(missing),
+                    missing[:5], len(unexpected), unexpected[:5])
+    else:
+        log.info("load_from %s: all %d tensors loaded", path, len(revised))
