@@ -62,6 +62,9 @@ _CONSTRUCTORS: dict[str, Callable[..., Any]] = {"dict": dict, "list": list, "tup
 # Bounds that keep a hostile config from exhausting memory or CPU with `'a' * 10**12` or `9 ** 9 ** 9`.
 _MAX_EXPONENT = 256
 _MAX_SEQ_LEN = 1_000_000
+_MAX_INT_BITS = 4096
+_HUGE_WIDTH = re.compile(r"\d{5,}")
+_PERCENT_WIDTH = re.compile(r"%[#0\- +]*(?:\d{5,}|\*|\d*\.(?:\d{5,}|\*))")
 
 
 class ConfigError(ValueError):
@@ -360,7 +363,7 @@ class _Evaluator:
         elif isinstance(target, ast.Subscript):
             container, key = self.eval(target.value), self.eval(target.slice)
             if not isinstance(container, (dict, list)):
-                raise self._error(target, f"item assignment on a {type(container).__name__}")
+                raise self._disallowed(target, f"item assignment on a {type(container).__name__}")
             try:
                 container[key] = value
             except (IndexError, TypeError) as err:
@@ -372,7 +375,7 @@ class _Evaluator:
         method = getattr(self, f"_eval_{type(node).__name__}", None)
         if method is None:
             raise self._refuse(node)
-        return method(node)
+        return self._apply(method, node, node)
 
     # each _eval_<Node> handles one allowed ast node type
     def _eval_Constant(self, node: ast.Constant) -> Any:
@@ -427,6 +430,7 @@ class _Evaluator:
         if node.conversion in conversions:
             value = conversions[node.conversion](value)
         spec = self.eval(node.format_spec) if node.format_spec is not None else ""
+        self._check_spec(spec, node)
         return self._apply(format, node, value, spec)
 
     def _eval_Call(self, node: ast.Call) -> Any:
@@ -456,7 +460,7 @@ class _Evaluator:
     # helpers
     def _comprehension(self, generators: list[ast.comprehension]) -> Any:
         if len(generators) != 1 or generators[0].ifs or generators[0].is_async:
-            raise self._error(generators[0], "only `[expr for name in iterable]` comprehensions are supported")
+            raise self._disallowed(generators[0], "a comprehension other than `[expr for name in iterable]`")
         gen = generators[0]
         iterable = self.eval(gen.iter)
         if not isinstance(iterable, (list, tuple, dict, str, set)):
@@ -472,8 +476,12 @@ class _Evaluator:
     def _name(self, node: ast.Name) -> Any:
         if node.id not in self.names:
             if node.id in _CONSTRUCTORS:
-                raise self._error(node, f"`{node.id}` may only be called, as in `{node.id}(...)`")
-            raise self._error(node, f"name `{node.id}` is not defined earlier in this file")
+                raise self._disallowed(node, f"`{node.id}` other than in a call `{node.id}(...)`")
+            raise self._error(
+                node,
+                f"name `{node.id}` is not defined earlier in this file (names of `_base_` files are not visible; "
+                f"write `{{{{_base_.{node.id}}}}}` to use one)",
+            )
         value = self.names[node.id]
         return value.resolve(f"{self.path}:{node.lineno}") if isinstance(value, _BaseRef) else value
 
@@ -501,32 +509,44 @@ class _Evaluator:
     def _binop(self, op: ast.operator, left: Any, right: Any, node: ast.AST) -> Any:
         func = _BIN_OPS.get(type(op))
         if func is None:
-            raise self._error(node, f"operator `{type(op).__name__}`")
+            raise self._disallowed(node, f"operator `{type(op).__name__}`")
         if isinstance(op, ast.Pow) and isinstance(right, (int, float)) and abs(right) > _MAX_EXPONENT:
-            raise self._error(node, f"an exponent above {_MAX_EXPONENT}")
+            raise self._disallowed(node, f"an exponent above {_MAX_EXPONENT}")
         if isinstance(op, ast.Mult):
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(times, int) and len(seq) * times > _MAX_SEQ_LEN:
-                    raise self._error(node, f"a repeated sequence longer than {_MAX_SEQ_LEN}")
+                    raise self._disallowed(node, f"a repeated sequence longer than {_MAX_SEQ_LEN}")
         if isinstance(op, ast.Mod) and isinstance(left, str):
+            if _PERCENT_WIDTH.search(left):
+                raise self._disallowed(node, "a `%` width or precision of 10000 or more, or `*`")
             if not isinstance(right, (str, int, float, tuple, dict, list, type(None))):
                 raise self._error(node, f"`%` formatting with a {type(right).__name__}")
         return self._apply(func, node, left, right)
 
     def _check_format_fields(self, template: str, node: ast.AST) -> None:
         try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+            fields = [(f, spec or "") for _, f, spec, _ in string.Formatter().parse(template) if f is not None]
         except ValueError as err:
             raise self._error(node, f"invalid format string ({err})") from None
-        for field in fields:
+        for field, spec in fields:
+            self._check_spec(spec, node)
             if "." in field or "[" in field:
-                raise self._error(node, f"format field `{{{field}}}` (attribute or index access)")
+                raise self._disallowed(node, f"format field `{{{field}}}` (attribute or index access)")
 
     def _apply(self, func: Callable[..., Any], node: ast.AST, *args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+        except ConfigError:
+            raise
         except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError, OverflowError) as err:
             raise self._error(node, f"evaluating `{_source(node)}` failed: {type(err).__name__}: {err}") from None
+        if isinstance(result, int) and result.bit_length() > _MAX_INT_BITS:
+            raise self._disallowed(node, f"an integer wider than {_MAX_INT_BITS} bits")
+        return result
+
+    def _check_spec(self, spec: str, node: ast.AST) -> None:
+        if _HUGE_WIDTH.search(spec) or "{" in spec:
+            raise self._disallowed(node, f"a nested or 10000+ wide format spec (`{spec}`)")
 
     def _refuse(self, node: ast.AST) -> ConfigError:
         kind = type(node).__name__
@@ -537,17 +557,17 @@ class _Evaluator:
             "Attribute": "attribute access",
             "Lambda": "a lambda",
         }.get(kind, f"a `{kind}` construct")
-        return self._error(node, f"{described} (`{_source(node)}`)", refused=True)
+        return self._disallowed(node, f"{described} (`{_source(node)}`)")
 
-    def _error(self, node: ast.AST, what: str, refused: bool = False) -> ConfigError:
-        line = getattr(node, "lineno", "?")
-        if refused or what.startswith(("a ", "an ", "name", "operator", "attribute", "format", "subscript", "item")):
-            return ConfigError(
-                f"{self.path}:{line}: {what} is not allowed in a config read by detlight; configs may only contain "
-                "data (literals, dict()/list()/tuple(), names bound earlier, arithmetic, string formatting). "
-                "Nothing in the file was executed."
-            )
-        return ConfigError(f"{self.path}:{line}: {what}.")
+    def _disallowed(self, node: ast.AST, what: str) -> ConfigError:
+        return ConfigError(
+            f"{self.path}:{getattr(node, 'lineno', '?')}: {what} is not allowed in a config read by detlight; "
+            "configs may only contain data (literals, dict()/list()/tuple(), names bound earlier, arithmetic, string "
+            "formatting). Nothing in the file was executed."
+        )
+
+    def _error(self, node: ast.AST, what: str) -> ConfigError:
+        return ConfigError(f"{self.path}:{getattr(node, 'lineno', '?')}: {what}.")
 
 
 def _source(node: ast.AST) -> str:

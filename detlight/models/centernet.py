@@ -246,7 +246,7 @@ class CenterNet(nn.Module):
 
         heatmap = boxes.new_zeros(batch * num_classes, feat_h * feat_w)
         rows = (img_idx * num_classes + labels)[:, None].expand(-1, feat_h * feat_w)
-        heatmap.scatter_reduce_(0, rows, gauss.reshape(len(boxes), -1), reduce="amax", include_self=True)
+        heatmap.scatter_reduce_(0, rows, gauss.reshape(len(boxes), feat_h * feat_w), reduce="amax", include_self=True)
         box_target = boxes.new_zeros(batch, feat_h, feat_w, 4)
         weight = boxes.new_zeros(batch, feat_h, feat_w, 4)
         cx, cy = center_int[:, 0].long(), center_int[:, 1].long()
@@ -310,7 +310,7 @@ class CenterNet(nn.Module):
         heat = heat_logits.sigmoid()
         heat = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
         k = min(self.topk, num_classes * feat_h * feat_w)
-        scores, index = heat.view(batch, -1).topk(k)
+        scores, index = heat.reshape(batch, -1).topk(k)
         labels = torch.div(index, feat_h * feat_w, rounding_mode="floor")
         cell = index % (feat_h * feat_w)
         wh_k = wh.flatten(2).gather(2, cell[:, None].expand(-1, 2, -1))
