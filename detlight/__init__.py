@@ -1,2 +1,34 @@
-"""detlight: mmdetection-style detection training, run by PyTorch Lightning."""
+"""detlight: mmdetection-style detection training, run by PyTorch Lightning.
+
+Public names are imported on first access, so ``import detlight`` costs almost nothing until they are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "DetectorModule": "detlight.module",
+    "DetLightCLI": "detlight.cli",
+    "DetDataModule": "detlight.data.datamodule",
+    "Det3DDataModule": "detlight.data.datamodule3d",
+    "LogBuffer": "detlight.logbuffer",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'detlight' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

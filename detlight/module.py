@@ -79,6 +79,12 @@ class DetectorModule(pl.LightningModule):
         self._weights_loaded = False
         self.log_buffer = LogBuffer()
         self.last_outputs: dict[str, Any] | None = None
+        #: Set by :class:`detlight.workflow.Workflow` for a ``('val', n)`` workflow phase: validation then also runs
+        #: the detector's losses (mmcv ``val_step``) into :attr:`val_log_buffer` / :attr:`last_val_outputs`, logged
+        #: as ``val/<loss key>`` at the end of the validation epoch.
+        self.val_losses = False
+        self.val_log_buffer = LogBuffer()
+        self.last_val_outputs: dict[str, Any] | None = None
         #: evaluator results of the last validation epoch, as python floats (mmcv's ``eval_res``)
         self.eval_results: OrderedDict[str, float] = OrderedDict()
 
@@ -148,9 +154,18 @@ class DetectorModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if self.val_losses:
+            outputs = self.adapter.val_losses(batch)
+            self.val_log_buffer.update(outputs["log_vars"], outputs["num_samples"])
+            self.last_val_outputs = outputs
         self.evaluator.update(self.adapter.predict(batch), batch)
 
     def on_validation_epoch_end(self) -> None:
+        if self.val_losses and not self.trainer.sanity_checking and self.val_log_buffer.val_history:
+            # Callbacks' epoch-end hooks (mmcv-style after_val_epoch) ran first and saw the whole buffer.
+            losses = self.val_log_buffer.averages()
+            self.log_dict({f"val/{k}": v for k, v in losses.items()}, sync_dist=True)
+        self.val_log_buffer.clear()
         self._log_eval("val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:

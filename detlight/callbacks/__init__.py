@@ -1,1 +1,47 @@
-"""detlight.callbacks."""
+"""Lightning callbacks for mmcv's standard hooks.
+
+Order: Lightning runs callbacks in list order (ModelCheckpoint subclasses are moved last); mmcv ran hooks by
+priority (LR 10 < Momentum 30 < Optimizer 40 < Checkpoint 50 < IterTimer/Eval 70 < loggers 90). List them in
+that order in ``trainer.callbacks`` to keep mmcv's order; users' own mmcv-style hooks go through
+:class:`detlight.compat.MMCVHooks`, which sorts them by priority.
+
+Names are imported on first access, so ``import detlight.callbacks`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "AtomicCheckpointIO": "checkpoint",
+    "BEVVisualization": "bev_visualization",
+    "CheckInvalidLoss": "misc",
+    "EMA": "ema",
+    "EmptyCache": "misc",
+    "Evaluation": "evaluation",
+    "IntervalLogger": "interval_logger",
+    "IterTimer": "iter_timer",
+    "LrUpdater": "lr_updater",
+    "MMCheckpoint": "checkpoint",
+    "MomentumUpdater": "lr_updater",
+    "NumClassCheck": "misc",
+    "SetEpochInfo": "misc",
+    "SyncBuffers": "misc",
+    "TextLogger": "text_logger",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -174,7 +174,7 @@ def objects_to_lidar(objects: Sequence[KittiObject], calib: KittiCalib, classes:
 
 
 # ---------------------------------------------------------------------------------------------------- augmentation
-@dataclass
+@dataclass(frozen=True)
 class Augment3D:
     """Training-time point-cloud augmentation, applied in mmdet3d's pipeline order.
 

@@ -163,8 +163,10 @@ def ensure_synthetic_coco(spec: SyntheticCocoSpec | None = None) -> SyntheticCoc
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp's 0o700 would survive the rename and hide a shared cache from other users
         _write_dataset(spec, tmp)
-        (tmp / _COMPLETE_MARKER).write_text(json.dumps(dataclasses.asdict(spec) | {"version": GENERATOR_VERSION}))
+        params = {k: v for k, v in dataclasses.asdict(spec).items() if k != "root"}
+        (tmp / _COMPLETE_MARKER).write_text(json.dumps(params | {"generator_version": GENERATOR_VERSION}))
         try:
             os.replace(tmp, final)
         except OSError:

@@ -1,0 +1,267 @@
+"""The ``model`` and ``data`` sections of :mod:`detlight.compat.convert`: mmdet ``type`` names -> detlight classes.
+
+Kept apart from the runtime-key mapping because this is the part that grows with every detector and dataset detlight
+adds: extend :data:`MODEL_TARGETS` / :data:`DATASET_TARGETS` (and the constants next to them) to map a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from detlight.compat.convert import ConversionReport
+
+__all__ = ["DATASET_TARGETS", "MODEL_TARGETS", "convert_data", "convert_model"]
+
+#: mmdet/mmdet3d detector kind -> (detlight class path, {init arg: dotted path in the mmdet ``model`` dict}).
+MODEL_TARGETS: dict[str, tuple[str, dict[str, str]]] = {
+    "CenterNet": ("detlight.models.centernet.CenterNet", {
+        "num_classes": "bbox_head.num_classes",
+        "topk": "test_cfg.topk",
+        "max_per_img": "test_cfg.max_per_img",
+        "loss_wh_weight": "bbox_head.loss_wh.loss_weight",
+        "loss_offset_weight": "bbox_head.loss_offset.loss_weight",
+    }),
+    "PointPillars": ("detlight.models.pointpillars.PointPillars", {
+        "num_classes": "bbox_head.num_classes",
+        "point_cloud_range": "voxel_layer.point_cloud_range",
+        "voxel_size": "voxel_layer.voxel_size",
+        "pillar_channels": "voxel_encoder.feat_channels.0",
+        "backbone_channels": "backbone.out_channels",
+        "backbone_layers": "backbone.layer_nums",
+        "backbone_strides": "backbone.layer_strides",
+        "neck_channels": "neck.out_channels",
+        "neck_strides": "neck.upsample_strides",
+        "score_thr": "test_cfg.score_thr",
+        "nms_pre": "test_cfg.nms_pre",
+        "max_num": "test_cfg.max_num",
+    }),
+}
+#: what differs between the mmdet detector and the detlight class it maps to (said in the report).
+MODEL_NOTES = {
+    "CenterNet": "detlight's CenterNet has a small built-in backbone instead of ResNet + CTResNetNeck",
+    "PointPillars": "detlight's PointPillars has an anchor-free CenterPoint-style head (heatmap peaks, no rotated "
+    "NMS) instead of Anchor3DHead",
+}
+#: mmdet dataset type -> (datamodule class path, split init args copied from the dataset dict).
+DATASET_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "CocoDataset": ("detlight.data.datamodule.DetDataModule", ("ann_file", "img_prefix", "classes", "filter_empty_gt")),
+    "KittiDataset": ("detlight.data.datamodule3d.Det3DDataModule", ("data_root", "classes")),
+}
+#: loader keys of ``data`` (and of ``data.<split>_dataloader``) -> datamodule init args.
+LOADER_ARGS = {"samples_per_gpu": "samples_per_gpu", "imgs_per_gpu": "samples_per_gpu",
+               "workers_per_gpu": "workers_per_gpu", "persistent_workers": "persistent_workers"}
+VAL_LOADER_ARGS = {"samples_per_gpu": "val_samples_per_gpu"}
+#: mmdet pipeline step -> {step arg: datamodule ``pipeline`` field}; steps mapped to {} need no setting.
+PIPELINE_STEPS: dict[str, dict[str, str]] = {
+    "LoadImageFromFile": {}, "LoadAnnotations": {}, "DefaultFormatBundle": {}, "Collect": {}, "ImageToTensor": {},
+    "Resize": {"img_scale": "img_scale", "keep_ratio": "keep_ratio"},
+    "RandomFlip": {"flip_ratio": "flip_ratio"},
+    "Normalize": {"mean": "mean", "std": "std", "to_rgb": "to_rgb"},
+    "Pad": {"size_divisor": "size_divisor"},
+}
+#: mmdet3d point pipeline step -> {step arg: ``augment`` field, or ``@point_cloud_range`` for the datamodule arg}.
+PIPELINE_STEPS_3D: dict[str, dict[str, str]] = {
+    "LoadPointsFromFile": {}, "LoadAnnotations3D": {}, "DefaultFormatBundle3D": {}, "Collect3D": {},
+    "ObjectRangeFilter": {}, "PointShuffle": {},
+    "ObjectNoise": {"translation_std": "translation_std", "rot_range": "object_rot_range"},
+    "RandomFlip3D": {"flip_ratio_bev_horizontal": "flip_ratio"},
+    "GlobalRotScaleTrans": {"rot_range": "rot_range", "scale_ratio_range": "scale_range"},
+    "PointsRangeFilter": {"point_cloud_range": "@point_cloud_range"},
+}
+WRAPPERS = ("RepeatDataset", "ClassBalancedDataset", "CBGSDataset")
+
+
+def _get(src: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = src
+    for part in dotted.split("."):
+        if isinstance(value, Mapping) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+def _model_kind(model: Mapping[str, Any]) -> str | None:
+    kind = model.get("type")
+    if kind == "VoxelNet" and _get(model, "voxel_encoder.type") == "PillarFeatureNet":
+        return "PointPillars"
+    return kind if kind in MODEL_TARGETS else None
+
+
+def convert_model(model: Any, report: ConversionReport) -> dict[str, Any] | None:
+    """``model=dict(type=...)`` -> ``{class_path, init_args}`` for ``model.model``, or ``None`` if unknown."""
+    kind = _model_kind(model) if isinstance(model, Mapping) else None
+    if kind is None:
+        name = model.get("type", "?") if isinstance(model, Mapping) else type(model).__name__
+        report.add("model", "dropped", note=f"detector `{name}` has no detlight counterpart (known: CenterNet, "
+                   "VoxelNet with PillarFeatureNet = PointPillars); point the YAML at your own class: "
+                   "`model: {model: {class_path: my_pkg.MyDetector, init_args: {...}}}`")
+        return None
+    class_path, fields = MODEL_TARGETS[kind]
+    init_args = {arg: _get(model, path) for arg, path in fields.items() if _get(model, path) is not None}
+    report.add("model", "mapped", f"model.model: {class_path}", f"{model['type']} -> {kind}; {MODEL_NOTES[kind]}")
+    used = {path.split(".")[0]: [] for path in fields.values()}
+    for arg, path in fields.items():
+        if arg in init_args:
+            used[path.split(".")[0]].append(path.split(".", 1)[1])
+    for sub, value in model.items():
+        if sub == "type":
+            continue
+        carried = used.get(sub)
+        if carried:
+            report.add(f"model.{sub}", "approximated", "model.model.init_args",
+                       f"carried {', '.join(carried)}; everything else follows detlight's {kind}")
+        else:
+            what = value.get("type") if isinstance(value, Mapping) else None
+            report.add(f"model.{sub}", "approximated", "(detlight default)",
+                       f"detlight's {kind} builds its own {sub}" + (f"; mmdet `{what}` settings not carried" if what
+                                                                   else ""))
+    return {"class_path": class_path, "init_args": init_args} if init_args else {"class_path": class_path}
+
+
+def convert_data(data: Any, report: ConversionReport, seed: int | None = None) -> dict[str, Any] | None:
+    """``data=dict(samples_per_gpu, ..., train, val, test)`` -> ``{class_path, init_args}`` for the datamodule."""
+    if not isinstance(data, Mapping):
+        report.add("data", "dropped", note=f"expected a dict, got {type(data).__name__}")
+        return None
+    init: dict[str, Any] = {}
+    splits: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in LOADER_ARGS:
+            init[LOADER_ARGS[key]] = value
+            report.add(f"data.{key}", "mapped", f"data.init_args.{LOADER_ARGS[key]}",
+                       "deprecated alias" if key == "imgs_per_gpu" else "per process, as under mmdet DDP")
+        elif key.endswith("_dataloader") and isinstance(value, Mapping):
+            _loader(key, value, init, report)
+        elif key in ("train", "val", "test"):
+            splits[key] = _unwrap(f"data.{key}", value, report)
+        else:
+            report.add(f"data.{key}", "dropped", note="no detlight datamodule setting")
+    kinds = {key: ds.get("type") if isinstance(ds, Mapping) else None for key, ds in splits.items()}
+    unknown = [key for key, kind in kinds.items() if kind not in DATASET_TARGETS]
+    for key in unknown:
+        report.add(f"data.{key}", "dropped", note=f"dataset `{kinds[key]}` has no detlight counterpart (known: "
+                   f"{', '.join(DATASET_TARGETS)}); write your own LightningDataModule and set `data: {{class_path: "
+                   "my_pkg.MyDataModule, init_args: {...}}`")
+    targets = {DATASET_TARGETS[kind][0] for kind in kinds.values() if kind in DATASET_TARGETS}
+    if unknown or len(targets) != 1:
+        if targets:
+            report.add("data", "dropped", note=f"split(s) {unknown or sorted(kinds)} cannot be converted to one "
+                       "datamodule, so none is written (a partial one would silently use detlight's synthetic set)")
+        return None
+    class_path = targets.pop()
+    convert_split = _coco_split if class_path == DATASET_TARGETS["CocoDataset"][0] else _kitti_split
+    for key, ds in splits.items():
+        convert_split(key, ds, init, report)
+    if seed is not None:
+        init["seed"] = seed
+    return {"class_path": class_path, "init_args": init}
+
+
+def _loader(key: str, value: Mapping[str, Any], init: dict[str, Any], report: ConversionReport) -> None:
+    table = LOADER_ARGS if key == "train_dataloader" else VAL_LOADER_ARGS if key == "val_dataloader" else {}
+    for sub, item in value.items():
+        if sub in table:
+            init[table[sub]] = item
+            report.add(f"data.{key}.{sub}", "mapped", f"data.init_args.{table[sub]}")
+        elif sub in LOADER_ARGS and key != "train_dataloader":
+            report.add(f"data.{key}.{sub}", "approximated", f"data.init_args.{LOADER_ARGS[sub]}",
+                       "detlight uses one worker setting for every loader; the train loader's value applies")
+        else:
+            report.add(f"data.{key}.{sub}", "dropped", note="no detlight loader setting")
+
+
+def _split_common(key: str, ds: Mapping[str, Any], init: dict[str, Any], report: ConversionReport,
+                  handled: tuple[str, ...]) -> None:
+    if "samples_per_gpu" in ds:
+        target = "samples_per_gpu" if key == "train" else "val_samples_per_gpu"
+        init[target] = ds["samples_per_gpu"]
+        report.add(f"data.{key}.samples_per_gpu", "mapped", f"data.init_args.{target}")
+    for sub in ds:
+        if sub not in (*handled, "type", "pipeline", "test_mode", "samples_per_gpu"):
+            report.add(f"data.{key}.{sub}", "dropped", note="no detlight dataset setting")
+    if key != "train" and "pipeline" in ds:
+        report.add(f"data.{key}.pipeline", "approximated", "(built in)",
+                   "val/test use the train settings without the random augmentation")
+
+
+def _coco_split(key: str, ds: Mapping[str, Any], init: dict[str, Any], report: ConversionReport) -> None:
+    fields = DATASET_TARGETS["CocoDataset"][1]
+    if isinstance(ds.get("ann_file"), (list, tuple)):
+        report.add(f"data.{key}.ann_file", "approximated", f"data.init_args.{key}.ann_file",
+                   "a list of ann_files (ConcatDataset) is not supported; only the first is used")
+        ds = {**ds, "ann_file": ds["ann_file"][0]}
+    init[key] = {f: ds[f] for f in fields if f in ds}
+    report.add(f"data.{key}", "mapped", f"data.init_args.{key}", "CocoDataset: " + ", ".join(init[key]))
+    if key == "train" and "pipeline" in ds:
+        pipeline = _pipeline(f"data.{key}.pipeline", ds["pipeline"], PIPELINE_STEPS, report)
+        if pipeline:
+            init["pipeline"] = pipeline
+    _split_common(key, ds, init, report, fields)
+
+
+def _kitti_split(key: str, ds: Mapping[str, Any], init: dict[str, Any], report: ConversionReport) -> None:
+    for field in ("data_root", "classes"):
+        if field in ds and init.setdefault(field, ds[field]) != ds[field]:
+            report.add(f"data.{key}.{field}", "dropped", note=f"differs from the train split's {init[field]!r}; "
+                       "detlight uses one value for every split")
+    stem = Path(str(ds.get("ann_file", ""))).stem
+    name = stem[len("kitti_infos_"):] if stem.startswith("kitti_infos_") else None
+    split_arg = f"{key}_split"
+    if name:
+        init[split_arg] = name
+        report.add(f"data.{key}", "mapped", f"data.init_args.{split_arg}",
+                   f"KittiDataset: frames of ImageSets/{name}.txt under data_root (raw KITTI files, not the .pkl infos)")
+    else:
+        report.add(f"data.{key}", "approximated", f"data.init_args.{split_arg}",
+                   f"cannot tell the ImageSets list from ann_file {ds.get('ann_file')!r}; the default is used")
+    if key == "train" and "pipeline" in ds:
+        augment = _pipeline(f"data.{key}.pipeline", ds["pipeline"], PIPELINE_STEPS_3D, report)
+        if "@point_cloud_range" in augment:
+            init["point_cloud_range"] = augment.pop("@point_cloud_range")
+        if any(step.get("type") == "ObjectNoise" for step in ds["pipeline"] if isinstance(step, Mapping)):
+            augment["object_noise"] = True
+        augment["shuffle"] = any(step.get("type") == "PointShuffle" for step in ds["pipeline"]
+                                 if isinstance(step, Mapping))
+        init["augment"] = augment
+    _split_common(key, ds, init, report, ("data_root", "classes", "ann_file", "split", "pts_prefix",
+                                           "modality", "box_type_3d"))
+    for sub, why in (("split", "detlight reads data_root/training"), ("pts_prefix", "detlight reads velodyne/"),
+                     ("modality", "LiDAR only"), ("box_type_3d", "LiDAR boxes")):
+        if sub in ds:
+            report.add(f"data.{key}.{sub}", "approximated" if sub == "pts_prefix" else "mapped", "(built in)", why)
+
+
+def _unwrap(key: str, ds: Any, report: ConversionReport) -> Any:
+    while isinstance(ds, Mapping) and ds.get("type") in WRAPPERS:
+        extra = {k: v for k, v in ds.items() if k not in ("type", "dataset")}
+        report.add(f"{key}.type", "approximated", "(unwrapped)",
+                   f"{ds['type']}({extra}) is not reproduced: one detlight epoch is one pass over the dataset, so "
+                   "scale trainer.max_epochs (and epoch-based schedules) to keep mmdet's number of iterations")
+        ds = ds.get("dataset")
+    return ds
+
+
+def _pipeline(key: str, steps: Any, table: Mapping[str, Mapping[str, str]], report: ConversionReport) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for i, step in enumerate(steps if isinstance(steps, list) else []):
+        kind = step.get("type") if isinstance(step, Mapping) else None
+        if kind not in table:
+            report.add(f"{key}.{i}", "dropped", note=f"transform `{kind}` has no counterpart in detlight's pipeline")
+            continue
+        for arg, field in table[kind].items():
+            if step.get(arg) is not None:
+                settings[field] = step[arg]
+        scale = settings.get("img_scale")
+        if kind == "Resize" and isinstance(scale, list) and scale and isinstance(scale[0], list):
+            settings["img_scale"] = scale[0]
+            report.add(f"{key}.{i}", "approximated", "data.init_args.pipeline.img_scale",
+                       "multi-scale Resize: only the first scale is used")
+        else:
+            report.add(f"{key}.{i}", "mapped", "data.init_args" if table[kind] else "(built in)", kind)
+    return settings

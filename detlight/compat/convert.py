@@ -1,0 +1,532 @@
+"""mmcv/mmdet/mmdet3d 1.x-era ``.py`` config -> one flat LightningCLI YAML for ``detlight fit --config``.
+
+Replaces: what mmdet's ``tools/train.py`` + ``train_detector`` did with the runtime keys of a config (runner, hooks,
+optimizer, dist settings). Each key is reported as *mapped* (same behaviour), *approximated* (close, the note says
+how it differs) or *dropped* (with the reason and, where there is one, what to write instead). The config is read
+with :func:`detlight.compat.config.load_config`, so nothing in it is executed.
+
+The target schema (class paths and the init args each target accepts) is the table of constants below; that is the
+one place to edit when a detlight class moves.
+
+Example:
+    >>> cfg = dict(runner=dict(type="EpochBasedRunner", max_epochs=12), optimizer_config=dict(grad_clip=None),
+    ...            lr_config=dict(policy="step", step=[8, 11]))
+    >>> out, report = convert_config(cfg, "configs/retinanet_1x.py")
+    >>> out["trainer"]["max_epochs"], out["trainer"]["callbacks"][0]["init_args"]["step"]
+    (12, [8, 11])
+    >>> [e.status for e in report.entries if e.key == "runner"]
+    ['mapped']
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import sys
+from collections.abc import Mapping, Sequence
+from contextlib import redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from detlight.compat._convert_parts import convert_data, convert_model
+from detlight.compat.config import ConfigError, load_config
+
+__all__ = ["ConversionReport", "ReportEntry", "convert_config", "convert_file", "print_config"]
+
+# ----------------------------------------------------------------------------------------------- target schema
+_CB = "detlight.callbacks."
+LR_UPDATER = _CB + "lr_updater.LrUpdater"
+MOMENTUM_UPDATER = _CB + "lr_updater.MomentumUpdater"
+ITER_TIMER = _CB + "iter_timer.IterTimer"
+TEXT_LOGGER = _CB + "text_logger.TextLogger"
+INTERVAL_LOGGER = _CB + "interval_logger.IntervalLogger"
+CHECKPOINT = _CB + "checkpoint.MMCheckpoint"
+EVALUATION = _CB + "evaluation.Evaluation"
+EMA = _CB + "ema.EMA"
+MMCV_HOOKS = "detlight.compat.hooks.MMCVHooks"
+WORKFLOW = "detlight.workflow.Workflow"
+DDP_STRATEGY = "lightning.pytorch.strategies.DDPStrategy"
+TB_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
+
+#: init args each callback accepts; other keys of the mmcv dict are reported as dropped.
+CHECKPOINT_ARGS = ("interval", "by_epoch", "save_optimizer", "out_dir", "max_keep_ckpts", "save_last",
+                   "create_symlink", "meta")
+EVALUATION_ARGS = ("interval", "by_epoch", "start", "save_best", "rule", "greater_keys", "less_keys", "out_dir",
+                   "dynamic_intervals")
+TEXT_LOGGER_ARGS = ("interval", "by_epoch", "ignore_last", "interval_exp_name")
+INTERVAL_LOGGER_ARGS = ("interval", "by_epoch", "ignore_last")
+#: mmcv/mmdet custom hook type -> (callback class path, init args it takes, fixed init args).
+CUSTOM_HOOKS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
+    "EMAHook": (EMA, ("momentum", "interval", "warm_up"), {"momentum_schedule": "mmcv"}),
+    "ExpMomentumEMAHook": (EMA, ("momentum", "interval", "total_iter", "skip_buffers"), {"momentum_schedule": "exp"}),
+    "LinearMomentumEMAHook": (EMA, ("momentum", "interval", "warm_up", "skip_buffers"),
+                              {"momentum_schedule": "linear"}),
+    "NumClassCheckHook": (_CB + "misc.NumClassCheck", (), {}),
+    "CheckInvalidLossHook": (_CB + "misc.CheckInvalidLoss", ("interval",), {}),
+    "EmptyCacheHook": (_CB + "misc.EmptyCache", ("before_epoch", "after_epoch", "after_iter"), {}),
+    "SyncBuffersHook": (_CB + "misc.SyncBuffers", (), {}),
+    "SetEpochInfoHook": (_CB + "misc.SetEpochInfo", (), {}),
+}
+#: mmcv hook priorities, used to order ``trainer.callbacks`` as mmcv ordered its hooks.
+PRIORITIES = {"HIGHEST": 0, "VERY_HIGH": 10, "HIGH": 30, "ABOVE_NORMAL": 40, "NORMAL": 50, "BELOW_NORMAL": 60,
+              "LOW": 70, "VERY_LOW": 90, "LOWEST": 100}
+#: one-line mapping for keys that have no detlight setting.
+DROPPED_KEYS = {
+    "log_level": "Python logging level; set it with `logging.getLogger('detlight').setLevel(...)` (no Lightning flag)",
+    "gpu_ids": "set by mmdet's tools/train.py, not a config setting; choose GPUs with trainer.devices",
+    "opencv_num_threads": "detlight does not use OpenCV; torch threads follow OMP_NUM_THREADS",
+    "mp_start_method": "DataLoader workers use the platform default start method",
+    "custom_imports": "modules are never imported by the converter; detlight imports a `class_path` itself, so point "
+    "model.model.class_path (or a callback class_path) at the class in those modules",
+}
+HELPER_NOTE = "helper variable, not a runtime key; its value is already inlined where the config used it"
+Status = Literal["mapped", "approximated", "dropped"]
+
+
+@dataclass(frozen=True)
+class ReportEntry:
+    """One line of the mapping report: an mmcv key and what became of it."""
+
+    key: str
+    status: Status
+    target: str = ""
+    note: str = ""
+
+
+@dataclass
+class ConversionReport:
+    """Every key of the source config, with its status (mapped / approximated / dropped), target and note."""
+
+    source: str
+    entries: list[ReportEntry] = field(default_factory=list)
+
+    def add(self, key: str, status: Status, target: str = "", note: str = "") -> None:
+        """Record what became of ``key``."""
+        self.entries.append(ReportEntry(key, status, target, note))
+
+    def status_of(self, key: str) -> list[Status]:
+        """Statuses recorded for ``key`` exactly."""
+        return [e.status for e in self.entries if e.key == key]
+
+    def covers(self, key: str) -> bool:
+        """Whether ``key`` or one of its sub-keys (``key.x``) has an entry."""
+        return any(e.key == key or e.key.startswith(key + ".") for e in self.entries)
+
+    def format(self) -> str:
+        """A readable table: key | status | target | note."""
+        rows = [("key", "status", "target", "note")] + [(e.key, e.status, e.target, e.note) for e in self.entries]
+        widths = [min(max(len(r[i]) for r in rows), cap) for i, cap in enumerate((40, 12, 44))]
+        lines = [f"Mapping report for {self.source}"]
+        for n, row in enumerate(rows):
+            cells = [row[i].ljust(widths[i]) for i in range(3)]
+            lines.append(" | ".join([*cells, row[3]]).rstrip())
+            if n == 0:
+                lines.append("-+-".join("-" * w for w in widths) + "-+-" + "-" * 20)
+        counts = {s: sum(e.status == s for e in self.entries) for s in ("mapped", "approximated", "dropped")}
+        lines.append(", ".join(f"{v} {k}" for k, v in counts.items()))
+        return "\n".join(lines)
+
+
+def convert_config(cfg: Mapping[str, Any], source: str) -> tuple[dict[str, Any], ConversionReport]:
+    """Convert a resolved mmcv config (from :func:`load_config`) into a LightningCLI config dict.
+
+    Args:
+        cfg: the resolved config.
+        source: the config's path; its stem names the default work dir (``work_dirs/<stem>``, as mmdet's tools).
+
+    Returns:
+        The YAML-ready dict (``seed_everything``, ``trainer``, ``model``, ``data``, ``ckpt_path``) and the report.
+
+    Raises:
+        ConfigError: the config is inconsistent in a way mmcv also rejects (``runner`` with both ``max_epochs`` and
+            ``max_iters``, ``total_epochs`` disagreeing with ``runner.max_epochs``).
+    """
+    return _Converter(_plain(cfg), source).run()
+
+
+def convert_file(
+    path: str | Path, out: str | Path | None = None, cfg_options: Sequence[str] | Mapping[str, Any] | None = None
+) -> tuple[str, str]:
+    """Read ``path`` safely, convert it, optionally write the YAML to ``out``; return ``(yaml_text, report_text)``."""
+    cfg = load_config(path, cfg_options)
+    result, report = convert_config(cfg, str(path))
+    header = [
+        f"# Converted by `detlight convert` from {path}",
+        f"# Run: detlight fit --config {out if out is not None else '<this file>'}",
+        "# Keys that were approximated or dropped are listed in the mapping report.",
+    ]
+    missing = [e for e in report.entries if e.key == "model" and e.status == "dropped"]
+    if missing:
+        header.append("# model.model is missing: add `model: {model: {class_path: my_pkg.MyDetector}}`.")
+    text = "\n".join(header) + "\n" + yaml.safe_dump(result, sort_keys=False, default_flow_style=None, width=120)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text, encoding="utf-8")
+    return text, report.format()
+
+
+def print_config(yaml_path: str | Path, subcommand: str = "fit") -> str:
+    """Parse ``yaml_path`` with ``detlight <subcommand> --config yaml_path --print_config`` and return its output.
+
+    This is how a converted YAML is checked against the real CLI (jsonargparse validates every class_path and
+    init arg) without training.
+
+    Raises:
+        ConfigError: the CLI rejected the file; the message holds the CLI's own error.
+    """
+    from detlight.cli import main
+
+    buffer, errors = io.StringIO(), io.StringIO()
+    stderr = sys.stderr
+    try:
+        sys.stderr = errors
+        with redirect_stdout(buffer):
+            main([subcommand, "--config", str(yaml_path), "--print_config"])
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise ConfigError(f"`detlight {subcommand} --print_config` rejected {yaml_path}:\n{errors.getvalue()}") from None
+    finally:
+        sys.stderr = stderr
+    return buffer.getvalue()
+
+
+def _plain(value: Any) -> Any:
+    """Tuples become lists and every container is copied, so the YAML has no tuples and no shared anchors."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _pick(src: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    return {k: src[k] for k in keys if k in src}
+
+
+class _Converter:
+    """Holds the source config, the output being built and the report; one method per mmcv key."""
+
+    def __init__(self, cfg: dict[str, Any], source: str) -> None:
+        self.cfg, self.source = cfg, source
+        self.report = ConversionReport(source)
+        work_dir = cfg.get("work_dir") or f"work_dirs/{Path(source).stem}"
+        self.trainer: dict[str, Any] = {"default_root_dir": work_dir}
+        self.model: dict[str, Any] = {}
+        self.out: dict[str, Any] = {"seed_everything": 0, "trainer": self.trainer, "model": self.model}
+        self.callbacks: list[tuple[int, dict[str, Any]]] = []
+        self.by_epoch = True
+
+    def run(self) -> tuple[dict[str, Any], ConversionReport]:
+        self._runner()
+        handlers = {
+            "workflow": self._workflow, "optimizer": self._optimizer, "optimizer_config": self._optimizer_config,
+            "fp16": self._fp16, "lr_config": self._lr_config, "momentum_config": self._momentum_config,
+            "checkpoint_config": self._checkpoint, "log_config": self._log_config, "evaluation": self._evaluation,
+            "custom_hooks": self._custom_hooks, "load_from": self._load_from, "resume_from": self._resume,
+            "auto_resume": self._resume, "work_dir": self._work_dir, "seed": self._seed,
+            "cudnn_benchmark": self._benchmark, "auto_scale_lr": self._auto_scale_lr, "model": self._model,
+            "data": self._data, "dist_params": self._strategy, "find_unused_parameters": self._strategy,
+            "device": self._device,
+        }
+        for key, value in self.cfg.items():
+            if key in handlers:
+                handlers[key](key, value)
+            elif key in DROPPED_KEYS:
+                self.report.add(key, "dropped", note=self._dropped_note(key, value))
+            elif not self.report.covers(key):
+                self.report.add(key, "dropped", note=HELPER_NOTE)
+        self.trainer.setdefault("use_distributed_sampler", False)
+        self.trainer.setdefault("num_sanity_val_steps", 0)
+        self.trainer.setdefault("logger", False)
+        if self.callbacks:
+            self.trainer["callbacks"] = [cb for _, cb in sorted(self.callbacks, key=lambda pc: pc[0])]
+        self.out.setdefault("ckpt_path", None)
+        return self.out, self.report
+
+    def _callback(self, priority: int, class_path: str, init_args: Mapping[str, Any] | None = None) -> None:
+        entry: dict[str, Any] = {"class_path": class_path}
+        if init_args:
+            entry["init_args"] = dict(init_args)
+        self.callbacks.append((priority, entry))
+
+    def _dropped_note(self, key: str, value: Any) -> str:
+        if key == "custom_imports" and isinstance(value, Mapping):
+            return f"imports {list(value.get('imports', []))} were not run: " + DROPPED_KEYS[key]
+        return DROPPED_KEYS[key]
+
+    def _unused(self, key: str, src: Mapping[str, Any], used: Sequence[str], why: str) -> None:
+        for sub in src:
+            if sub not in used and sub != "type":
+                self.report.add(f"{key}.{sub}", "dropped", note=why)
+
+    # ------------------------------------------------------------------------------------------- loop length
+    def _runner(self) -> None:
+        runner, total = self.cfg.get("runner"), self.cfg.get("total_epochs")
+        if runner is None:
+            if total is None:
+                return
+            runner = {"type": "EpochBasedRunner", "max_epochs": total}
+        kind = runner.get("type", "EpochBasedRunner")
+        if "max_epochs" in runner and "max_iters" in runner:
+            raise ConfigError(f"{self.source}: `runner` sets both max_epochs and max_iters; mmcv rejects this too. "
+                              "Keep one.")
+        if total is not None and "max_epochs" in runner and runner["max_epochs"] != total:
+            raise ConfigError(f"{self.source}: total_epochs={total} disagrees with runner.max_epochs="
+                              f"{runner['max_epochs']}; mmdet requires them equal. Remove total_epochs.")
+        if kind == "IterBasedRunner" or "max_iters" in runner:
+            self.by_epoch = False
+            self.trainer.update(max_steps=runner["max_iters"], max_epochs=-1, check_val_every_n_epoch=None)
+            self.report.add("runner", "approximated", "trainer.max_steps",
+                            f"IterBasedRunner(max_iters={runner['max_iters']}); max_steps counts optimizer steps, so "
+                            "it equals max_iters only without gradient accumulation; no IterLoader epoch counter")
+        else:
+            self.trainer["max_epochs"] = runner["max_epochs"]
+            self.report.add("runner", "mapped", "trainer.max_epochs", f"EpochBasedRunner({runner['max_epochs']})")
+        if kind not in ("EpochBasedRunner", "IterBasedRunner"):
+            self.report.add("runner.type", "dropped", note=f"custom runner `{kind}` has no counterpart; only the "
+                            "length was kept")
+        if total is not None:
+            self.report.add("total_epochs", "mapped", "trainer.max_epochs", "legacy spelling of runner.max_epochs")
+
+    def _workflow(self, key: str, value: Any) -> None:
+        phases = [tuple(p) for p in value or []]
+        if all(mode == "train" for mode, _ in phases):
+            self.report.add(key, "mapped", "(Lightning fit loop)", f"{phases}: training only")
+            return
+        runner = self.cfg.get("runner") or {"type": "EpochBasedRunner", "max_epochs": self.cfg.get("total_epochs")}
+        self._callback(PRIORITIES["HIGHEST"], WORKFLOW, {"workflow": [list(p) for p in phases], "runner": runner})
+        self.report.add(key, "approximated", WORKFLOW, f"{phases}: the ('val', n) phase is Lightning's validation "
+                        "loop computing the detector's losses; it uses the val loader's pipeline (mmdet's tools used "
+                        "the train pipeline) and also feeds the evaluator")
+
+    # ------------------------------------------------------------------------------------------ optimization
+    def _optimizer(self, key: str, value: Any) -> None:
+        optimizer = dict(value)
+        constructor = optimizer.pop("constructor", None)
+        self.model["optimizer"] = optimizer
+        self.report.add(key, "mapped", "model.optimizer", "incl. paramwise_cfg" if "paramwise_cfg" in optimizer else "")
+        if constructor not in (None, "DefaultOptimizerConstructor"):
+            self.report.add(f"{key}.constructor", "dropped",
+                            note=f"custom optimizer constructor `{constructor}`: paramwise_cfg is applied by "
+                            "detlight's default constructor; subclass DetectorModule.configure_optimizers instead")
+
+    def _optimizer_config(self, key: str, value: Any) -> None:
+        if value is None:
+            self.report.add(key, "approximated", "(Lightning automatic optimization)",
+                            "None meant no optimizer hook in mmcv (nothing stepped); detlight always steps")
+            return
+        kind = value.get("type", "OptimizerHook")
+        self.report.add(key, "mapped", "(Lightning automatic optimization)", f"{kind}: zero_grad/backward/step")
+        if value.get("grad_clip"):
+            clip = {"max_norm": value["grad_clip"]["max_norm"], "norm_type": value["grad_clip"].get("norm_type", 2)}
+            self.model["grad_clip"] = clip
+            self.report.add(f"{key}.grad_clip", "mapped", "model.grad_clip", "clip_grad_norm_ + grad_norm logged")
+        elif "grad_clip" in value:
+            self.report.add(f"{key}.grad_clip", "mapped", "(no clipping)")
+        if "cumulative_iters" in value:
+            k = value["cumulative_iters"]
+            self.trainer["accumulate_grad_batches"] = k
+            note = ("Lightning's windows restart every epoch and always divide by k; mmcv's windows are global and "
+                    "use the remainder as divisor at the end of the run")
+            if "max_steps" in self.trainer:
+                self.trainer["max_steps"] = -(-self.trainer["max_steps"] // k)
+                note += f"; max_steps = ceil(max_iters / {k}) optimizer steps"
+            self.report.add(f"{key}.cumulative_iters", "approximated", "trainer.accumulate_grad_batches", note)
+        if kind in ("Fp16OptimizerHook", "GradientCumulativeFp16OptimizerHook"):
+            self._fp16(key, _pick(value, ("loss_scale",)), report_key=False)
+        done = ("grad_clip", "cumulative_iters", "loss_scale")
+        self._unused(key, value, done, "no detlight setting (Lightning's DDP reducer does the bucketing; use "
+                     "DDPStrategy(find_unused_parameters=True) to find params outside the graph)")
+
+    def _fp16(self, key: str, value: Any, report_key: bool = True) -> None:
+        self.trainer["precision"] = "16-mixed"
+        scale = (value or {}).get("loss_scale", 512.0)
+        if scale == "dynamic":
+            self.report.add(key, "mapped", "trainer.precision", "16-mixed with a dynamic GradScaler")
+            return
+        note = (f"16-mixed uses a dynamic GradScaler (starts at 65536, halves on overflow, grows every 2000 steps); "
+                f"mmcv kept the scale fixed at {scale!r}. Lightning also autocasts the whole step, mmcv only "
+                "@auto_fp16 methods")
+        if isinstance(scale, Mapping):
+            note = f"GradScaler kwargs {dict(scale)} are not forwarded; 16-mixed uses Lightning's default GradScaler"
+        self.report.add(key if report_key else f"{key}.loss_scale", "approximated", "trainer.precision", note)
+
+    def _lr_config(self, key: str, value: Any) -> None:
+        if value is None:
+            self.report.add(key, "mapped", "(none)", "no LR hook: the optimizer lr stays constant")
+            return
+        args = dict(value)
+        if not self.by_epoch:
+            args.setdefault("by_epoch", False)  # IterBasedRunner's register_training_hooks default
+        self._callback(PRIORITIES["VERY_HIGH"], LR_UPDATER, args)
+        self.report.add(key, "mapped", LR_UPDATER, f"policy={args.get('policy')!r}")
+
+    def _momentum_config(self, key: str, value: Any) -> None:
+        if value is None:
+            self.report.add(key, "mapped", "(none)", "no momentum hook")
+            return
+        self._callback(PRIORITIES["HIGH"], MOMENTUM_UPDATER, dict(value))
+        self.report.add(key, "mapped", MOMENTUM_UPDATER, f"policy={value.get('policy')!r}")
+
+    def _auto_scale_lr(self, key: str, value: Any) -> None:
+        self.model["auto_scale_lr"] = value
+        self.report.add(key, "mapped", "model.auto_scale_lr")
+
+    # ------------------------------------------------------------------------------------------ hooks
+    def _checkpoint(self, key: str, value: Any) -> None:
+        if value is None:
+            self.trainer["enable_checkpointing"] = False
+            self.report.add(key, "mapped", "trainer.enable_checkpointing", "no checkpoints")
+            return
+        args = {"interval": -1, "by_epoch": self.by_epoch, **_pick(value, CHECKPOINT_ARGS)}
+        self._callback(PRIORITIES["NORMAL"], CHECKPOINT, args)
+        self.report.add(key, "mapped", CHECKPOINT, "epoch_N.ckpt / iter_N.ckpt + latest.ckpt in mmcv's cadence; add "
+                        "export_mmcv: true for mmcv-layout .pth files too")
+        self._unused(key, value, CHECKPOINT_ARGS, "no detlight setting (file client, filename template, buffer sync)")
+
+    def _log_config(self, key: str, value: Any) -> None:
+        if value is None:
+            self.report.add(key, "mapped", "(none)", "no logger hooks")
+            return
+        interval = value.get("interval", 10)
+        self.trainer["log_every_n_steps"] = interval
+        self._callback(PRIORITIES["LOW"], ITER_TIMER)
+        self.report.add(f"{key}.interval", "mapped", "trainer.log_every_n_steps + logger intervals", str(interval))
+        for i, hook in enumerate(value.get("hooks", [])):
+            self._logger_hook(f"{key}.hooks.{i}", dict(hook), interval)
+
+    def _logger_hook(self, key: str, hook: dict[str, Any], interval: int) -> None:
+        kind = hook.pop("type", "?")
+        args = {"interval": interval, **({} if self.by_epoch else {"by_epoch": False}), **hook}
+        if kind == "TextLoggerHook":
+            self._callback(PRIORITIES["VERY_LOW"], TEXT_LOGGER, _pick(args, TEXT_LOGGER_ARGS))
+            self.report.add(key, "mapped", TEXT_LOGGER, "<work_dir>/<timestamp>.log and .log.json")
+            self._unused(key, hook, TEXT_LOGGER_ARGS, "no detlight setting (out_dir copy, file client)")
+        elif kind == "TensorboardLoggerHook":
+            save_dir = hook.get("log_dir") or self.trainer["default_root_dir"]
+            self.trainer["logger"] = {"class_path": TB_LOGGER, "init_args": {"save_dir": save_dir, "name": "",
+                                                                             "version": ""}}
+            self._callback(PRIORITIES["VERY_LOW"], INTERVAL_LOGGER, _pick(args, INTERVAL_LOGGER_ARGS))
+            self.report.add(key, "approximated", f"trainer.logger + {INTERVAL_LOGGER}", "mmcv tags, step iter+1; "
+                            "event files go to the run directory itself (mmcv: <work_dir>/tf_logs) so that text "
+                            "logs, config.yaml and checkpoints share one folder")
+        else:
+            lightning = {"WandbLoggerHook": "WandbLogger", "MlflowLoggerHook": "MLFlowLogger",
+                         "NeptuneLoggerHook": "NeptuneLogger"}.get(kind)
+            hint = f"; use trainer.logger: lightning.pytorch.loggers.{lightning}" if lightning else ""
+            self.report.add(key, "dropped", note=f"logger hook `{kind}` has no detlight counterpart{hint}")
+
+    def _evaluation(self, key: str, value: Any) -> None:
+        args = {"interval": 1, **_pick(value, EVALUATION_ARGS), "by_epoch": self.by_epoch}
+        interval = args["interval"]
+        if self.by_epoch:
+            self.trainer["check_val_every_n_epoch"] = interval
+        else:
+            self.trainer["val_check_interval"] = interval
+        self._callback(PRIORITIES["LOW"], EVALUATION, args)
+        self.report.add(key, "mapped", f"{EVALUATION} + trainer." + ("check_val_every_n_epoch" if self.by_epoch
+                                                                      else "val_check_interval"), f"every {interval}")
+        for sub in value:
+            if sub in ("metric", "pipeline"):
+                self.report.add(f"{key}.{sub}", "approximated", "model.evaluator",
+                                "DetectorModule's evaluator decides the metric (default: COCO bbox mAP)")
+            elif sub not in EVALUATION_ARGS:
+                self.report.add(f"{key}.{sub}", "dropped", note="no detlight setting")
+
+    def _custom_hooks(self, key: str, value: Any) -> None:
+        adapted: list[dict[str, Any]] = []
+        for i, hook in enumerate(value or []):
+            hook = dict(hook)
+            kind, sub = hook.get("type", "?"), f"{key}.{i}"
+            priority = hook.pop("priority", "NORMAL")
+            rank = priority if isinstance(priority, int) else PRIORITIES.get(str(priority).upper(), 50)
+            if kind in CUSTOM_HOOKS:
+                class_path, args, fixed = CUSTOM_HOOKS[kind]
+                self._callback(rank, class_path, {**_pick(hook, args), **fixed})
+                self.report.add(sub, "mapped", class_path, kind)
+                self._unused(sub, hook, args, "no detlight setting")
+                continue
+            from detlight.compat.hooks import lookup_standard_hook
+
+            standard = lookup_standard_hook(kind)
+            if standard is not None:
+                self.report.add(sub, "dropped", standard.target, standard.message(kind))
+            else:
+                adapted.append({**hook, "priority": priority})
+                self.report.add(sub, "approximated", MMCV_HOOKS,
+                                f"`{kind}` runs through the mmcv-hook adapter (after the optimizer step when its "
+                                "priority is < 40); its class must be registered with detlight.compat.hooks."
+                                "register_hook, or give its import path as `class_path`")
+        if adapted:
+            self._callback(PRIORITIES["NORMAL"], MMCV_HOOKS, {"hooks": adapted, "by_epoch": self.by_epoch})
+        if not value:
+            self.report.add(key, "mapped", "(none)")
+
+    # ------------------------------------------------------------------------------------------ run setup
+    def _load_from(self, key: str, value: Any) -> None:
+        self.model["load_from"] = value
+        self.report.add(key, "mapped", "model.load_from", "weights only, non-strict, `module.` prefix stripped")
+
+    def _resume(self, key: str, value: Any) -> None:
+        resume, auto = self.cfg.get("resume_from"), self.cfg.get("auto_resume")
+        if key == "auto_resume" and resume is not None:
+            self.report.add(key, "dropped", note="resume_from is set and wins over auto_resume, as in mmdet")
+        elif key == "auto_resume":
+            self.out["ckpt_path"] = "last" if auto else self.out.get("ckpt_path")
+            self.report.add(key, "approximated", "ckpt_path", "`last`: Lightning's last checkpoint in the run "
+                            "directory, not mmcv's latest.pth / highest epoch_N.pth" if auto else "off")
+        else:
+            self.out["ckpt_path"] = value
+            self.report.add(key, "approximated" if value else "mapped", "ckpt_path",
+                            "Lightning resumes from its own .ckpt files; an mmcv .pth restores weights, optimizer "
+                            "and counters only if detlight's checkpoint callback can read it" if value else "")
+
+    def _work_dir(self, key: str, value: Any) -> None:
+        self.report.add(key, "mapped", "trainer.default_root_dir", str(self.trainer["default_root_dir"]))
+
+    def _seed(self, key: str, value: Any) -> None:
+        self.out["seed_everything"] = value if value is not None else 0
+        self.report.add(key, "mapped", "seed_everything", "worker seeding follows mmdet's worker_init_fn")
+
+    def _benchmark(self, key: str, value: Any) -> None:
+        self.trainer["benchmark"] = bool(value)
+        self.report.add(key, "mapped", "trainer.benchmark")
+
+    def _strategy(self, key: str, value: Any) -> None:
+        unused, backend = bool(self.cfg.get("find_unused_parameters")), (self.cfg.get("dist_params") or {})
+        backend_name = backend.get("backend", "nccl")
+        if key == "dist_params":
+            note = ("nccl is Lightning's default backend on CUDA (gloo on CPU), so no strategy is needed"
+                    if backend_name == "nccl" else f"process_group_backend={backend_name}")
+            self.report.add(key, "mapped", "trainer.strategy" if backend_name != "nccl" else "(Lightning default)", note)
+            if "port" in backend:
+                self.report.add(f"{key}.port", "approximated", "MASTER_PORT", "set the MASTER_PORT env variable")
+        else:
+            self.report.add(key, "mapped", "trainer.strategy.init_args.find_unused_parameters", str(unused))
+        if (unused or backend_name != "nccl") and "strategy" not in self.trainer:
+            init: dict[str, Any] = {"find_unused_parameters": unused}
+            if backend_name != "nccl":
+                init["process_group_backend"] = backend_name
+            self.trainer["strategy"] = {"class_path": DDP_STRATEGY, "init_args": init}
+
+    def _device(self, key: str, value: Any) -> None:
+        accelerator = {"cuda": "gpu", "cpu": "cpu", "mlu": None, "npu": None}.get(str(value))
+        if accelerator is None:
+            self.report.add(key, "dropped", note=f"device `{value}` has no Lightning accelerator")
+            return
+        self.trainer["accelerator"] = accelerator
+        self.report.add(key, "mapped", "trainer.accelerator", accelerator)
+
+    # ------------------------------------------------------------------------------------------ model and data
+    def _model(self, key: str, value: Any) -> None:
+        model = convert_model(copy.deepcopy(value), self.report)
+        if model is not None:
+            self.model["model"] = model
+
+    def _data(self, key: str, value: Any) -> None:
+        data = convert_data(copy.deepcopy(value), self.report, seed=self.cfg.get("seed"))
+        if data is not None:
+            self.out["data"] = data

@@ -1,0 +1,226 @@
+"""Tests for the mmcv config -> LightningCLI YAML converter (``detlight.compat.convert``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from detlight.compat.config import ConfigError, load_config
+from detlight.compat.convert import (
+    CHECKPOINT,
+    EMA,
+    EVALUATION,
+    INTERVAL_LOGGER,
+    LR_UPDATER,
+    MMCV_HOOKS,
+    MOMENTUM_UPDATER,
+    TEXT_LOGGER,
+    WORKFLOW,
+    convert_config,
+    convert_file,
+)
+
+CONFIGS = Path(__file__).parent / "configs"
+PP = CONFIGS / "pointpillars" / "hv_pointpillars_secfpn_6x8_160e_kitti-3d-3class.py"
+PP_FP16 = CONFIGS / "pointpillars" / "hv_pointpillars_fp16_secfpn_6x8_160e_kitti-3d-3class.py"
+CN_1X = CONFIGS / "centernet" / "centernet_tiny_1x_coco.py"
+CN_ADAMW = CONFIGS / "centernet" / "centernet_tiny_adamw_cosine_coco.py"
+CN_ITER = CONFIGS / "centernet" / "centernet_tiny_40k_iter_coco.py"
+ALL = [PP, PP_FP16, CN_1X, CN_ADAMW, CN_ITER]
+
+
+def _convert(path: Path, options: list[str] | None = None) -> tuple[dict[str, Any], Any]:
+    return convert_config(load_config(path, options), str(path))
+
+
+def _callbacks(out: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {cb["class_path"]: cb.get("init_args", {}) for cb in out["trainer"].get("callbacks", [])}
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
+def test_every_top_level_key_is_reported(path: Path) -> None:
+    cfg = load_config(path)
+    _, report = convert_config(cfg, str(path))
+    missing = [key for key in cfg if not report.covers(key)]
+    assert not missing
+    assert {e.status for e in report.entries} <= {"mapped", "approximated", "dropped"}
+    assert all(e.note for e in report.entries if e.status != "mapped")  # every non-mapping says why
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
+def test_yaml_round_trips_without_tuples_or_anchors(path: Path, tmp_path: Path) -> None:
+    out_path = tmp_path / "out.yaml"
+    text, report_text = convert_file(path, out=out_path)
+    assert out_path.read_text() == text
+    assert "&id" not in text and "!!python" not in text
+    expected, _ = _convert(path)
+    assert yaml.safe_load(text) == expected
+    assert report_text.startswith(f"Mapping report for {path}") and "| status" in report_text
+
+
+def test_mmdet_1x_schedule() -> None:
+    out, report = _convert(CN_1X)
+    trainer = out["trainer"]
+    assert trainer["max_epochs"] == 12 and "max_steps" not in trainer
+    assert trainer["default_root_dir"] == "./work_dirs/centernet_512" and trainer["benchmark"] is True
+    assert trainer["check_val_every_n_epoch"] == 1 and trainer["log_every_n_steps"] == 50
+    assert trainer["use_distributed_sampler"] is False and trainer["num_sanity_val_steps"] == 0
+    assert "strategy" not in trainer  # dist_params nccl is Lightning's own default
+    assert "precision" not in trainer
+    callbacks = _callbacks(out)
+    assert callbacks[LR_UPDATER] == {"policy": "step", "warmup": "linear", "warmup_iters": 500,
+                                     "warmup_ratio": 0.001, "step": [8, 11]}
+    assert callbacks[CHECKPOINT] == {"interval": 1, "by_epoch": True}
+    assert callbacks[EVALUATION]["interval"] == 1 and callbacks[TEXT_LOGGER] == {"interval": 50}
+    assert MOMENTUM_UPDATER not in callbacks and MMCV_HOOKS not in callbacks
+    assert callbacks["detlight.callbacks.misc.NumClassCheck"] == {}  # from custom_hooks
+    model = out["model"]
+    assert model["optimizer"] == {"type": "SGD", "lr": 0.02, "momentum": 0.9, "weight_decay": 0.0001}
+    assert model["grad_clip"] == {"max_norm": 35, "norm_type": 2}
+    assert model["auto_scale_lr"] == {"enable": False, "base_batch_size": 16} and model["load_from"] is None
+    assert model["model"]["class_path"].endswith(".CenterNet")
+    assert model["model"]["init_args"] == {"num_classes": 80, "topk": 100, "max_per_img": 100,
+                                           "loss_wh_weight": 0.1, "loss_offset_weight": 1.0}
+    data = out["data"]["init_args"]
+    assert data["train"] == {"ann_file": "data/coco/annotations/instances_train2017.json",
+                             "img_prefix": "data/coco/train2017/"}
+    assert (data["samples_per_gpu"], data["workers_per_gpu"], data["val_samples_per_gpu"]) == (16, 4, 4)
+    assert data["pipeline"] == {"img_scale": [512, 512], "keep_ratio": True, "flip_ratio": 0.5,
+                                "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375], "to_rgb": True,
+                                "size_divisor": 32}
+    assert out["seed_everything"] == 0 and data["seed"] == 0 and out["ckpt_path"] is None
+    assert report.status_of("custom_hooks.0") == ["mapped"]
+    assert report.status_of("data.train.pipeline.2") == ["dropped"]  # PhotoMetricDistortion
+    assert report.status_of("opencv_num_threads") == ["dropped"] and report.status_of("workflow") == ["mapped"]
+
+
+def test_pointpillars_cyclic_adamw() -> None:
+    out, report = _convert(PP)
+    callbacks = _callbacks(out)
+    assert out["trainer"]["max_epochs"] == 80 and out["trainer"]["check_val_every_n_epoch"] == 2
+    assert callbacks[LR_UPDATER] == {"policy": "cyclic", "target_ratio": [10, 1e-4], "cyclic_times": 1,
+                                     "step_ratio_up": 0.4}
+    assert callbacks[MOMENTUM_UPDATER]["target_ratio"] == [pytest.approx(0.85 / 0.95), 1]
+    assert out["model"]["optimizer"] == {"type": "AdamW", "lr": 0.001, "betas": [0.95, 0.99], "weight_decay": 0.01}
+    assert out["model"]["grad_clip"] == {"max_norm": 35, "norm_type": 2}
+    logger = out["trainer"]["logger"]
+    assert logger["class_path"].endswith("TensorBoardLogger") and logger["init_args"]["name"] == ""
+    assert out["trainer"]["default_root_dir"] == "work_dirs/hv_pointpillars_secfpn_6x8_160e_kitti-3d-3class"
+    pillars = out["model"]["model"]
+    assert pillars["class_path"].endswith(".PointPillars")
+    assert pillars["init_args"]["num_classes"] == 3 and pillars["init_args"]["voxel_size"] == [0.16, 0.16, 4]
+    assert pillars["init_args"]["backbone_strides"] == [2, 2, 2] and pillars["init_args"]["pillar_channels"] == 64
+    assert report.status_of("data.train.type") == ["approximated"]  # RepeatDataset(times=2)
+    notes = " ".join(e.note for e in report.entries if e.key.startswith("data."))
+    assert "RepeatDataset" in notes and "times" in notes
+
+
+def test_callbacks_follow_mmcv_priority_order() -> None:
+    out, _ = _convert(CN_ADAMW)
+    order = [cb["class_path"] for cb in out["trainer"]["callbacks"]]
+    # LR (VERY_HIGH) < EMA (ABOVE_NORMAL, from the config) < checkpoint (NORMAL) < custom NORMAL < eval (LOW)
+    assert order.index(LR_UPDATER) < order.index(EMA) < order.index(CHECKPOINT) < order.index(MMCV_HOOKS)
+    assert order.index(MMCV_HOOKS) < order.index(EVALUATION) < order.index(TEXT_LOGGER)
+
+
+def test_fp16_static_loss_scale_is_approximated() -> None:
+    out, report = _convert(PP_FP16)
+    assert out["trainer"]["precision"] == "16-mixed"
+    [entry] = [e for e in report.entries if e.key == "fp16"]
+    assert entry.status == "approximated" and "512.0" in entry.note and "dynamic" in entry.note
+    dynamic, report = _convert(PP_FP16, ["fp16.loss_scale=dynamic"])
+    assert dynamic["trainer"]["precision"] == "16-mixed" and report.status_of("fp16") == ["mapped"]
+
+
+def test_iter_based_runner() -> None:
+    out, report = _convert(CN_ITER)
+    trainer = out["trainer"]
+    assert trainer["max_epochs"] == -1
+    assert trainer["check_val_every_n_epoch"] is None and trainer["val_check_interval"] == 4000
+    assert trainer["accumulate_grad_batches"] == 2 and trainer["log_every_n_steps"] == 100
+    assert trainer["strategy"]["init_args"] == {"find_unused_parameters": True, "process_group_backend": "gloo"}
+    callbacks = _callbacks(out)
+    assert callbacks[LR_UPDATER]["by_epoch"] is False and callbacks[LR_UPDATER]["step"] == [30000, 36000]
+    assert callbacks[CHECKPOINT] == {"interval": 4000, "by_epoch": False, "max_keep_ckpts": 3}
+    assert trainer["max_steps"] == 20000  # 40000 iterations in optimizer steps of 2 accumulated batches
+    assert callbacks[EVALUATION] == {"interval": 4000, "save_best": "bbox_mAP", "by_epoch": False}
+    assert out["ckpt_path"] == "work_dirs/centernet/iter_8000.pth"
+    assert report.status_of("runner") == ["approximated"]
+    assert report.status_of("optimizer_config.cumulative_iters") == ["approximated"]
+    assert report.status_of("auto_resume") == ["dropped"]  # resume_from wins, as in mmdet
+    assert report.status_of("dist_params.port") == ["approximated"]
+    assert report.status_of("workflow") == ["mapped"]
+
+
+def test_custom_hooks_imports_and_other_loggers() -> None:
+    out, report = _convert(CN_ADAMW)
+    callbacks = _callbacks(out)
+    assert callbacks[EMA] == {"momentum": 0.0002, "interval": 1, "warm_up": 100, "momentum_schedule": "mmcv"}
+    assert callbacks[MMCV_HOOKS] == {"hooks": [{"type": "MyProjectHook", "every": "epoch", "priority": "NORMAL"}],
+                                     "by_epoch": True}
+    [imports] = [e for e in report.entries if e.key == "custom_imports"]
+    assert imports.status == "dropped" and "my_project.hooks" in imports.note
+    [wandb] = [e for e in report.entries if e.key == "log_config.hooks.1"]
+    assert wandb.status == "dropped" and "WandbLogger" in wandb.note
+    assert report.status_of("momentum_config") == ["mapped"] and MOMENTUM_UPDATER not in callbacks
+    assert out["model"]["optimizer"]["paramwise_cfg"]["custom_keys"] == {"backbone": {"lr_mult": 0.1}}
+
+
+def test_unknown_model_and_dataset_say_how_to_point_at_own_class(tmp_path: Path) -> None:
+    path = tmp_path / "faster.py"
+    path.write_text(f"_base_ = '{CN_1X}'\nmodel = dict(_delete_=True, type='FasterRCNN', backbone=dict(type='ResNet'))\n"
+                    "data = dict(train=dict(_delete_=True, type='VOCDataset', ann_file='a.txt'))\n")
+    text, report_text = convert_file(path)
+    out = yaml.safe_load(text)
+    assert "model" not in out["model"] and "data" not in out
+    assert "`FasterRCNN` has no detlight counterpart" in report_text and "my_pkg.MyDetector" in report_text
+    assert "`VOCDataset` has no detlight counterpart" in report_text
+    assert "# model.model is missing" in text
+
+
+@pytest.mark.parametrize(("cfg", "expected"), [
+    ({"total_epochs": 7}, {"max_epochs": 7}),
+    ({"runner": {"type": "EpochBasedRunner", "max_epochs": 3}, "total_epochs": 3}, {"max_epochs": 3}),
+    ({"runner": {"type": "IterBasedRunner", "max_iters": 10}}, {"max_steps": 10, "check_val_every_n_epoch": None}),
+])
+def test_runner_length(cfg: dict[str, Any], expected: dict[str, Any]) -> None:
+    out, report = convert_config(cfg, "x.py")
+    assert expected.items() <= out["trainer"].items()
+    assert all(report.covers(k) for k in cfg)
+
+
+@pytest.mark.parametrize(("cfg", "match"), [
+    ({"runner": {"type": "EpochBasedRunner", "max_epochs": 3, "max_iters": 9}}, "both max_epochs and max_iters"),
+    ({"runner": {"type": "EpochBasedRunner", "max_epochs": 3}, "total_epochs": 4}, "total_epochs=4 disagrees"),
+])
+def test_inconsistent_runner_is_rejected(cfg: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        convert_config(cfg, "x.py")
+
+
+def test_val_workflow_and_optimizer_hook_none_are_reported() -> None:
+    cfg = {"total_epochs": 4, "workflow": [("train", 2), ("val", 1)], "optimizer_config": None, "lr_config": None,
+           "checkpoint_config": None,
+           "log_config": {"interval": 5, "hooks": [{"type": "TensorboardLoggerHook", "interval": 7}]},
+           "auto_resume": True, "fp16": {"loss_scale": {"init_scale": 256.0}}}
+    out, report = convert_config(cfg, "x.py")
+    assert report.status_of("workflow") == ["approximated"] and report.status_of("optimizer_config") == ["approximated"]
+    assert _callbacks(out)[WORKFLOW] == {"workflow": [["train", 2], ["val", 1]],
+                                         "runner": {"type": "EpochBasedRunner", "max_epochs": 4}}
+    assert out["trainer"]["enable_checkpointing"] is False
+    assert report.status_of("lr_config") == ["mapped"] and LR_UPDATER not in _callbacks(out)
+    assert _callbacks(out)[INTERVAL_LOGGER]["interval"] == 7  # the hook's own interval wins
+    assert out["ckpt_path"] == "last" and report.status_of("auto_resume") == ["approximated"]
+    assert "init_scale" in next(e.note for e in report.entries if e.key == "fp16")
+
+
+def test_report_format_lists_every_entry() -> None:
+    _, report = _convert(CN_ITER)
+    lines = report.format().splitlines()
+    assert len(lines) == len(report.entries) + 4  # title, header, rule, summary
+    counts = {s: sum(e.status == s for e in report.entries) for s in ("mapped", "approximated", "dropped")}
+    assert lines[-1] == f"{counts['mapped']} mapped, {counts['approximated']} approximated, {counts['dropped']} dropped"
+    assert any(line.startswith("runner ") and "| approximated |" in line for line in lines)
