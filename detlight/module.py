@@ -117,9 +117,7 @@ class DetectorModule(pl.LightningModule):
             samples_per_gpu = getattr(datamodule, "samples_per_gpu", None)
             if samples_per_gpu is None:
                 raise ValueError("`model.auto_scale_lr` needs a datamodule with `samples_per_gpu`")
-            cfg, factor = scale_lr(cfg, self.auto_scale_lr, self.trainer.world_size, samples_per_gpu)
-            if factor != 1.0:
-                log.info("auto_scale_lr: lr %s -> %s (x%.4g)", self.optimizer_cfg.get("lr"), cfg.get("lr"), factor)
+            cfg, _ = scale_lr(cfg, self.auto_scale_lr, self.trainer.world_size, samples_per_gpu)  # logs the factor
         return build_optimizer(self.model, cfg)
 
     # ------------------------------------------------------------------ training

@@ -176,7 +176,7 @@ class Workflow(Callback):
                 raise TypeError(f"workflow {self.workflow} has a ('val', n) phase, which needs a module with a "
                                 f"`val_losses` switch such as detlight.module.DetectorModule; got "
                                 f"{type(pl_module).__name__}")
-            pl_module.val_losses = True
+            setattr(pl_module, "val_losses", True)  # noqa: B010 - any module with the switch, not only DetectorModule
         from detlight.compat.hooks import MMCVHooks
 
         for callback in trainer.callbacks:  # type: ignore[attr-defined]
@@ -199,8 +199,7 @@ class Workflow(Callback):
         trainer.fit_loop.epoch_loop.max_steps = kwargs.pop("max_steps")
         for key, value in kwargs.items():
             setattr(trainer, key, value)
-        log.info("Workflow %s with %s: %s", self.workflow, "max_epochs=%s" % self.max_epochs if self.by_epoch
-                 else "max_iters=%s" % self.max_iters, self.trainer_kwargs())
+        log.info("Workflow %s: %s", self.workflow, self.trainer_kwargs())
 
     # ------------------------------------------------------------------ the final val phase
     @override

@@ -152,7 +152,7 @@ class EMA(Callback):
             with torch.no_grad():
                 torch._foreach_mul_(self._ema, 1 - m)
                 torch._foreach_add_(self._ema, self._live, alpha=m)
-        if False:
+        if batch_idx + 1 == trainer.num_training_batches:
             self._swap_to(ema=True)
 
     @override

@@ -197,7 +197,7 @@ def _policy_kwargs(frame_locals: Mapping[str, Any], skip: tuple[str, ...] = ("se
 
 
 def _from_config(cls: type, section: str, cfg: Mapping[str, Any]) -> Any:
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    accepted = list(inspect.signature(cls).parameters)
     for key in cfg:
         if key not in accepted:
             raise ValueError(f"`{section}.{key}` is not a {section} key; accepted keys: {accepted}")

@@ -65,12 +65,15 @@ PIPELINE_STEPS: dict[str, dict[str, str]] = {
 #: mmdet3d point pipeline step -> {step arg: ``augment`` field, or ``@point_cloud_range`` for the datamodule arg}.
 PIPELINE_STEPS_3D: dict[str, dict[str, str]] = {
     "LoadPointsFromFile": {}, "LoadAnnotations3D": {}, "DefaultFormatBundle3D": {}, "Collect3D": {},
-    "ObjectRangeFilter": {}, "PointShuffle": {},
+    "PointShuffle": {}, "ObjectRangeFilter": {"point_cloud_range": "@point_cloud_range"},
     "ObjectNoise": {"translation_std": "translation_std", "rot_range": "object_rot_range"},
     "RandomFlip3D": {"flip_ratio_bev_horizontal": "flip_ratio"},
     "GlobalRotScaleTrans": {"rot_range": "rot_range", "scale_ratio_range": "scale_range"},
     "PointsRangeFilter": {"point_cloud_range": "@point_cloud_range"},
 }
+#: pipeline step args that change nothing in detlight's fixed loaders.
+HARMLESS_STEP_ARGS = {"type", "keys", "to_float32", "color_type", "with_bbox", "with_bbox_3d", "with_label_3d",
+                      "class_names", "with_label", "file_client_args", "coord_type", "load_dim", "use_dim"}
 WRAPPERS = ("RepeatDataset", "ClassBalancedDataset", "CBGSDataset")
 
 
@@ -199,7 +202,7 @@ def _coco_split(key: str, ds: Mapping[str, Any], init: dict[str, Any], report: C
     init[key] = {f: ds[f] for f in fields if f in ds}
     report.add(f"data.{key}", "mapped", f"data.init_args.{key}", "CocoDataset: " + ", ".join(init[key]))
     if key == "train" and "pipeline" in ds:
-        pipeline = _pipeline(f"data.{key}.pipeline", ds["pipeline"], PIPELINE_STEPS, report)
+        pipeline = _pipeline(f"data.{key}.pipeline", ds["pipeline"], PIPELINE_STEPS, report, "data.init_args.pipeline")
         if pipeline:
             init["pipeline"] = pipeline
     _split_common(key, ds, init, report, fields)
@@ -221,7 +224,7 @@ def _kitti_split(key: str, ds: Mapping[str, Any], init: dict[str, Any], report: 
         report.add(f"data.{key}", "approximated", f"data.init_args.{split_arg}",
                    f"cannot tell the ImageSets list from ann_file {ds.get('ann_file')!r}; the default is used")
     if key == "train" and "pipeline" in ds:
-        augment = _pipeline(f"data.{key}.pipeline", ds["pipeline"], PIPELINE_STEPS_3D, report)
+        augment = _pipeline(f"data.{key}.pipeline", ds["pipeline"], PIPELINE_STEPS_3D, report, "data.init_args.augment")
         if "@point_cloud_range" in augment:
             init["point_cloud_range"] = augment.pop("@point_cloud_range")
         if any(step.get("type") == "ObjectNoise" for step in ds["pipeline"] if isinstance(step, Mapping)):
@@ -247,7 +250,8 @@ def _unwrap(key: str, ds: Any, report: ConversionReport) -> Any:
     return ds
 
 
-def _pipeline(key: str, steps: Any, table: Mapping[str, Mapping[str, str]], report: ConversionReport) -> dict[str, Any]:
+def _pipeline(key: str, steps: Any, table: Mapping[str, Mapping[str, str]], report: ConversionReport,
+              target: str) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     for i, step in enumerate(steps if isinstance(steps, list) else []):
         kind = step.get("type") if isinstance(step, Mapping) else None
@@ -257,11 +261,15 @@ def _pipeline(key: str, steps: Any, table: Mapping[str, Mapping[str, str]], repo
         for arg, field in table[kind].items():
             if step.get(arg) is not None:
                 settings[field] = step[arg]
+        lost = sorted(set(step) - set(table[kind]) - HARMLESS_STEP_ARGS)
         scale = settings.get("img_scale")
         if kind == "Resize" and isinstance(scale, list) and scale and isinstance(scale[0], list):
             settings["img_scale"] = scale[0]
-            report.add(f"{key}.{i}", "approximated", "data.init_args.pipeline.img_scale",
-                       "multi-scale Resize: only the first scale is used")
+            report.add(f"{key}.{i}", "approximated", f"{target}.img_scale",
+                       "multi-scale Resize: only the first scale is used" + (f"; {lost} not carried" if lost else ""))
+        elif lost:
+            report.add(f"{key}.{i}", "approximated", target if table[kind] else "(built in)",
+                       f"{kind}: {lost} not carried (detlight's defaults apply)")
         else:
-            report.add(f"{key}.{i}", "mapped", "data.init_args" if table[kind] else "(built in)", kind)
+            report.add(f"{key}.{i}", "mapped", target if table[kind] else "(built in)", kind)
     return settings

@@ -238,6 +238,12 @@ class _Converter:
                 self.report.add(key, "dropped", note=self._dropped_note(key, value))
             elif not self.report.covers(key):
                 self.report.add(key, "dropped", note=HELPER_NOTE)
+        if not self.by_epoch and "val_check_interval" not in self.trainer:
+            max_iters = (self.cfg.get("runner") or {}).get("max_iters")
+            self.trainer["val_check_interval"] = max_iters
+            self.report.add("evaluation", "approximated", "trainer.val_check_interval",
+                            f"not set: mmcv's default EvalHook(interval=1) would evaluate after every iteration; "
+                            f"detlight validates once, after iteration {max_iters}")
         self.trainer.setdefault("use_distributed_sampler", False)
         self.trainer.setdefault("num_sanity_val_steps", 0)
         self.trainer.setdefault("logger", False)

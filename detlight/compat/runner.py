@@ -152,7 +152,7 @@ class RunnerView:
         if module is None:
             return None
         if self.mode == "val" and getattr(module, "val_log_buffer", None) is not None:
-            return module.val_log_buffer
+            return module.val_log_buffer  # type: ignore[return-value]
         return getattr(module, "log_buffer", None)
 
     @property
@@ -161,7 +161,7 @@ class RunnerView:
         if module is None:
             return None
         if self.mode == "val" and hasattr(module, "last_val_outputs"):
-            return module.last_val_outputs
+            return module.last_val_outputs  # type: ignore[return-value]
         return getattr(module, "last_outputs", None)
 
     @property

@@ -40,6 +40,7 @@ GENERATOR_VERSION = 1
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 _COMPLETE_MARKER = ".complete"
 _MIN_CONTRAST = 110.0  # L2 distance in RGB between an object and the background under it
+Box = tuple[int, int, int, int, int]  # label, x, y, w, h (COCO xywh pixels)
 
 
 def default_cache_root() -> Path:
@@ -212,7 +213,7 @@ def _new_coco(classes: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _append_image(coco: dict[str, Any], image_id: int, file_name: str, size: int,
-                  boxes: list[tuple[int, int, int, int, int]]) -> None:
+                  boxes: list[Box]) -> None:
     coco["images"].append({"id": image_id, "file_name": file_name, "width": size, "height": size})
     for label, x, y, w, h in boxes:
         coco["annotations"].append({
@@ -225,14 +226,14 @@ def _append_image(coco: dict[str, Any], image_id: int, file_name: str, size: int
         })
 
 
-def _draw_image(spec: SyntheticCocoSpec, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+def _draw_image(spec: SyntheticCocoSpec, rng: np.random.Generator) -> tuple[np.ndarray, list[Box]]:
     """One image (uint8 HxWx3) and its boxes as ``(label, x, y, w, h)``."""
     size = spec.image_size
     img = _background(size, rng)
     _draw_clutter(img, spec.clutter, rng)
     empty = rng.random() < spec.empty_ratio
     count = 0 if empty else int(rng.integers(1, spec.max_objects + 1))
-    boxes: list[tuple[int, ...]] = []
+    boxes: list[Box] = []
     taken: list[tuple[int, int, int, int]] = []
     for _ in range(count):
         placed = _place_object(spec, img, taken, rng)
@@ -275,7 +276,7 @@ def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
 
 
 def _place_object(spec: SyntheticCocoSpec, img: np.ndarray, taken: list[tuple[int, int, int, int]],
-                  rng: np.random.Generator) -> tuple[int, int, int, int, int] | None:
+                  rng: np.random.Generator) -> Box | None:
     """Draw one shape where it overlaps no earlier one; ``None`` after a few failed tries."""
     size = img.shape[0]
     label = int(rng.integers(0, spec.num_classes))

@@ -157,7 +157,8 @@ class RandomFlip:
     """Replaces ``mmdet``'s ``RandomFlip`` (one direction): flip with probability ``flip_ratio``.
 
     Sets ``flip`` and ``flip_direction`` (``None`` when not flipped, as mmdet). A ``flip`` already in ``results``
-    is obeyed, not redrawn. The draw uses torch's global generator, which DataLoader seeds per worker.
+    is obeyed, not redrawn. Like mmdet, the draw uses numpy's global generator (seeded per worker by
+    :func:`detlight.data.datamodule.worker_init_fn`), so the data pipeline leaves torch's random stream alone.
     """
 
     def __init__(self, flip_ratio: float = 0.5, direction: FlipDirection = "horizontal") -> None:
@@ -170,7 +171,7 @@ class RandomFlip:
 
     def __call__(self, results: Results) -> Results:
         if "flip" not in results:
-            results["flip"] = bool(torch.rand(()) < self.flip_ratio) if self.flip_ratio > 0 else False
+            results["flip"] = bool(np.random.rand() < self.flip_ratio) if self.flip_ratio > 0 else False
         results["flip_direction"] = self.direction if results["flip"] else None
         if not results["flip"]:
             return results

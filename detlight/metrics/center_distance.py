@@ -135,14 +135,14 @@ class CenterDistanceMAP(Metric):
             occ = float(self._occurrence_base())
             self.samples.append(torch.tensor([[occ, float(meta["sample_idx"])]], dtype=torch.float64,
                                              device=self.device))
-            boxes = torch.as_tensor(pred["boxes_3d"]).detach().reshape(len(pred["scores_3d"]), -1)
-            self.pred_rows.append(self._rows(occ, pred["labels_3d"], boxes, pred["scores_3d"]))
-            gt = torch.as_tensor(gt_boxes[i]).detach()
-            self.gt_rows.append(self._rows(occ, gt_labels[i], gt.reshape(len(gt_labels[i]), -1), None))
+            self.pred_rows.append(self._rows(occ, pred["labels_3d"], pred["boxes_3d"], pred["scores_3d"]))
+            self.gt_rows.append(self._rows(occ, gt_labels[i], gt_boxes[i], None))
 
-    def _rows(self, occ: float, labels: Any, boxes: torch.Tensor, scores: Any) -> torch.Tensor:
+    def _rows(self, occ: float, labels: Any, boxes: Any, scores: Any) -> torch.Tensor:
         labels = torch.as_tensor(labels).detach().reshape(-1, 1).to(self.device, torch.float64)
-        cols = [torch.full_like(labels, occ), labels, boxes[:, :2].to(self.device, torch.float64)]
+        boxes = torch.as_tensor(boxes).detach()
+        xy = boxes.reshape(len(labels), -1)[:, :2] if len(labels) else boxes.new_zeros(0, 2)
+        cols = [torch.full_like(labels, occ), labels, xy.to(self.device, torch.float64)]
         if scores is not None:
             cols.append(torch.as_tensor(scores).detach().reshape(-1, 1).to(self.device, torch.float64))
         return torch.cat(cols, dim=1)

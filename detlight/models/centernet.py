@@ -199,7 +199,7 @@ class CenterNet(nn.Module):
             raise ValueError(f"Expected one gt_bboxes / gt_labels entry per image ({img.shape[0]}), but got "
                              f"{len(gt_bboxes)} and {len(gt_labels)}.")
         heat_logits, wh_pred, off_pred = self.extract_feat(img)
-        heat_t, box_t, box_w = self.get_targets(gt_bboxes, gt_labels, heat_logits.shape, img.shape[-2:])
+        heat_t, box_t, box_w = self.get_targets(gt_bboxes, gt_labels, heat_logits.shape, img.shape[-2:], img.device)
         num_centers = heat_t.eq(1).sum().clamp(min=1)
         num_reg = box_w[:, :2].sum().clamp(min=1)
         l1_wh = (F.l1_loss(wh_pred, box_t[:, :2], reduction="none") * box_w[:, :2]).sum()
@@ -212,7 +212,8 @@ class CenterNet(nn.Module):
 
     # ------------------------------------------------------------------ targets
     def get_targets(self, gt_bboxes: Sequence[torch.Tensor], gt_labels: Sequence[torch.Tensor],
-                    heat_shape: torch.Size, img_hw: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    heat_shape: torch.Size, img_hw: Sequence[int],
+                    device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """mmdet ``CenterNetHead.get_targets``, vectorised over every box of the batch.
 
         Args:
@@ -220,14 +221,16 @@ class CenterNet(nn.Module):
             gt_labels: per-image ``int64[n_i]``.
             heat_shape: ``(B, C, h, w)`` of the heatmap prediction.
             img_hw: ``(H, W)`` of the padded input.
+            device: where the targets live; default: that of the first ``gt_bboxes`` tensor, else the CPU.
 
         Returns:
             ``heatmap[B, C, h, w]`` (max over overlapping Gaussians), ``box[B, 4, h, w]`` (``w, h`` on the grid then the
             sub-cell ``dx, dy``) and ``weight[B, 4, h, w]`` (1 at each centre cell).
         """
         batch, num_classes, feat_h, feat_w = heat_shape
-        ref = next((b for b in gt_bboxes if isinstance(b, torch.Tensor)), None)
-        device = ref.device if ref is not None else torch.device("cpu")
+        if device is None:
+            ref = next((b for b in gt_bboxes if isinstance(b, torch.Tensor)), None)
+            device = ref.device if ref is not None else torch.device("cpu")
         boxes = torch.cat([torch.as_tensor(b, dtype=torch.float32, device=device).reshape(-1, 4) for b in gt_bboxes])
         labels = torch.cat([torch.as_tensor(lab, dtype=torch.int64, device=device).reshape(-1) for lab in gt_labels])
         counts = torch.tensor([len(lab) for lab in gt_labels], device=device)

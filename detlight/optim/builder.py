@@ -76,7 +76,7 @@ def optimizer_class(type_name: str, key: str = "model.optimizer.type") -> type[t
 
 
 def _check_kwargs(cls: type, kwargs: Mapping[str, Any], key: str) -> None:
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
     accepted = [name for name in params if name not in ("self", "params")]

@@ -197,7 +197,9 @@ def _free_port() -> int:
 
 @pytest.mark.ddp
 def test_ddp_union_of_keys_reduction(tmp_path: Path) -> None:
-    mp.spawn(reduce_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    # fork (where there is one) starts the workers without re-importing torch; the worker only needs CPU ops
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    mp.start_processes(reduce_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True, start_method=method)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     # global sample-weighted means: sum(v * n) / sum(n) over both ranks' entries
     want_all = {"loss_cls": (1 * 2 + 3 * 2 + 5 * 4 + 9 * 1) / 9, "loss": (2 * 2 + 4 * 2 + 6 * 4 + 10 * 1) / 9,

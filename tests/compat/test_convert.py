@@ -21,6 +21,7 @@ from detlight.compat.convert import (
     WORKFLOW,
     convert_config,
     convert_file,
+    print_config,
 )
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -113,6 +114,16 @@ def test_pointpillars_cyclic_adamw() -> None:
     assert pillars["class_path"].endswith(".PointPillars")
     assert pillars["init_args"]["num_classes"] == 3 and pillars["init_args"]["voxel_size"] == [0.16, 0.16, 4]
     assert pillars["init_args"]["backbone_strides"] == [2, 2, 2] and pillars["init_args"]["pillar_channels"] == 64
+    data = out["data"]
+    assert data["class_path"].endswith(".Det3DDataModule")
+    assert data["init_args"] == {
+        "samples_per_gpu": 6, "workers_per_gpu": 4, "data_root": "data/kitti/", "classes": ["Pedestrian", "Cyclist",
+                                                                                             "Car"],
+        "train_split": "train", "val_split": "val", "test_split": "val",
+        "point_cloud_range": [0, -39.68, -3, 69.12, 39.68, 1],  # the child's range, same as the model's
+        "augment": {"flip_ratio": 0.5, "rot_range": [-0.78539816, 0.78539816], "scale_range": [0.95, 1.05],
+                    "shuffle": True}}
+    assert report.status_of("data.train.pipeline.2") == ["dropped"]  # ObjectSample (GT database sampling)
     assert report.status_of("data.train.type") == ["approximated"]  # RepeatDataset(times=2)
     notes = " ".join(e.note for e in report.entries if e.key.startswith("data."))
     assert "RepeatDataset" in notes and "times" in notes
@@ -224,3 +235,23 @@ def test_report_format_lists_every_entry() -> None:
     counts = {s: sum(e.status == s for e in report.entries) for s in ("mapped", "approximated", "dropped")}
     assert lines[-1] == f"{counts['mapped']} mapped, {counts['approximated']} approximated, {counts['dropped']} dropped"
     assert any(line.startswith("runner ") and "| approximated |" in line for line in lines)
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
+def test_converted_yaml_parses_with_the_cli(path: Path, tmp_path: Path) -> None:
+    out_path = tmp_path / f"{path.stem}.yaml"
+    convert_file(path, out=out_path)
+    printed = yaml.safe_load(print_config(out_path))
+    expected, _ = _convert(path)
+    assert printed["trainer"]["default_root_dir"] == expected["trainer"]["default_root_dir"]
+    assert printed["model"]["model"]["class_path"] == expected["model"]["model"]["class_path"]
+    assert [cb["class_path"] for cb in printed["trainer"]["callbacks"]] == [
+        cb["class_path"] for cb in expected["trainer"]["callbacks"]]
+
+
+def test_print_config_reports_cli_rejection(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_epochs: 1\n  no_such_flag: 3\nmodel:\n  model:\n"
+                   "    class_path: detlight.models.centernet.CenterNet\n")
+    with pytest.raises(ConfigError, match="rejected .*bad.yaml"):
+        print_config(bad)
