@@ -108,7 +108,7 @@ def convert_model(model: Any, report: ConversionReport) -> dict[str, Any] | None
     class_path, fields = MODEL_TARGETS[kind]
     init_args = {arg: _get(model, path) for arg, path in fields.items() if _get(model, path) is not None}
     report.add("model", "mapped", f"model.model: {class_path}", f"{model['type']} -> {kind}; {MODEL_NOTES[kind]}")
-    used = {path.split(".")[0]: [] for path in fields.values()}
+    used: dict[str, list[str]] = {path.split(".")[0]: [] for path in fields.values()}
     for arg, path in fields.items():
         if arg in init_args:
             used[path.split(".")[0]].append(path.split(".", 1)[1])
@@ -254,8 +254,8 @@ def _pipeline(key: str, steps: Any, table: Mapping[str, Mapping[str, str]], repo
               target: str) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     for i, step in enumerate(steps if isinstance(steps, list) else []):
-        kind = step.get("type") if isinstance(step, Mapping) else None
-        if kind not in table:
+        kind = str(step.get("type")) if isinstance(step, Mapping) else None
+        if kind is None or kind not in table:
             report.add(f"{key}.{i}", "dropped", note=f"transform `{kind}` has no counterpart in detlight's pipeline")
             continue
         for arg, field in table[kind].items():

@@ -426,7 +426,7 @@ class _Evaluator:
 
     def _eval_FormattedValue(self, node: ast.FormattedValue) -> str:
         value = self.eval(node.value)
-        conversions = {ord("r"): repr, ord("s"): str, ord("a"): ascii}
+        conversions: dict[int, Callable[[Any], str]] = {ord("r"): repr, ord("s"): str, ord("a"): ascii}
         if node.conversion in conversions:
             value = conversions[node.conversion](value)
         spec = self.eval(node.format_spec) if node.format_spec is not None else ""

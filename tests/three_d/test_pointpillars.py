@@ -32,7 +32,7 @@ def _meta(i: int, **kw: object) -> dict:
 def test_pillar_scatter_places_points_and_ignores_out_of_range() -> None:
     torch.manual_seed(0)
     pfn = PillarFeatureNet(SMALL_RANGE, [0.32, 0.32], feat_channels=8).eval()
-    inside = torch.tensor([[1.0, -10.0, -1.0, 0.5], [1.1, -9.9, -0.5, 0.2]])  # pillar col 3, row 0
+    inside = torch.tensor([[1.0, -10.0, -1.0, 0.5], [1.1, -9.95, -0.5, 0.2]])  # pillar col 3, row 0
     canvas = pfn([inside])
     assert canvas.shape == (1, 8, 64, 64)
     nonzero = canvas.abs().sum(1)[0].nonzero().tolist()
