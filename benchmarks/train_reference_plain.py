@@ -17,6 +17,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,7 +60,7 @@ def load_split(ann_file: Path, img_dir: Path) -> Split:
     return Split(torch.stack(images), boxes, labels, len(cat2label))
 
 
-def make_batch(split: Split, index: torch.Tensor, flip: torch.Tensor | None = None) -> dict:
+def make_batch(split: Split, index: torch.Tensor, flip: torch.Tensor | None = None) -> dict[str, Any]:
     """Normalised batch in detlight's layout; ``flip[i]`` mirrors image ``i`` and its boxes horizontally."""
     img = (split.images[index].float() - MEAN) / STD
     h, w = img.shape[-2:]
@@ -101,6 +102,7 @@ def evaluate(model: CenterNet, split: Split, batch_size: int = 50) -> dict[str, 
 
 
 def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """AdamW or Nesterov SGD (momentum 0.9) with weight decay on conv weights only."""
     # No weight decay on BN and bias parameters: with so few steps decay on them only slows the fit.
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
@@ -135,7 +137,7 @@ def train(args: argparse.Namespace) -> list[dict[str, float]]:
                 group["lr"] = base * lr_factor(it, total, args.warmup_iters, args.schedule)
             index = order[b * args.batch_size:(b + 1) * args.batch_size]
             batch = make_batch(train_set, index, torch.rand(len(index)) < 0.5)
-            loss = sum(model.forward_train(**batch).values())
+            loss = torch.stack(list(model.forward_train(**batch).values())).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if args.grad_clip > 0:
@@ -156,6 +158,7 @@ def train(args: argparse.Namespace) -> list[dict[str, float]]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; the defaults are the tuned quickstart recipe."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=16)

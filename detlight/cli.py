@@ -46,6 +46,14 @@ class DetLightCLI(LightningCLI):
             **kwargs,
         )
 
+    def before_instantiate_classes(self) -> None:
+        """Fail fast when ``devices x num_nodes`` does not fit torchrun/srun or MASTER_ADDR/PORT are missing."""
+        from detlight.dist import check_cli_trainer_config
+
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        if config is not None and config.get("trainer") is not None:
+            check_cli_trainer_config(config.get("trainer"))
+
     def after_fit(self) -> None:
         """Say where the run's outputs are (mmcv printed its work_dir)."""
         trainer = self.trainer

@@ -273,7 +273,8 @@ class MMCheckpoint(ModelCheckpoint):
 
     # ------------------------------------------------------------------ triggers
     def _skip(self, trainer: pl.Trainer) -> bool:
-        return bool(trainer.fast_dev_run) or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking
+        fast_dev_run = getattr(trainer, "fast_dev_run", False)  # set in Trainer.__init__, not declared on the class
+        return bool(fast_dev_run) or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking
 
     @override
     def on_train_batch_end(

@@ -14,6 +14,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from detlight.callbacks._reduce import cached_averages, invalidate, log_buffer_of
 from detlight.callbacks.iter_timer import IterTimer
+from detlight.logbuffer import LogBuffer
 
 __all__ = ["IntervalLogger", "LoggerCallback", "current_lrs", "current_momentums", "max_iters"]
 
@@ -30,7 +31,9 @@ class LoggerCallback(Callback):
     see :mod:`detlight.callbacks._reduce`) and passed to :meth:`log_train`. The buffer is cleared at each epoch start
     when ``by_epoch`` (mmcv's ``EpochBasedRunner``) and once at train start otherwise (mmcv's ``IterBasedRunner``).
     After each validation run inside ``fit`` the module's ``eval_results`` (if it has that attribute and it is not
-    empty) go to :meth:`log_eval`, as mmcv's ``EvalHook`` results did.
+    empty) go to :meth:`log_eval`, as mmcv's ``EvalHook`` results did; then, if the module has a ``val_log_buffer``
+    (validation losses of a ``('val', n)`` workflow phase), its average over the whole validation run goes to
+    :meth:`log_eval` as a second record, as mmcv's val phase logged it.
 
     Like mmcv, the averages are also put into ``log_buffer.output`` (``ready`` set) and the last logger callback in
     the Trainer's list clears that output after logging (mmcv's ``reset_flag``), so every logger sees the same values.
@@ -53,13 +56,14 @@ class LoggerCallback(Callback):
         self.interval = interval
         self.ignore_last = bool(ignore_last)
         self.by_epoch = bool(by_epoch)
+        self._val_losses: OrderedDict[str, float] = OrderedDict()
 
     # ------------------------------------------------------------------ Lightning hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != TrainerFn.FITTING:
             return
         log_buffer_of(pl_module, type(self).__name__)
-        callbacks = list(trainer.callbacks)
+        callbacks = list(getattr(trainer, "callbacks", []))
         after = callbacks[callbacks.index(self) + 1:] if self in callbacks else []
         later = [type(c).__name__ for c in after if isinstance(c, IterTimer)]
         if later:
@@ -95,13 +99,24 @@ class LoggerCallback(Callback):
         if self._is_last_logger(trainer):
             buffer.clear_output()
 
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Runs before the module's hook of the same name, which averages and clears `val_log_buffer`.
+        self._val_losses = OrderedDict()
+        buffer = getattr(pl_module, "val_log_buffer", None)
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or not isinstance(buffer, LogBuffer):
+            return
+        # Called even when this rank's buffer is empty: under DDP it is a collective, and another rank may have data.
+        self._val_losses = cached_averages(buffer, 0, completed_iters(trainer))
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         results = getattr(pl_module, "eval_results", None)
-        if not isinstance(results, Mapping) or not results:
-            return
-        self.log_eval(trainer, pl_module, OrderedDict(results))
+        if isinstance(results, Mapping) and results:
+            self.log_eval(trainer, pl_module, OrderedDict(results))
+        if self._val_losses:  # a ('val', n) workflow phase: mmcv logged it after the evaluation, as its own line
+            self.log_eval(trainer, pl_module, self._val_losses)
+            self._val_losses = OrderedDict()
 
     # ------------------------------------------------------------------ to override
     def log_train(
@@ -137,7 +152,7 @@ class LoggerCallback(Callback):
         return not self.ignore_last and batch_idx + 1 == trainer.num_training_batches
 
     def _is_last_logger(self, trainer: pl.Trainer) -> bool:
-        loggers = [c for c in trainer.callbacks if isinstance(c, LoggerCallback)]
+        loggers = [c for c in getattr(trainer, "callbacks", []) if isinstance(c, LoggerCallback)]
         return not loggers or loggers[-1] is self
 
 

@@ -540,6 +540,8 @@ class _Evaluator:
             raise
         except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError, OverflowError) as err:
             raise self._error(node, f"evaluating `{_source(node)}` failed: {type(err).__name__}: {err}") from None
+        except RecursionError:
+            raise self._disallowed(node, "an expression nested this deeply") from None
         if isinstance(result, int) and result.bit_length() > _MAX_INT_BITS:
             raise self._disallowed(node, f"an integer wider than {_MAX_INT_BITS} bits")
         return result

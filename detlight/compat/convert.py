@@ -273,12 +273,14 @@ class _Converter:
         runner, total = self.cfg.get("runner"), self.cfg.get("total_epochs")
         if runner is None:
             if total is None:
+                self.report.add("runner", "dropped", note="absent (and no total_epochs): Lightning's default "
+                                "max_epochs=1000 applies; set trainer.max_epochs")
                 return
             runner = {"type": "EpochBasedRunner", "max_epochs": total}
         kind = runner.get("type", "EpochBasedRunner")
-        if "max_epochs" in runner and "max_iters" in runner:
-            raise ConfigError(f"{self.source}: `runner` sets both max_epochs and max_iters; mmcv rejects this too. "
-                              "Keep one.")
+        if ("max_epochs" in runner) == ("max_iters" in runner):
+            raise ConfigError(f"{self.source}: `runner` must set exactly one of max_epochs and max_iters (as mmcv "
+                              f"requires), but got {runner}.")
         if total is not None and "max_epochs" in runner and runner["max_epochs"] != total:
             raise ConfigError(f"{self.source}: total_epochs={total} disagrees with runner.max_epochs="
                               f"{runner['max_epochs']}; mmdet requires them equal. Remove total_epochs.")
@@ -286,8 +288,8 @@ class _Converter:
             self.by_epoch = False
             self.trainer.update(max_steps=runner["max_iters"], max_epochs=-1, check_val_every_n_epoch=None)
             self.report.add("runner", "approximated", "trainer.max_steps",
-                            f"IterBasedRunner(max_iters={runner['max_iters']}); max_steps counts optimizer steps, so "
-                            "it equals max_iters only without gradient accumulation; no IterLoader epoch counter")
+                            f"IterBasedRunner(max_iters={runner['max_iters']}); max_steps counts optimizer steps, "
+                            "which equal iterations only without gradient accumulation")
         else:
             self.trainer["max_epochs"] = runner["max_epochs"]
             self.report.add("runner", "mapped", "trainer.max_epochs", f"EpochBasedRunner({runner['max_epochs']})")

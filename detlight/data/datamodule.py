@@ -22,6 +22,7 @@ from detlight.data.collate import collate
 from detlight.data.sampler import DetSampler
 from detlight.data.synthetic import SyntheticCocoSpec, ensure_synthetic_coco
 from detlight.data.transforms import PipelineConfig
+from detlight.resume import StatefulDataLoader
 
 __all__ = ["CocoSplit", "DetDataModule", "worker_init_fn"]
 
@@ -194,21 +195,27 @@ class DetDataModule(pl.LightningDataModule):
         return DetSampler(len(dataset), shuffle=shuffle, seed=self.seed, rank=rank,  # type: ignore[arg-type]
                           world_size=world_size)
 
-    def make_loader(self, dataset: Dataset, sampler: Sampler[int], batch_size: int) -> DataLoader:
-        """The DataLoader for one split; override (or swap for a stateful loader) to change how batches are drawn."""
+    def make_loader(self, dataset: Dataset, sampler: Sampler[int], batch_size: int,
+                    stateful: bool = False) -> DataLoader:
+        """The DataLoader for one split; ``stateful`` gives a :class:`~detlight.resume.StatefulDataLoader` (train)."""
         workers = self.workers_per_gpu
         rank = self._dist_info()[0]
-        return DataLoader(
+        loader_cls = StatefulDataLoader if stateful else DataLoader
+        return loader_cls(
             dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
             pin_memory=False, drop_last=False, persistent_workers=self.persistent_workers and workers > 0,
             worker_init_fn=partial(worker_init_fn, num_workers=workers, rank=rank, seed=self.seed),
+            # A private generator: creating an iterator then draws its (unused: worker_init_fn re-seeds) base seed
+            # from it, not from the global torch RNG, so a validation pass does not shift the training randomness.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled train loader, ``samples_per_gpu`` images per batch; its sampler is kept as ``train_sampler``."""
         dataset = self._dataset("train")
         self.train_sampler = self.make_sampler(dataset, shuffle=True)
-        return self.make_loader(dataset, self.train_sampler, self.samples_per_gpu)
+        # Stateful: checkpoints record the position in the epoch and the RNG states (iteration-exact resume).
+        return self.make_loader(dataset, self.train_sampler, self.samples_per_gpu, stateful=True)
 
     def val_dataloader(self) -> DataLoader | list[Any]:
         """Val loader in dataset order (an empty list when no val split is configured, so validation is skipped).

@@ -98,16 +98,14 @@ class CenterNetHead(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """mmdet's init: heatmap bias at prior 0.1; ``wh`` / ``offset`` branches ``normal(std=0.001)``, zero bias."""
+        """mmdet's init: heatmap bias at prior 0.1, ``wh`` / ``offset`` branches ``normal(std=0.001)``, zero biases."""
         f = self.feat_channels
         nn.init.kaiming_normal_(self.stem.weight[:f], mode="fan_out", nonlinearity="relu")
-        nn.init.normal_(self.stem.weight[f:], std=0.001)
-        nn.init.zeros_(self.stem.bias)
-        nn.init.normal_(self.heatmap.weight, std=0.001)
-        nn.init.constant_(self.heatmap.bias, HEATMAP_BIAS_INIT)
-        for conv in (self.wh, self.offset):
-            nn.init.normal_(conv.weight, std=0.001)
-            nn.init.zeros_(conv.bias)
+        for weight in (self.stem.weight[f:], self.heatmap.weight, self.wh.weight, self.offset.weight):
+            nn.init.normal_(weight, std=0.001)
+        for conv, value in ((self.stem, 0.0), (self.heatmap, HEATMAP_BIAS_INIT), (self.wh, 0.0), (self.offset, 0.0)):
+            if conv.bias is not None:
+                nn.init.constant_(conv.bias, value)
 
     def forward(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return ``(heatmap_logits[B, C, h, w], wh[B, 2, h, w], offset[B, 2, h, w])``."""

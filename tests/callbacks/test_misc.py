@@ -21,24 +21,24 @@ from detlight.callbacks.misc import CheckInvalidLoss, EmptyCache, NumClassCheck,
 
 
 def test_invalid_loss_names_key_epoch_and_iter(tmp_path: Path) -> None:
-    # batch 2 of epoch 2 (global iter 6) carries a NaN pixel; interval=2 checks iters 2, 4, 6
+    clean = trainer(tmp_path, [CheckInvalidLoss(interval=1)], max_epochs=2, enable_checkpointing=False)
+    clean.fit(module(), DataLoader(BatchSet(2), batch_size=None))  # finite losses: no error
+    assert clean.global_step == 4
+    # the second batch (global iter 2) carries a NaN pixel; interval=2 checks iters 2, 4, ...
     nan_loader = DataLoader(BatchSet(4, nan_at=1), batch_size=None)
-    tr = trainer(tmp_path, [CheckInvalidLoss(interval=2)], max_epochs=2, enable_checkpointing=False,
-                 limit_train_batches=2)
-    clean = DataLoader(BatchSet(4), batch_size=None)
-    tr.fit(module(), clean)  # finite losses: no error
     tr = trainer(tmp_path, [CheckInvalidLoss(interval=2)], max_epochs=2, enable_checkpointing=False)
     with pytest.raises(FloatingPointError, match=r"epoch 1, iter 2: \{'loss_x': nan, 'loss': nan\}"):
         tr.fit(module(), nan_loader)
 
 
 def test_invalid_loss_is_only_checked_every_interval(tmp_path: Path) -> None:
+    # iter 1 is NaN (and the weights after it), but with interval=4 the 3 iterations run are never checked
     nan_loader = DataLoader(BatchSet(4, nan_at=0), batch_size=None)
-    # iter 1 is NaN, but with interval=4 only iter 4 is looked at, and by then the weights are NaN too
     tr = trainer(tmp_path, [CheckInvalidLoss(interval=4)], max_epochs=1, enable_checkpointing=False,
                  limit_train_batches=3)
-    tr.fit(module(), nan_loader)  # iters 1..3: never checked, no error
+    tr.fit(module(), nan_loader)
     assert tr.global_step == 3
+    assert not torch.isfinite(tr.lightning_module.last_outputs["loss"])
 
 
 def test_invalid_loss_interval_must_be_positive() -> None:

@@ -12,12 +12,14 @@ from typing import Any
 
 import lightning.pytorch as pl
 import pytest
+import torch
 from logging_tiny import TinyModule, batch_values, make_trainer, uneven_loader, weighted_mean
 
 from detlight.callbacks import iter_timer
 from detlight.callbacks.interval_logger import IntervalLogger
 from detlight.callbacks.iter_timer import IterTimer
 from detlight.callbacks.text_logger import TextLogger, read_json_log
+from detlight.logbuffer import LogBuffer
 
 SIZES = [1, 2, 3, 4, 1, 2, 3]
 TRAIN_KEYS = ["mode", "epoch", "iter", "lr", "data_time", "loss_a", "loss", "grad_norm", "time"]
@@ -157,3 +159,39 @@ def test_read_json_log_names_the_bad_line(tmp_path: Path) -> None:
 def test_meta_must_be_json_serialisable() -> None:
     with pytest.raises(ValueError, match="`meta` must be json-serialisable"):
         TextLogger(meta={"model": object()})
+
+
+def test_val_workflow_losses_get_their_own_line(tmp_path: Path) -> None:
+    class WithValLosses(TinyModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.val_log_buffer = LogBuffer()
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            (x,) = batch
+            self.val_log_buffer.update({"loss_val": x.mean()}, len(x))
+
+        def on_validation_epoch_end(self) -> None:
+            super().on_validation_epoch_end()
+            self.val_log_buffer.clear()  # as DetectorModule does, after the callbacks have read it
+
+    text = _fit(tmp_path, TextLogger(interval=3), max_epochs=1, module=WithValLosses())
+    val = [rec for rec in read_json_log(text.json_log_path) if rec["mode"] == "val"]
+    # val batches [2, 1] over values 1..3: sample-weighted mean (1 + 2 + 3) / 3
+    assert val == [{"mode": "val", "epoch": 1, "iter": 2, "lr": 0.1, "bbox_mAP": 0.5, "bbox_mAP_50": 0.33333},
+                   {"mode": "val", "epoch": 1, "iter": 2, "lr": 0.1, "loss_val": 2.0}]
+    assert Path(text.log_path).read_text().splitlines()[-1].endswith("Epoch(val) [1][2]\tloss_val: 2.0000")
+
+
+def test_memory_key_on_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class OnCuda(TinyModule):  # pretends to live on a GPU; only TextLogger asks
+        @property
+        def device(self) -> torch.device:
+            return torch.device("cuda", 0)
+
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 3 * 1024 * 1024 + 5)
+    text = _fit(tmp_path, TextLogger(interval=3), max_epochs=1, module=OnCuda(grad_norm=True))
+    train = [rec for rec in read_json_log(text.json_log_path) if rec["mode"] == "train"]
+    assert list(train[0]) == TRAIN_KEYS[:4] + ["memory"] + TRAIN_KEYS[4:] and train[0]["memory"] == 3
+    first = Path(text.log_path).read_text().splitlines()[0]
+    assert re.search(r"data_time: \d\.\d{3}, memory: 3, loss_a: ", first)

@@ -204,7 +204,8 @@ def test_runner_length(cfg: dict[str, Any], expected: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("cfg", "match"), [
-    ({"runner": {"type": "EpochBasedRunner", "max_epochs": 3, "max_iters": 9}}, "both max_epochs and max_iters"),
+    ({"runner": {"type": "EpochBasedRunner", "max_epochs": 3, "max_iters": 9}}, "exactly one of max_epochs"),
+    ({"runner": {"type": "IterBasedRunner"}}, "exactly one of max_epochs and max_iters"),
     ({"runner": {"type": "EpochBasedRunner", "max_epochs": 3}, "total_epochs": 4}, "total_epochs=4 disagrees"),
 ])
 def test_inconsistent_runner_is_rejected(cfg: dict[str, Any], match: str) -> None:
@@ -255,3 +256,48 @@ def test_print_config_reports_cli_rejection(tmp_path: Path) -> None:
                    "    class_path: detlight.models.centernet.CenterNet\n")
     with pytest.raises(ConfigError, match="rejected .*bad.yaml"):
         print_config(bad)
+
+
+@pytest.mark.slow
+def test_converted_config_trains_end_to_end(tmp_path: Path) -> None:
+    """An mmdet-style config on the synthetic COCO set: convert, then `detlight fit` two iterations of one epoch."""
+    from detlight.cli import main
+    from detlight.data.synthetic import SyntheticCocoSpec, ensure_synthetic_coco
+
+    paths = ensure_synthetic_coco(SyntheticCocoSpec(root=str(tmp_path / "data"), num_train=8, num_val=4))
+    work_dir = tmp_path / "work"
+    config = tmp_path / "centernet_synthetic.py"
+    config.write_text(f"""_base_ = '{CN_1X}'
+model = dict(bbox_head=dict(num_classes={len(paths.classes)}))
+data = dict(samples_per_gpu=2, workers_per_gpu=0,
+            train=dict(ann_file='{paths.train_ann}', img_prefix='{paths.train_img_prefix}'),
+            val=dict(ann_file='{paths.val_ann}', img_prefix='{paths.val_img_prefix}', samples_per_gpu=2),
+            test=dict(ann_file='{paths.val_ann}', img_prefix='{paths.val_img_prefix}'))
+runner = dict(max_epochs=1)
+log_config = dict(interval=1, hooks=[dict(type='TextLoggerHook'), dict(type='TensorboardLoggerHook')])
+work_dir = '{work_dir}'
+cudnn_benchmark = False
+""")
+    out = tmp_path / "converted.yaml"
+    convert_file(config, out=out, cfg_options=["data.train.pipeline.3.img_scale=(64,64)"])
+    main(["fit", "--config", str(out), "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+          "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu"])
+    assert (work_dir / "epoch_1.ckpt").is_file()
+    [json_log] = list(work_dir.glob("*.log.json"))
+    records = [yaml.safe_load(line) for line in json_log.read_text().splitlines()[1:]]
+    assert [r["iter"] for r in records if r.get("mode") == "train"] == [1, 2]  # log_config.interval=1
+    assert list(work_dir.glob("events.out.tfevents.*"))
+
+
+def test_standard_custom_hooks() -> None:
+    cfg = {"custom_hooks": [{"type": "DistSamplerSeedHook"},
+                            {"type": "CheckInvalidLossHook", "interval": 10, "priority": "VERY_LOW"},
+                            {"type": "ExpMomentumEMAHook", "total_iter": 100, "resume_from": "x.pth", "priority": 49}]}
+    out, report = convert_config(cfg, "x.py")
+    assert out["trainer"]["callbacks"] == [  # sorted by the configs' priorities: 49 before VERY_LOW (90)
+        {"class_path": EMA, "init_args": {"total_iter": 100, "momentum_schedule": "exp"}},
+        {"class_path": "detlight.callbacks.misc.CheckInvalidLoss", "init_args": {"interval": 10}},
+    ]
+    [seed_hook] = [e for e in report.entries if e.key == "custom_hooks.0"]
+    assert seed_hook.status == "dropped" and "set_epoch" in seed_hook.note
+    assert report.status_of("custom_hooks.2.resume_from") == ["dropped"]
