@@ -98,14 +98,10 @@ class DetectorModule(pl.LightningModule):
 
     def _check_num_classes(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        data_classes = getattr(datamodule, "num_classes", None)
-        head_classes = getattr(self.model, "num_classes", None)
-        if isinstance(data_classes, int) and isinstance(head_classes, int) and data_classes != head_classes:
-            names = getattr(datamodule, "CLASSES", None)
-            raise ValueError(
-                f"The detector head predicts {head_classes} classes (`model.model.init_args.num_classes`), but the "
-                f"dataset has {data_classes}{f' {tuple(names)}' if names else ''}. Set num_classes: {data_classes}."
-            )
+        if getattr(datamodule, "CLASSES", None) is not None:
+            from detlight.callbacks.misc import check_num_classes
+
+            check_num_classes(self.model, datamodule)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Build the optimizer from the mmcv dict (param-wise multipliers and ``auto_scale_lr`` included)."""
@@ -185,7 +181,10 @@ class DetectorModule(pl.LightningModule):
         host = torch.stack(list(values.values())).tolist() if values else []
         self.eval_results = OrderedDict(zip(values, host))
         # Already reduced across ranks by the evaluator: no sync_dist (it would average identical values again).
-        self.log_dict({f"{stage}/{k}": v for k, v in self.eval_results.items()}, sync_dist=False)
+        # When an IntervalLogger writes eval results to the loggers at mmcv's step, self.log only feeds
+        # ModelCheckpoint / EarlyStopping / the progress bar, so each TensorBoard tag keeps a single series.
+        to_loggers = not any(getattr(cb, "log_eval_results", False) for cb in self.trainer.callbacks)
+        self.log_dict({f"{stage}/{k}": v for k, v in self.eval_results.items()}, sync_dist=False, logger=to_loggers)
 
 
 def _check_grad_clip(grad_clip: Mapping[str, Any] | None) -> dict[str, float] | None:

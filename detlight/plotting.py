@@ -183,11 +183,7 @@ def _pil_chart(series: Sequence[tuple[str, Series]], width: int = 320, height: i
         lo_v, hi_v = min(v for _, v in finite), max(v for _, v in finite)
         span_x, span_v = max(hi_x - lo_x, 1), (hi_v - lo_v) or 1.0
 
-        def to_px(x: float, v: float, x0: int = x0, x1: int = x1, lo_x: float = lo_x, lo_v: float = lo_v,
-                  span_x: float = span_x, span_v: float = span_v) -> tuple[float, float]:
-            return x0 + (x - lo_x) / span_x * (x1 - x0), y1 - (v - lo_v) / span_v * (y1 - y0)
-
-        points = [to_px(x, v) for x, v in finite]
+        points = [(x0 + (x - lo_x) / span_x * (x1 - x0), y1 - (v - lo_v) / span_v * (y1 - y0)) for x, v in finite]
         if len(points) > 1:
             draw.line(points, fill=(31, 119, 180), width=2)
         for px, py in points if len(points) < 30 else points[-1:]:

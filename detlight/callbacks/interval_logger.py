@@ -76,6 +76,9 @@ class LoggerCallback(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         buffer = log_buffer_of(pl_module, type(self).__name__)
         invalidate(buffer)
+        val_buffer = getattr(pl_module, "val_log_buffer", None)
+        if isinstance(val_buffer, LogBuffer):  # a new run restarts the iteration count the cache is keyed on
+            invalidate(val_buffer)
         if not self.by_epoch:
             buffer.clear()
 

@@ -47,7 +47,8 @@ class TextLogger(LoggerCallback):
     ``exp_name`` = name of the run directory, ``config`` = the ``config.yaml`` the CLI saved there, then ``meta``),
     which has no ``epoch`` key so mmdet3d's ``tools/analysis_tools/analyze_logs.py`` skips it. After each validation
     inside ``fit`` it writes ``Epoch(val) [E][N]\\tbbox_mAP: 0.3120, ...`` and
-    ``{"mode": "val", "epoch": E, "iter": N, "lr": ..., <metrics>}``, N being the number of validation batches.
+    ``{"mode": "val", "epoch": E, "iter": N, "lr": ..., <metrics>}``, N being the number of validation batches; the
+    validation losses of a ``('val', n)`` workflow phase (the module's ``val_log_buffer``) follow as a second line.
 
     ``memory`` is ``torch.cuda.max_memory_allocated`` in MB (maximum over ranks), only when the module is on CUDA.
     ETA is mmcv's: the running mean of ``time`` (times ``interval`` per log) times the iterations left to
