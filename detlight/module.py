@@ -158,7 +158,7 @@ class DetectorModule(pl.LightningModule):
         if self.val_losses and not self.trainer.sanity_checking and self.val_log_buffer.val_history:
             # Callbacks' epoch-end hooks (mmcv-style after_val_epoch) ran first and saw the whole buffer.
             losses = self.val_log_buffer.averages()
-            self.log_dict({f"val/{k}": v for k, v in losses.items()}, sync_dist=True)
+            self.log_dict({f"val/{k}": v for k, v in losses.items()}, sync_dist=True, logger=self._log_to_loggers())
         self.val_log_buffer.clear()
         self._log_eval("val")
 
@@ -183,8 +183,11 @@ class DetectorModule(pl.LightningModule):
         # Already reduced across ranks by the evaluator: no sync_dist (it would average identical values again).
         # When an IntervalLogger writes eval results to the loggers at mmcv's step, self.log only feeds
         # ModelCheckpoint / EarlyStopping / the progress bar, so each TensorBoard tag keeps a single series.
-        to_loggers = not any(getattr(cb, "log_eval_results", False) for cb in self.trainer.callbacks)
-        self.log_dict({f"{stage}/{k}": v for k, v in self.eval_results.items()}, sync_dist=False, logger=to_loggers)
+        self.log_dict({f"{stage}/{k}": v for k, v in self.eval_results.items()}, sync_dist=False,
+                      logger=self._log_to_loggers())
+
+    def _log_to_loggers(self) -> bool:
+        return not any(getattr(cb, "log_eval_results", False) for cb in self.trainer.callbacks)
 
 
 def _check_grad_clip(grad_clip: Mapping[str, Any] | None) -> dict[str, float] | None:
