@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
+from detlight.callbacks.checkpoint import AtomicCheckpointIO
 from detlight.callbacks.ema import EMA
 from detlight.callbacks.lr_updater import LrUpdater
 from detlight.data.datamodule import DetDataModule
@@ -114,7 +115,8 @@ def main(argv: list[str]) -> None:
         callbacks.insert(0, Killer(args.kill_at, args.kill_in, sig))
     trainer = pl.Trainer(max_epochs=3, accelerator="cpu", deterministic=True, logger=False, callbacks=callbacks,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         use_distributed_sampler=False, default_root_dir=args.root, log_every_n_steps=1)
+                         use_distributed_sampler=False, default_root_dir=args.root, log_every_n_steps=1,
+                         plugins=[AtomicCheckpointIO()])
     ckpt = resolve_ckpt_path("last", trainer) if args.resume else None
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     torch.save({k: v.clone() for k, v in module.model.state_dict().items()}, args.out)
