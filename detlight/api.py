@@ -47,7 +47,10 @@ class Run:
         datamodule: the datamodule, or ``None``.
         cli: the :class:`~detlight.cli.DetLightCLI` that parsed the arguments (``cli.config`` is the resolved config).
         args: the command-line arguments the call amounted to (after the subcommand).
-        results: ``trainer.validate`` / ``test`` / ``predict``'s return value (``None`` for ``fit``).
+        results: ``trainer.validate`` / ``test`` / ``predict``'s return value (``None`` for ``fit``). For
+            ``validate`` / ``test`` it holds only what was logged to the loggers; evaluation results that an
+            ``IntervalLogger`` writes itself are in :attr:`metrics`.
+        metrics: ``trainer.callback_metrics`` as floats (``val/bbox_mAP``, ``test/bbox_mAP``, ...).
     """
 
     trainer: pl.Trainer
@@ -179,16 +182,28 @@ def _run(subcommand: Subcommand, config: ConfigArg, overrides: Overrides, callba
     args = _convert_py_configs(_config_args(config)) + overrides_to_args(overrides)
     if ckpt_path is not None:
         args.append(f"--ckpt_path={ckpt_path}")
+    kwargs = {**_cli_kwargs(ckpt_path), **dict(cli_kwargs or {})}
     had_group = torch.distributed.is_available() and torch.distributed.is_initialized()
     try:
         with _parse_errors_raised(subcommand), _quiet_argv():
-            cli = _ApiCLI(extra_callbacks=callbacks, args=[subcommand, *args], **dict(cli_kwargs or {}))
+            cli = _ApiCLI(extra_callbacks=callbacks, args=[subcommand, *args], **kwargs)
     finally:
         if not had_group and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     release_workers(cli.trainer)
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
     return Run(cli.trainer, cli.model, cli.datamodule, cli, args, cli.results, metrics)
+
+
+def _cli_kwargs(ckpt_path: str | None) -> dict[str, Any]:
+    """What ``detlight.cli.main`` adds around DetLightCLI: the friendly parser and the early checkpoint check."""
+    try:
+        from detlight.errors import FriendlyArgumentParser, check_checkpoint_file
+    except ImportError:  # pragma: no cover - older layout without detlight.errors
+        return {}
+    if ckpt_path and ckpt_path not in ("last", "auto", "best", "hpc", "registry", "null"):
+        check_checkpoint_file(ckpt_path)
+    return {"parser_class": FriendlyArgumentParser}
 
 
 @contextlib.contextmanager
@@ -215,6 +230,10 @@ def _parse_errors_raised(subcommand: str) -> Iterator[None]:
             raise
         message = buffer.getvalue().strip().splitlines()
         raise ValueError(f"detlight {subcommand}: invalid arguments\n" + "\n".join(message[-20:])) from None
+    except Exception as exc:
+        if type(exc).__name__ != "UsageError":  # detlight.errors' friendly parser error
+            raise
+        raise ValueError(f"detlight {subcommand}: {exc}") from None
 
 
 class _Tee(io.TextIOBase):
@@ -266,13 +285,13 @@ def fit(config: ConfigArg = None, overrides: Overrides = None, *, callbacks: Seq
 
 def validate(config: ConfigArg = None, overrides: Overrides = None, *, callbacks: Sequence[Callback] = (),
              ckpt_path: str | None = None) -> Run:
-    """``detlight validate``; :attr:`Run.results` is the Trainer's list of metric dicts. Arguments as :func:`fit`."""
+    """``detlight validate``; the results are in :attr:`Run.metrics` (``val/...``). Arguments as :func:`fit`."""
     return _run("validate", config, overrides, callbacks, ckpt_path)
 
 
 def test(config: ConfigArg = None, overrides: Overrides = None, *, callbacks: Sequence[Callback] = (),
          ckpt_path: str | None = None) -> Run:
-    """``detlight test``; :attr:`Run.results` is the Trainer's list of metric dicts. Arguments as :func:`fit`."""
+    """``detlight test``; the results are in :attr:`Run.metrics` (``test/...``). Arguments as :func:`fit`."""
     return _run("test", config, overrides, callbacks, ckpt_path)
 
 

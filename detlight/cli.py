@@ -54,12 +54,20 @@ class DetLightCLI(LightningCLI):
         if config is not None and config.get("trainer") is not None:
             check_cli_trainer_config(config.get("trainer"))
 
+    def before_fit(self) -> None:
+        """``ckpt_path: last`` (mmcv ``auto_resume``): the newest checkpoint of any earlier run in the work dir."""
+        from detlight.resume import resolve_ckpt_path
+
+        key = f"{self.subcommand}.ckpt_path"
+        self.config_init[key] = resolve_ckpt_path(self.config_init.get(key), self.trainer)
+
     def after_fit(self) -> None:
         """Say where the run's outputs are (mmcv printed its work_dir)."""
         trainer = self.trainer
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask, or rank 0 waits for the others
         if trainer.global_rank != 0:
             return
-        lines = [f"Run directory: {trainer.log_dir}"]
+        lines = [f"Run directory: {log_dir}"]
         ckpt = trainer.checkpoint_callback
         if ckpt is not None and getattr(ckpt, "best_model_path", ""):
             lines.append(f"Best checkpoint: {ckpt.best_model_path}")
@@ -68,8 +76,8 @@ class DetLightCLI(LightningCLI):
         results = getattr(self.model, "eval_results", None)
         if results:
             lines.append("Final evaluation: " + ", ".join(f"{k}: {v:.4f}" for k, v in results.items()))
-        if trainer.log_dir:
-            lines.append(f"TensorBoard: tensorboard --logdir {trainer.log_dir}")
+        if log_dir:
+            lines.append(f"TensorBoard: tensorboard --logdir {log_dir}")
         print("\n".join(lines), flush=True)
 
 
@@ -101,13 +109,36 @@ def _convert_py_configs(argv: list[str]) -> list[str]:
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    """Console entry point ``detlight``."""
-    argv = list(sys.argv[1:] if args is None else args)
+    """Console entry point ``detlight``: known errors print ``detlight: error: ...`` (``--debug`` for a traceback)."""
+    from detlight.errors import run_main
+
+    run_main(_main, list(sys.argv[1:] if args is None else args))
+
+
+def _main(argv: list[str]) -> None:
     if argv and argv[0] == "convert":
         from detlight.compat.cli import convert_main
 
         raise SystemExit(convert_main(argv[1:]))
-    DetLightCLI(args=_convert_py_configs(argv))
+    if argv and argv[0] == "check":
+        from detlight.check import check_main
+
+        raise SystemExit(check_main(argv[1:]))
+    from detlight.errors import FriendlyArgumentParser, check_checkpoint_file
+
+    ckpt = _option_value(argv, "--ckpt_path")
+    if ckpt and ckpt not in ("last", "auto", "best", "hpc", "registry", "null"):
+        check_checkpoint_file(ckpt)  # before building anything: missing, corrupt or unsafe files fail fast
+    DetLightCLI(args=_convert_py_configs(argv), parser_class=FriendlyArgumentParser)
+
+
+def _option_value(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 if __name__ == "__main__":

@@ -63,6 +63,13 @@ class Curves:
             raise KeyError(f"No curve {key!r} in {self.path}. {self._known()}")
         return table[name]
 
+    def __contains__(self, key: object) -> bool:
+        try:
+            self.get(str(key))
+        except KeyError:
+            return False
+        return True
+
     def _known(self) -> str:
         return f"Logged: train {sorted(self.train)}, val {sorted(self.val)}"
 

@@ -14,14 +14,16 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 NNODES="${NNODES:-1}"
 NODE_RANK="${NODE_RANK:-0}"
+if [[ "$NNODES" -gt 1 && ( -z "${MASTER_ADDR:-}" || -z "${MASTER_PORT:-}" ) ]]; then
+  # Without them every node would wait for a rendezvous of its own until the timeout.
+  echo "torchrun.sh: NNODES=$NNODES needs MASTER_ADDR (node 0's address) and MASTER_PORT (a free port on node 0)," \
+       "the same on every node" >&2
+  exit 2
+fi
 MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
 MASTER_PORT="${MASTER_PORT:-29500}"
 if [[ -z "${NPROC_PER_NODE:-}" ]]; then
   NPROC_PER_NODE="$(python -c 'import torch; print(max(torch.cuda.device_count(), 1))')"
-fi
-if [[ "$NNODES" -gt 1 && "$MASTER_ADDR" == "127.0.0.1" && "$NODE_RANK" -ne 0 ]]; then
-  echo "torchrun.sh: NNODES=$NNODES needs MASTER_ADDR set to node 0's address on every node" >&2
-  exit 2
 fi
 # One CPU thread per process unless the caller chose otherwise (torchrun would set 1 and warn).
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"

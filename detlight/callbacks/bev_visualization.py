@@ -97,7 +97,7 @@ class BEVVisualization(Callback):
             return
         preds = outputs if _is_pred_list(outputs, len(batch["points"])) else None
         if preds is None:
-            model = getattr(pl_module, "model", pl_module)
+            model: Any = getattr(pl_module, "model", pl_module)
             preds = model.simple_test(batch["points"], batch["img_metas"], rescale=True)
         for i, (points, meta) in enumerate(zip(batch["points"], batch["img_metas"])):
             if len(self._pending) >= self.max_images:
@@ -111,7 +111,8 @@ class BEVVisualization(Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_rank != 0 or trainer.sanity_checking:
             return
-        writers = [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_image")]
+        experiments: list[Any] = [getattr(lg, "experiment", None) for lg in trainer.loggers]
+        writers = [w for w in experiments if hasattr(w, "add_image")]
         for writer in writers:
             for sample_idx, image in self._pending:
                 writer.add_image(f"{self.tag}/{sample_idx}", image, trainer.global_step, dataformats="HWC")

@@ -59,6 +59,8 @@ def draw_detections(
 ) -> torch.Tensor:
     """Draw ground truth (green, class name) and detections (class colour, ``name score``) on ``uint8[3, H, W]``.
 
+    Labels are written on a filled background in the box colour.
+
     Boxes are ``xyxy`` pixels in ``image``'s frame. Detections below ``score_thr`` are left out, and at most
     ``max_dets`` of the highest-scoring ones are drawn. ``upscale`` enlarges the image (nearest neighbour) first, so
     labels stay readable on small images.
@@ -72,7 +74,8 @@ def draw_detections(
     if gt_boxes is not None and len(gt_boxes):
         labels = gt_labels.tolist() if gt_labels is not None else [-1] * len(gt_boxes)
         image = draw_bounding_boxes(image, gt_boxes.detach().float().cpu() * upscale,
-                                    labels=[f"gt {name(int(lab))}" for lab in labels], colors=GT_COLOUR, width=1)
+                                    labels=[name(int(lab)) for lab in labels], colors=GT_COLOUR, width=1,
+                                    fill_labels=True)
     if det is not None and len(det["boxes"]):
         scores = det["scores"].detach().float().cpu()
         keep = (scores >= score_thr).nonzero().flatten()
@@ -82,7 +85,7 @@ def draw_detections(
             texts = [f"{name(int(lab))} {float(s):.2f}" for lab, s in zip(labels, scores[keep].tolist())]
             colours = [CLASS_COLOURS[int(lab) % len(CLASS_COLOURS)] for lab in labels]
             image = draw_bounding_boxes(image, det["boxes"].detach().float().cpu()[keep] * upscale, labels=texts,
-                                        colors=colours, width=2)  # type: ignore[arg-type]
+                                        colors=colours, width=2, fill_labels=True)  # type: ignore[arg-type]
     return image
 
 

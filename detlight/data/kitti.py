@@ -233,7 +233,7 @@ def _object_noise(points: torch.Tensor, boxes: torch.Tensor, translation_std: Se
     for i in range(len(boxes)):
         for _ in range(num_try):
             shift = torch.from_numpy(np.random.normal(0.0, translation_std, 3).astype(np.float32))
-            angle = float(np.random.uniform(*rot_range))
+            angle = float(np.random.uniform(rot_range[0], rot_range[1]))
             center = boxes[i, :2] + shift[:2]
             others = torch.cat([boxes[:i, :2], boxes[i + 1:, :2]])
             r_others = torch.cat([radius[:i], radius[i + 1:]])

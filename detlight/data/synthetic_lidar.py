@@ -141,13 +141,13 @@ def _place(rng: np.random.Generator, spec: SyntheticLidarSpec) -> tuple[np.ndarr
         if len(boxes) - n_labelled >= spec.clutter_per_scene[1]:
             break
         wall = rng.random() < 0.4
-        size = [rng.uniform(4, 12), rng.uniform(0.2, 0.4), rng.uniform(1.5, 3)] if wall else \
+        dims = [rng.uniform(4, 12), rng.uniform(0.2, 0.4), rng.uniform(1.5, 3)] if wall else \
             [rng.uniform(0.15, 0.4), rng.uniform(0.15, 0.4), rng.uniform(2.5, 5)]
         x = float(rng.uniform(*spec.spawn_x))
         y = float(rng.uniform(-spec.spawn_half_width, spec.spawn_half_width))
-        r = float(np.hypot(size[0], size[1]) / 2)
+        r = float(np.hypot(dims[0], dims[1]) / 2)
         if free(x, y, r):
-            boxes.append([x, y, ground, *size, float(rng.uniform(-np.pi, np.pi))])
+            boxes.append([x, y, ground, *dims, float(rng.uniform(-np.pi, np.pi))])
             radii.append(r)
     all_boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 7)
     return all_boxes[:n_labelled], names, all_boxes[n_labelled:]

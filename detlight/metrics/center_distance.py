@@ -92,6 +92,9 @@ class CenterDistanceMAP(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    pred_rows: list[torch.Tensor]
+    gt_rows: list[torch.Tensor]
+    samples: list[torch.Tensor]
 
     def __init__(self, class_names: Sequence[str] = ("Pedestrian", "Cyclist", "Car"),
                  dist_thresholds: Sequence[float] = (0.5, 1.0, 2.0, 4.0), min_recall: float = 0.1,

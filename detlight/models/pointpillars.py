@@ -12,7 +12,7 @@ bottom-centred in the un-augmented LiDAR frame (see :mod:`detlight.models.box3d`
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -137,10 +137,11 @@ class CenterHead(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, channels: int = 64) -> None:
         super().__init__()
         self.shared = nn.Sequential(*_conv_bn_relu(in_channels, channels))
-        self.heatmap = nn.Sequential(*_conv_bn_relu(channels, channels), nn.Conv2d(channels, num_classes, 3, padding=1))
+        cls_conv = nn.Conv2d(channels, num_classes, 3, padding=1)
+        self.heatmap = nn.Sequential(*_conv_bn_relu(channels, channels), cls_conv)
         self.reg = nn.Sequential(*_conv_bn_relu(channels, channels),
                                  nn.Conv2d(channels, CenterPointBBoxCoder.code_size, 3, padding=1))
-        nn.init.constant_(self.heatmap[-1].bias, -2.19)  # CenterPoint's init_bias: prior probability ~0.1
+        nn.init.constant_(cast(torch.Tensor, cls_conv.bias), -2.19)  # CenterPoint's init_bias: prior probability ~0.1
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.shared(x)
@@ -168,7 +169,11 @@ class PointPillars(nn.Module):
         score_thr: detections below this score are dropped at test time.
         nms_pre: heatmap peaks kept per sample before thresholding (after 3x3 max-pool suppression).
         max_num: detections kept per sample.
+        norm_momentum: momentum of every BatchNorm layer (mmdet3d: 0.01, tuned for tens of thousands of
+            iterations; a short schedule needs a larger value for the running statistics to settle).
     """
+
+    code_weights: torch.Tensor
 
     def __init__(self, num_classes: int = 3,
                  point_cloud_range: Sequence[float] = (0.0, -20.48, -3.0, 40.96, 20.48, 1.0),
@@ -177,7 +182,7 @@ class PointPillars(nn.Module):
                  backbone_strides: Sequence[int] = (2, 2), neck_channels: Sequence[int] = (64, 64),
                  neck_strides: Sequence[float] = (1, 2), head_channels: int = 64, gaussian_overlap: float = 0.1,
                  min_radius: int = 2, code_weights: Sequence[float] = (1.0,) * 8, loss_bbox_weight: float = 0.25,
-                 score_thr: float = 0.1, nms_pre: int = 100, max_num: int = 50) -> None:
+                 score_thr: float = 0.1, nms_pre: int = 100, max_num: int = 50, norm_momentum: float = 0.01) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -197,6 +202,9 @@ class PointPillars(nn.Module):
         self.min_radius = min_radius
         self.loss_bbox_weight = loss_bbox_weight
         self.score_thr, self.nms_pre, self.max_num = score_thr, nms_pre, max_num
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = norm_momentum
 
     # ------------------------------------------------------------------------------------------------ forward
     def extract_feat(self, points: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

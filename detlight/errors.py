@@ -1,0 +1,253 @@
+"""Short, specific CLI errors: ``detlight: error: <message>`` instead of a traceback or a page of usage text.
+
+Replaces: mmdet's ``tools/train.py`` behaviour of dying with a traceback on every bad input.
+
+:func:`run_main` wraps the console entry point: known exception types (config, dataset, checkpoint and argument
+errors) are printed as one short message and exit with status 2; ``--debug`` (or ``DETLIGHT_DEBUG=1``) shows the full
+traceback instead. :class:`FriendlyArgumentParser` shortens jsonargparse's own messages (a type error inside a
+``Union``, an unknown key, an unknown ``class_path``) and adds close-match suggestions found with :mod:`difflib`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import inspect
+import os
+import pickle
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NoReturn
+
+from lightning.pytorch.cli import LightningArgumentParser
+
+__all__ = [
+    "CheckpointError",
+    "DetLightError",
+    "FriendlyArgumentParser",
+    "UsageError",
+    "check_checkpoint_file",
+    "debug_enabled",
+    "format_error",
+    "run_main",
+    "summarize_state_dict_error",
+]
+
+EXIT_CODE = 2
+SUBCOMMANDS = ("fit", "validate", "test", "predict", "check", "convert")
+
+
+class DetLightError(Exception):
+    """Base class of errors whose message is complete on its own (printed without a traceback)."""
+
+
+class UsageError(DetLightError):
+    """A command line or config value the parser rejected (the message is already shortened)."""
+
+
+class CheckpointError(DetLightError, ValueError):
+    """A checkpoint file is unreadable, unsafe to unpickle, or does not match the model."""
+
+
+def debug_enabled(argv: Sequence[str] = ()) -> bool:
+    """``--debug`` in ``argv`` or ``DETLIGHT_DEBUG`` set to a true value."""
+    return "--debug" in argv or os.environ.get("DETLIGHT_DEBUG", "").lower() in ("1", "true", "yes", "on")
+
+
+# ---------------------------------------------------------------------------------------------------- suggestions
+def _close(word: str, candidates: Iterable[str]) -> str | None:
+    matches = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _init_params(class_path: str) -> list[str]:
+    try:
+        module_name, _, name = class_path.rpartition(".")
+        obj = getattr(importlib.import_module(module_name), name)
+        return [p for p in inspect.signature(obj).parameters if p not in ("self", "args", "kwargs")]
+    except Exception:  # noqa: BLE001 - suggestions are best effort
+        return []
+
+
+def _suggest_class_path(class_path: str) -> str | None:
+    parts = class_path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            module = importlib.import_module(".".join(parts[:cut]))
+        except Exception:  # noqa: BLE001 - walk up until a module imports
+            continue
+        match = _close(parts[cut], [n for n in dir(module) if not n.startswith("_")])
+        return ".".join([*parts[:cut], match, *parts[cut + 1 :]]) if match else None
+    return None
+
+
+def _suggest_key(key: str, known: Iterable[str]) -> str | None:
+    """Close match for a dotted ``--key``: the longest prefix that matches a known key, plus the rest."""
+    known = list(known)
+    parts = key.split(".")
+    for cut in range(len(parts), 0, -1):
+        match = _close(".".join(parts[:cut]), known)
+        if match:
+            return ".".join([match, *parts[cut:]])
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- jsonargparse
+def shorten_parser_message(message: str, known_keys: Iterable[str] = ()) -> str:
+    """One or two lines from a jsonargparse error, with a close-match suggestion where one exists."""
+    key_match = re.match(r'Parser key "([^"]+)":', message)
+    key = key_match.group(1) if key_match else None
+    where = f"`{key}`: " if key else ""
+    unrecognized = re.match(r"unrecognized arguments: (.*)", message, re.S)
+    if unrecognized:
+        args = [a for a in unrecognized.group(1).split() if a not in SUBCOMMANDS]
+        if not args:
+            return "unrecognized arguments (misplaced subcommand?); run `detlight fit --help`"
+        unknown = args[0].split("=", 1)[0]
+        hint = _suggest_key(unknown, known_keys) if unknown.startswith("--") else None
+        return f"unknown option {unknown}" + (f"; did you mean {hint}?" if hint else "; run `detlight fit --help`")
+    option = re.search(r"Option '([^']+)' is not accepted", message)
+    if option:
+        params = [p for cp in re.findall(r"class_path '([^']+)'|<class '([\w.]+)'>", message) for p in
+                  _init_params(cp[0] or cp[1])]
+        hint = _close(option.group(1), params)
+        return (f"{where}unknown key '{option.group(1)}'" + (f"; did you mean '{hint}'?" if hint else "")
+                + (f" (accepted: {', '.join(sorted(set(params)))})" if params and not hint else ""))
+    bad_path = re.search(r"class_path '([^']+)'[^\n]*\n\s*(module '[^']+' has no attribute '[^']+'|No module named "
+                         r"'[^']+')", message)
+    if bad_path:
+        hint = _suggest_class_path(bad_path.group(1))
+        return (f"{where}unknown class_path '{bad_path.group(1)}' ({bad_path.group(2)})"
+                + (f"; did you mean '{hint}'?" if hint else ""))
+    if "not accessible or invalid" in message or "Import path" in message:
+        name = re.search(r"(?:path but|Import path) '?([\w.]+)", message)
+        hint = _suggest_class_path(name.group(1)) if name and "." in name.group(1) else None
+        return f"{where}cannot import '{name.group(1) if name else '?'}'" + (f"; did you mean '{hint}'?" if hint else "")
+    errors = [line.strip()[2:] for line in message.splitlines() if line.strip().startswith("- ")]
+    specific = [e for e in errors if not re.fullmatch(r"Expected a <class '[\w.]+'>", e) and e]
+    if specific:
+        return where + specific[0]
+    if errors:
+        types = re.findall(r"<class '([\w.]+)'>", message.split("Errors:")[0])
+        given = re.search(r"Given value: (.*)", message)
+        return (f"{where}expected {' or '.join(t.rsplit('.', 1)[-1] for t in types) or 'another type'}, got "
+                f"{given.group(1).strip()!r}" if given else f"{where}{errors[0]}")
+    body = message[key_match.end():].strip() if key_match else message.strip()
+    return where + " ".join(body.split())
+
+
+class FriendlyArgumentParser(LightningArgumentParser):
+    """``LightningArgumentParser`` whose usage errors raise :class:`UsageError` with a short message.
+
+    :func:`run_main` prints it as ``detlight: error: ...`` (no usage dump); ``--help`` and ``--print_config`` are
+    unaffected.
+    """
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        raise UsageError(shorten_parser_message(message, self._all_option_strings())) from ex
+
+    def _all_option_strings(self) -> list[str]:
+        strings = list(self._option_string_actions)
+        for action in self._actions:
+            for sub in (getattr(action, "choices", None) or {}).values():
+                if isinstance(sub, argparse.ArgumentParser):
+                    strings += list(sub._option_string_actions)
+        return [s for s in strings if s.startswith("--")]
+
+
+# ---------------------------------------------------------------------------------------------------- checkpoints
+def summarize_state_dict_error(message: str) -> str | None:
+    """``load_state_dict`` strict-mode error -> counts and first keys of missing / unexpected / mismatched entries."""
+    if "Error(s) in loading state_dict" not in message:
+        return None
+    parts = []
+    for label, pattern in (("missing", r"Missing key\(s\) in state_dict: (.*)"),
+                           ("unexpected", r"Unexpected key\(s\) in state_dict: (.*)")):
+        found = re.search(pattern, message)
+        if found:
+            keys = re.findall(r'"([^"]+)"', found.group(1))
+            parts.append(f"{len(keys)} {label} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
+    sizes = re.findall(r"size mismatch for ([\w.]+)", message)
+    if sizes:
+        parts.append(f"{len(sizes)} with another shape ({', '.join(sizes[:3])}{', ...' if len(sizes) > 3 else ''})")
+    return ("the checkpoint was saved from a different model: " + "; ".join(parts)
+            + ". Use `model.load_from` for a partial (non-strict) weight load.")
+
+
+def check_checkpoint_file(path: str) -> None:
+    """Refuse a missing, corrupt or unsafe (needs arbitrary unpickling) checkpoint before anything is built.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: it cannot be read with ``torch.load(..., weights_only=True)``.
+    """
+    import torch
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or unsafe files
+        text = str(err)
+        if "Weights only load failed" in text or isinstance(err, pickle.UnpicklingError) and "GLOBAL" in text:
+            culprit = re.search(r"GLOBAL ([\w.]+)", text)
+            raise CheckpointError(
+                f"refusing to load {path}: it needs arbitrary unpickling"
+                f"{f' ({culprit.group(1)})' if culprit else ''}; only tensors and plain containers are accepted "
+                "(weights_only=True). Re-save it with plain types, or load the weights with `model.load_from`."
+            ) from None
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or not a torch checkpoint "
+                              f"({type(err).__name__}: {text.splitlines()[0] if text else ''})") from None
+
+
+# ---------------------------------------------------------------------------------------------------- the wrapper
+def format_error(exc: BaseException) -> str | None:
+    """The one-line message for a known exception type, or ``None`` for anything else (shown with a traceback)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from detlight.callbacks.nan_guard import NonFiniteLossError
+
+    text = str(exc).strip()
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    if isinstance(exc, RuntimeError) and (summary := summarize_state_dict_error(text)):
+        return summary
+    if isinstance(exc, (pickle.UnpicklingError, RuntimeError)) and re.search(
+            r"PytorchStreamReader|invalid load key|Weights only load failed|unpickl", text):
+        return f"cannot read a checkpoint: {text.splitlines()[0]}"
+    known = (DetLightError, ValueError, TypeError, KeyError, FileNotFoundError, PermissionError, NotADirectoryError,
+             IsADirectoryError, argparse.ArgumentError, MisconfigurationException, NonFiniteLossError, ImportError)
+    if not isinstance(exc, known):
+        return None
+    if isinstance(exc, argparse.ArgumentError):
+        return shorten_parser_message(text)
+    if "Does not validate against any of the Union subtypes" in text or text.startswith("Parser key"):
+        return shorten_parser_message(text)
+    if isinstance(exc, PermissionError) and exc.filename:
+        return f"permission denied: {exc.filename} is not writable/readable"
+    return text or type(exc).__name__
+
+
+def run_main(fn: Callable[[list[str]], Any], argv: Sequence[str]) -> Any:
+    """Call ``fn(argv)`` with friendly errors; ``--debug`` is removed from ``argv`` and enables tracebacks.
+
+    Raises:
+        SystemExit: status 2 after printing ``detlight: error: <message>`` for a known error type.
+    """
+    argv = list(argv)
+    debug = debug_enabled(argv)
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return fn(argv)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        message = None if debug else format_error(exc)
+        if message is None:
+            raise
+        print(f"detlight: error: {message}", file=sys.stderr, flush=True)
+        if not isinstance(exc, UsageError):
+            print("(run with --debug or DETLIGHT_DEBUG=1 for the full traceback)", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_CODE) from None

@@ -1,0 +1,196 @@
+"""Iteration-exact resume: the stateful train loader, RNG states, kill/SIGTERM/interrupted-save recovery, load_from."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import SequentialSampler
+
+from detlight.callbacks.checkpoint import atomic_torch_save
+from detlight.data.sampler import DetSampler
+from detlight.errors import CheckpointError, check_checkpoint_file
+from detlight.module import load_weights
+from detlight.resume import StatefulDataLoader, find_last_checkpoint, get_rng_state, set_rng_state
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "resume_worker.py"
+sys.path.insert(0, str(HERE))
+from resume_worker import TinyNet  # noqa: E402
+from resume_worker import main as run_worker  # noqa: E402
+
+TOTAL_BATCHES = 18  # 3 epochs x 6 batches
+
+
+def _loader(sampler: object = None, batch_size: int = 2) -> StatefulDataLoader:
+    sampler = sampler if sampler is not None else DetSampler(10, shuffle=True, seed=3)
+    return StatefulDataLoader(list(range(10)), batch_size=batch_size, sampler=sampler)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("use_det_sampler", [True, False])
+def test_loader_resumes_mid_epoch_with_the_same_batches_and_rng(use_det_sampler):
+    make = (lambda: _loader()) if use_det_sampler else (lambda: _loader(SequentialSampler(range(10))))
+    loader = make()
+    it = iter(loader)
+    first = [next(it).tolist() for _ in range(2)]
+    state = loader.state_dict()
+    expected_rest = [b.tolist() for b in it]
+    expected_draw = torch.rand(3)  # the RNG was saved in the state: a resumed run draws the same numbers
+    resumed = make()
+    resumed.load_state_dict(state)
+    torch.manual_seed(123)  # a fresh process starts from another RNG state
+    got = []
+    for i, batch in enumerate(resumed):
+        if i == 0:
+            draw = torch.rand(3)
+        got.append(batch.tolist())
+    assert got == expected_rest and len(first + got) == len(loader) == 5
+    assert torch.equal(draw, expected_draw)
+    assert resumed.state_dict()["yielded"] == 5
+
+
+def test_loader_state_at_epoch_end_starts_the_next_epoch_whole():
+    loader = _loader()
+    assert len(list(loader)) == 5
+    resumed = _loader()
+    resumed.load_state_dict(loader.state_dict())
+    assert len(list(resumed)) == 5
+
+
+def test_loader_refuses_a_state_from_other_data_settings():
+    loader = _loader()
+    next(iter(loader))
+    with pytest.raises(ValueError, match="batch_size=2, this run has batch_size=4"):
+        _loader(batch_size=4).load_state_dict(loader.state_dict())
+
+
+def test_rng_state_roundtrips_through_a_weights_only_checkpoint(tmp_path):
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    path = tmp_path / "rng.pt"
+    torch.save(get_rng_state(), path)
+    expected = (torch.rand(2), np.random.rand(2), random.random())
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    set_rng_state(torch.load(path, weights_only=True))
+    assert torch.equal(torch.rand(2), expected[0])
+    assert np.array_equal(np.random.rand(2), expected[1]) and random.random() == expected[2]
+
+
+def test_find_last_checkpoint_takes_the_newest_and_ignores_temporary_files(tmp_path):
+    (tmp_path / "v0").mkdir()
+    (tmp_path / "v1").mkdir()
+    old, new, tmp = tmp_path / "v0" / "last.ckpt", tmp_path / "v1" / "epoch=1.ckpt", tmp_path / "v1" / ".x.ckpt"
+    for i, path in enumerate((old, new, tmp)):
+        path.write_bytes(b"x")
+        os.utime(path, ns=(10**18 + i, 10**18 + i))
+    assert find_last_checkpoint([tmp_path]) == str(new)
+    assert find_last_checkpoint([tmp_path / "missing"]) is None
+
+
+# ------------------------------------------------------------------------------ killed runs, resumed
+SCENARIOS = {"sigkill_in_step": ("step", False), "sigkill_in_save": ("save", False), "sigterm": ("step", True)}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Three training processes killed at random batches (in parallel) and one uninterrupted run in this process."""
+    root = tmp_path_factory.mktemp("resume")
+    rng = random.Random()
+    procs = {}
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    for name, (where, sigterm) in SCENARIOS.items():
+        at = rng.randrange(1, TOTAL_BATCHES - 1)
+        cmd = [sys.executable, str(WORKER), str(root / name), str(root / f"{name}.pt"), "--kill-at", str(at),
+               "--kill-in", where] + (["--sigterm"] if sigterm else [])
+        procs[name] = (at, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
+    run_worker([str(root / "full"), str(root / "full.pt")])
+    reference = torch.load(root / "full.pt", weights_only=True)
+    results = {name: (at, proc.wait(timeout=240), proc.stdout.read()) for name, (at, proc) in procs.items()}
+    return root, reference, results
+
+
+def _assert_bitwise_equal(a: dict, b: dict, msg: str) -> None:
+    diffs = {k: (a[k] - b[k]).abs().max().item() for k in a if not torch.equal(a[k], b[k])}
+    assert not diffs, f"{msg}: weights differ {diffs}"
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_killed_run_resumes_bitwise_equal_to_an_uninterrupted_run(runs, scenario):
+    root, reference, results = runs
+    at, returncode, output = results[scenario]
+    where = f"{scenario} at batch {at}"
+    if scenario == "sigterm":
+        assert returncode == 0, output[-2000:]
+        assert "preempted" in output and (root / scenario / "ckpt" / "preempted.ckpt").is_file()
+    else:
+        assert returncode == -signal.SIGKILL, output[-2000:]
+    ckpts = sorted((root / scenario / "ckpt").glob("*.ckpt"))
+    for path in ckpts:  # every visible checkpoint is complete and safe to load
+        torch.load(path, weights_only=True)
+    if scenario == "sigkill_in_save":
+        assert list((root / scenario / "ckpt").glob(".*.tmp")), "the save was not interrupted"
+    run_worker([str(root / scenario), str(root / f"{scenario}.pt"), "--resume"])
+    _assert_bitwise_equal(reference, torch.load(root / f"{scenario}.pt", weights_only=True), where)
+
+
+def test_resume_without_the_loader_state_diverges(runs, tmp_path):
+    """Control: plain Lightning (no loader state in the checkpoint) does not reproduce the run."""
+    root, reference, _ = runs
+    run_dir = tmp_path / "run"
+    (run_dir / "ckpt").mkdir(parents=True)
+    ckpt = torch.load(root / "sigkill_in_step" / "ckpt" / "last.ckpt", weights_only=True)
+    if ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] in (0, 6):
+        pytest.skip("killed at an epoch boundary: nothing to lose")
+    del ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    torch.save(ckpt, run_dir / "ckpt" / "last.ckpt")
+    run_worker([str(run_dir), str(tmp_path / "out.pt"), "--resume"])
+    out = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert any(not torch.equal(reference[k], out[k]) for k in reference)
+
+
+# ------------------------------------------------------------------------------ saving and loading
+def test_an_interrupted_atomic_save_leaves_the_previous_file_loadable(tmp_path):
+    path = str(tmp_path / "latest.ckpt")
+    atomic_torch_save({"w": torch.ones(2)}, path)
+
+    class Boom:
+        def __reduce__(self):
+            raise KeyboardInterrupt("killed mid-save")
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"w": torch.zeros(2), "x": Boom()}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))
+    assert os.listdir(tmp_path) == ["latest.ckpt"]
+
+
+def test_load_from_reads_an_mmcv_pth_and_a_detlight_ckpt(tmp_path):
+    src = TinyNet()
+    mmcv = tmp_path / "epoch_1.pth"
+    torch.save({"meta": {"epoch": 1, "iter": 6, "CLASSES": ("a", "b")},
+                "state_dict": {f"module.{k}": v for k, v in src.state_dict().items()},
+                "optimizer": {"state": {}, "param_groups": []}}, mmcv)
+    ours = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in src.state_dict().items()}, "epoch": 0}, ours)
+    for path in (mmcv, ours):
+        dst = TinyNet()
+        load_weights(dst, str(path))
+        _assert_bitwise_equal(src.state_dict(), dst.state_dict(), str(path))
+
+
+class Pickled:
+    """Not a plain type: unpickling it would run arbitrary code paths."""
+
+
+def test_checkpoints_needing_arbitrary_unpickling_are_refused(tmp_path):
+    path = tmp_path / "unsafe.pth"
+    torch.save({"state_dict": {}, "meta": Pickled()}, path)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_weights(TinyNet(), str(path))
+    with pytest.raises(CheckpointError, match="arbitrary unpickling"):
+        check_checkpoint_file(str(path))

@@ -1,0 +1,229 @@
+"""The Python API builds what the CLI builds, runs twice in one process, and the json-log curves read back."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+import detlight.api as api
+from detlight.cli import main
+from detlight.plotting import find_json_log, load_curves, plot_curves
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = str(ROOT / "configs/quickstart.yaml")
+
+
+def tiny(root: Path, **extra: object) -> dict[str, object]:
+    """Settings that make the quickstart config run a few batches in seconds."""
+    return {
+        "data.init_args.synthetic.num_train": 8, "data.init_args.synthetic.num_val": 4,
+        "data.init_args.samples_per_gpu": 4, "data.init_args.val_samples_per_gpu": 4,
+        "data.init_args.workers_per_gpu": 0, "data.init_args.persistent_workers": False,
+        "trainer.max_epochs": 1, "trainer.limit_train_batches": 2,
+        "trainer.default_root_dir": str(root), "trainer.logger.init_args.save_dir": str(root), **extra,
+    }
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------------- overrides
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (None, []),
+    ({"trainer.max_epochs": 2}, ["--trainer.max_epochs=2"]),
+    ({"trainer": {"max_epochs": 2, "logger": False}}, ["--trainer.max_epochs=2", "--trainer.logger=false"]),
+    ({"model.optimizer": {"type": "SGD", "lr": 0.1}}, ['--model.optimizer={"type": "SGD", "lr": 0.1}']),
+    ({"trainer": {"logger": {"class_path": "x.Y"}}}, ['--trainer.logger={"class_path": "x.Y"}']),
+    ({"trainer.callbacks+": {"class_path": "a.B"}}, ['--trainer.callbacks+={"class_path": "a.B"}']),
+    ({"ckpt_path": None, "data.init_args.seed": "3"}, ["--ckpt_path=null", "--data.init_args.seed=3"]),
+    (["--trainer.max_epochs=3"], ["--trainer.max_epochs=3"]),
+])
+def test_overrides_become_cli_arguments(overrides, expected):
+    assert api.overrides_to_args(overrides) == expected
+
+
+@pytest.mark.parametrize("bad", ["--trainer.max_epochs=2", {1: 2}, {"a": object()}])
+def test_bad_overrides_are_rejected(bad):
+    with pytest.raises(TypeError, match="override|Override"):
+        api.overrides_to_args(bad)
+
+
+def test_unknown_key_raises_value_error_naming_it(tmp_path):
+    with pytest.raises(ValueError, match="optimiser"):
+        api.fit(QUICKSTART, {"model.optimiser.lr": 0.1})
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        api.fit(str(tmp_path / "nope.yaml"))
+
+
+# ---------------------------------------------------------------------------------------------- parity with the CLI
+def test_fit_saves_the_same_config_as_the_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    overrides = tiny(tmp_path)
+    main(["fit", "--config", QUICKSTART, *api.overrides_to_args(overrides)])
+    run = api.fit(QUICKSTART, overrides)
+    cli_yaml = (tmp_path / "quickstart" / "version_0" / "config.yaml").read_text()
+    api_yaml = (Path(run.log_dir) / "config.yaml").read_text()
+    assert run.log_dir == str(tmp_path / "quickstart" / "version_1")
+    assert api_yaml == cli_yaml
+    assert "limit_train_batches: 2" in api_yaml
+
+
+def test_nested_and_dotted_overrides_build_the_same_config(tmp_path):
+    dotted = api.validate(QUICKSTART, tiny(tmp_path))
+    nested = api.validate(QUICKSTART, {"trainer": {"limit_train_batches": 2, "max_epochs": 1},
+                                       **{k: v for k, v in tiny(tmp_path).items() if not k.startswith("trainer.")},
+                                       "trainer.default_root_dir": str(tmp_path),
+                                       "trainer.logger.init_args.save_dir": str(tmp_path)})
+    assert dotted.cli.parser.dump(dotted.cli.config) == nested.cli.parser.dump(nested.cli.config)
+
+
+# ---------------------------------------------------------------------------------------------- running
+class _Counter(Callback):
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_train_batch_end(self, *args: object) -> None:
+        self.batches += 1
+
+
+def _open_files_under(root: Path) -> list[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(root)):
+            out.append(target)
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to list open files")
+def test_fit_twice_in_one_process_leaks_nothing(tmp_path):
+    counter = _Counter()
+    handlers_before = list(logging.getLogger("detlight").handlers)
+    overrides = tiny(tmp_path, **{"data.init_args.workers_per_gpu": 1, "data.init_args.persistent_workers": True})
+    runs = [api.fit(QUICKSTART, overrides, callbacks=[counter]) for _ in range(2)]
+    assert [Path(r.log_dir).name for r in runs] == ["version_0", "version_1"]
+    assert counter.batches == 4
+    trainer, module = runs[1]
+    assert trainer.global_step == 2 and module.eval_results
+    callbacks = trainer.callbacks
+    assert callbacks.index(counter) < callbacks.index(next(c for c in callbacks if isinstance(c, ModelCheckpoint)))
+    assert logging.getLogger("detlight").handlers == handlers_before
+    assert multiprocessing.active_children() == []
+    assert _open_files_under(tmp_path) == []
+    assert set(runs[1].metrics) >= {"val/bbox_mAP", "val/bbox_mAP_50"}
+
+
+def test_validate_test_and_predict_return_results(tmp_path):
+    overrides = tiny(tmp_path)
+    fitted = api.fit(QUICKSTART, overrides)
+    ckpt = str(Path(fitted.log_dir) / "checkpoints" / "last.ckpt")
+    validated = api.validate(QUICKSTART, overrides, ckpt_path=ckpt)
+    assert validated.metrics["val/bbox_mAP"] == pytest.approx(fitted.metrics["val/bbox_mAP"])
+    assert validated.module.eval_results["bbox_mAP"] == pytest.approx(fitted.metrics["val/bbox_mAP"])
+    tested = api.test(QUICKSTART, overrides, ckpt_path=ckpt)
+    assert "test/bbox_mAP" in tested.metrics and isinstance(tested.results, list)
+    predicted = api.predict(QUICKSTART, overrides, ckpt_path=ckpt)
+    images = [det for batch in predicted.results for det in batch]
+    assert len(images) == 4 and {"boxes", "scores", "labels", "img_meta"} <= set(images[0])
+
+
+def test_train_detector_takes_mmdet_arguments(tmp_path, monkeypatch):
+    from detlight.data.datamodule import DetDataModule
+    from detlight.data.synthetic import SyntheticCocoSpec, ensure_synthetic_coco
+    from detlight.models.centernet import CenterNet
+
+    monkeypatch.chdir(tmp_path)
+    paths = ensure_synthetic_coco(SyntheticCocoSpec(num_train=8, num_val=4))
+    val = dict(type="CocoDataset", ann_file=str(paths.val_ann), img_prefix=str(paths.val_img_prefix))
+    cfg = dict(
+        seed=3, work_dir=str(tmp_path / "work"),
+        runner=dict(type="EpochBasedRunner", max_epochs=1),
+        optimizer=dict(type="SGD", lr=0.01, momentum=0.9), optimizer_config=dict(grad_clip=None),
+        lr_config=dict(policy="fixed"), log_config=dict(interval=1, hooks=[dict(type="TextLoggerHook")]),
+        data=dict(samples_per_gpu=4, workers_per_gpu=0, train=dict(val, ann_file=str(paths.train_ann),
+                                                                      img_prefix=str(paths.train_img_prefix)),
+                  val=val, test=val),
+    )
+    dm = DetDataModule(synthetic=SyntheticCocoSpec(num_train=8, num_val=4), workers_per_gpu=0)
+    dm.setup("fit")
+    model = CenterNet(num_classes=4)
+    run = api.train_detector(model, [dm.datasets["train"]], cfg, validate=True, timestamp="20240101_000000",
+                             meta={"note": "x"})
+    assert run.module.model is model
+    assert run.datamodule.datasets["train"] is dm.datasets["train"]
+    assert run.trainer.global_step == 2  # 8 images, 4 per batch
+    log_json = Path(run.log_dir) / "20240101_000000.log.json"
+    meta = json.loads(log_json.read_text().splitlines()[0])
+    assert meta["seed"] == 3 and meta["note"] == "x"
+
+
+# ---------------------------------------------------------------------------------------------- curves
+def _write_log(path: Path, records: list[dict]) -> Path:
+    path.write_text("\n".join(json.dumps(r) for r in [{"seed": 0, "exp_name": "x"}, *records]) + "\n")
+    return path
+
+
+def test_epoch_based_log_becomes_run_wide_steps(tmp_path):
+    log = _write_log(tmp_path / "20240101_000000.log.json", [
+        {"mode": "train", "epoch": 1, "iter": 10, "lr": 0.1, "loss": 3.0, "time": 0.5},
+        {"mode": "train", "epoch": 1, "iter": 20, "lr": 0.1, "loss": 2.0, "time": 0.5},
+        {"mode": "val", "epoch": 1, "iter": 4, "lr": 0.1, "bbox_mAP": 0.1},
+        {"mode": "train", "epoch": 2, "iter": 10, "lr": 0.1, "loss": 1.5, "time": 0.5},
+        {"mode": "train", "epoch": 2, "iter": 20, "lr": 0.1, "loss": 1.0, "time": 0.5},
+        {"mode": "val", "epoch": 2, "iter": 4, "lr": 0.1, "bbox_mAP": 0.3},
+    ])
+    curves = load_curves(tmp_path)
+    assert curves.iters_per_epoch == 20
+    assert curves.get("loss").steps == [10, 20, 30, 40]
+    assert curves.get("loss").values == [3.0, 2.0, 1.5, 1.0]
+    assert curves.get("val/bbox_mAP").steps == [20, 40] and curves.get("bbox_mAP").epochs == [1, 2]
+    assert "val/lr" in curves and "train/memory" not in curves
+    table = curves.table(["loss", "val/bbox_mAP"]).splitlines()
+    assert table[0] == "epoch | step | loss | val/bbox_mAP" and table[-1] == "2 | 40 | 1.0000 | 0.3000"
+    assert find_json_log(log) == log
+
+
+def test_iteration_based_log_keeps_its_iterations(tmp_path):
+    _write_log(tmp_path / "a.log.json", [
+        {"mode": "train", "epoch": 1, "iter": 50, "loss": 2.0},
+        {"mode": "train", "epoch": 2, "iter": 100, "loss": 1.0},
+        {"mode": "val", "epoch": 2, "iter": 8, "bbox_mAP": 0.2},
+    ])
+    curves = load_curves(tmp_path / "a.log.json")
+    assert curves.iters_per_epoch is None
+    assert curves.get("train/loss").steps == [50, 100] and curves.get("val/bbox_mAP").steps == [100]
+
+
+def test_missing_curve_and_missing_log_name_what_exists(tmp_path):
+    _write_log(tmp_path / "a.log.json", [{"mode": "train", "epoch": 1, "iter": 5, "loss": 2.0}])
+    with pytest.raises(KeyError, match=r"bbox_mAP.*train \['loss'\]"):
+        load_curves(tmp_path).get("val/bbox_mAP")
+    with pytest.raises(FileNotFoundError, match="TextLogger"):
+        find_json_log(tmp_path / "sub" if (tmp_path / "sub").mkdir() is None else tmp_path)
+
+
+def test_plot_without_matplotlib_is_an_image(tmp_path):
+    _write_log(tmp_path / "a.log.json", [{"mode": "train", "epoch": 1, "iter": i, "loss": 3.0 / i}
+                                         for i in range(1, 6)])
+    image = plot_curves(tmp_path, keys=["loss"], use_matplotlib=False)
+    assert image.size == (320, 220)
+    pixels = image.convert("RGB").getcolors(10_000)
+    assert any(colour == (31, 119, 180) for _, colour in pixels)  # the curve was drawn
