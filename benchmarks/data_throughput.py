@@ -53,16 +53,18 @@ def loader_rate(workers: int, batch_size: int, epochs: int, num_train: int | Non
     return {"first_batch_s": first, "images_per_s": images / busy if busy else float("nan")}
 
 
-def training_rate(batch_size: int, steps: int, threads: int) -> float:
+def training_rate(batch_size: int, steps: int, threads: int, num_train: int | None = None) -> float:
     """Images/s of the quickstart CenterNet training step on batches from the synthetic set."""
     from detlight.data.datamodule import DetDataModule
+    from detlight.data.synthetic import SyntheticCocoSpec
     from detlight.models.centernet import CenterNet
     from detlight.models.contract import parse_losses
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        datamodule = DetDataModule(samples_per_gpu=batch_size, workers_per_gpu=0, seed=0)
+        synthetic = SyntheticCocoSpec(num_train=num_train) if num_train else SyntheticCocoSpec()
+        datamodule = DetDataModule(synthetic=synthetic, samples_per_gpu=batch_size, workers_per_gpu=0, seed=0)
         datamodule.setup("fit")
         batch: dict[str, Any] = next(iter(datamodule.train_dataloader()))
         torch.manual_seed(0)
@@ -91,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--train-steps", type=int, default=5)
     parser.add_argument("--train-threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)
-    train_ips = training_rate(args.batch_size, args.train_steps, args.train_threads)
+    train_ips = training_rate(args.batch_size, args.train_steps, args.train_threads, args.num_train)
     rows = [["training step (CenterNet, AdamW)", "-", f"{train_ips:.0f}", "1.00"]]
     for workers in (int(w) for w in args.workers.split(",")):
         # Workers always run with one intra-op thread (DataLoader sets it); without workers the pipeline runs in

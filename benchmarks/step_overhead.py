@@ -73,6 +73,7 @@ class BenchConfig:
     warmup_ratio: float = 0.001
     min_lr_ratio: float = 0.01
     refresh_rate: int = 50
+    num_train: int = 0  # images in the synthetic train split; 0: the quickstart set (600)
 
 
 # ---------------------------------------------------------------------------------------------------- shared pieces
@@ -88,8 +89,10 @@ def lr_at(base: float, it: int, cfg: BenchConfig) -> float:
 def make_batches(cfg: BenchConfig) -> list[dict[str, Any]]:
     """``num_batches`` collated training batches from the synthetic set (the quickstart pipeline, flip included)."""
     from detlight.data.datamodule import DetDataModule
+    from detlight.data.synthetic import SyntheticCocoSpec
 
-    datamodule = DetDataModule(samples_per_gpu=cfg.batch_size, workers_per_gpu=0, seed=0)
+    synthetic = SyntheticCocoSpec(num_train=cfg.num_train) if cfg.num_train else SyntheticCocoSpec()
+    datamodule = DetDataModule(synthetic=synthetic, samples_per_gpu=cfg.batch_size, workers_per_gpu=0, seed=0)
     datamodule.prepare_data()
     datamodule.setup("fit")
     batches = []
@@ -261,7 +264,7 @@ def run_detlight(cfg: BenchConfig, batches: Sequence[dict[str, Any]], model: tor
     trainer = pl.Trainer(callbacks=callbacks, **_trainer_kwargs(cfg, work_dir, "detlight"))
     trainer.fit(module, train_dataloaders=InMemoryBatches(batches, cfg.steps))
     loss = module.last_outputs["loss"] if module.last_outputs else torch.tensor(float("nan"))
-    return clock.ends, float(trainer.optimizers[0].param_groups[0]["lr"]), float(loss)
+    return clock.ends, float(trainer.optimizers[0].param_groups[0]["lr"]), float(loss.detach())
 
 
 def run_lightning(cfg: BenchConfig, batches: Sequence[dict[str, Any]], model: torch.nn.Module,

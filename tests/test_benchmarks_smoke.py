@@ -36,7 +36,7 @@ def test_markdown_table_rejects_ragged_rows(bench) -> None:
 def test_step_overhead_variants_do_the_same_work(bench, tmp_path: Path) -> None:
     step_overhead = bench("step_overhead")
     cfg = step_overhead.BenchConfig(steps=6, batch_size=1, num_batches=2, log_interval=3, drop=2, warmup_iters=2,
-                                    refresh_rate=3)
+                                    refresh_rate=3, num_train=4)
     rounds = step_overhead.run_rounds(cfg, step_overhead.VARIANTS, repeats=1, warmup=False, isolate=False,
                                       root=tmp_path)
     results = rounds[0]
@@ -80,7 +80,7 @@ def test_host_sync_counter_records_and_restores(bench) -> None:
 def test_host_syncs_detlight_has_none_between_log_steps(bench, tmp_path: Path) -> None:
     host_syncs = bench("host_syncs")
     cfg = host_syncs.BenchConfig(steps=7, batch_size=1, num_batches=2, log_interval=3, drop=0, warmup_iters=2,
-                                 refresh_rate=3)
+                                 refresh_rate=3, num_train=4)
     groups, steps = host_syncs.count_variant("detlight", cfg, tmp_path)
     assert steps == cfg.steps
     device_syncs = {i: [e for e in groups.get(i, []) if not e.host_only] for i in range(steps)}
@@ -113,4 +113,4 @@ def test_data_throughput_rates(bench) -> None:
     data_throughput = bench("data_throughput")
     result = data_throughput.loader_rate(workers=0, batch_size=2, epochs=1, num_train=6)
     assert result["first_batch_s"] > 0 and result["images_per_s"] > 0
-    assert data_throughput.training_rate(batch_size=2, steps=1, threads=1) > 0
+    assert data_throughput.training_rate(batch_size=2, steps=1, threads=1, num_train=6) > 0

@@ -37,7 +37,7 @@ def last_checkpoint_path(trainer: pl.Trainer) -> str | None:
     """The most recently written checkpoint file known to the trainer's checkpoint callbacks, or ``None``."""
     paths: set[str] = set()
     for callback in trainer.callbacks:  # type: ignore[attr-defined]
-        for attr in ("last_model_path", "best_model_path", "last_ckpt", "saved_path"):
+        for attr in ("_last_checkpoint_saved", "last_model_path", "best_model_path", "last_ckpt", "saved_path"):
             value = getattr(callback, attr, None)
             if isinstance(value, str) and value and os.path.isfile(value):
                 paths.add(os.path.realpath(value))

@@ -202,9 +202,10 @@ class DetVisualization(Callback):
             return
         self.images, self._pending = self._pending, []
         writers = [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_image")]
-        if not writers and not self._warned:
+        if not writers and trainer.loggers and not self._warned:
             self._warned = True
-            rank_zero_warn("DetVisualization: no TensorBoard logger is configured; images are kept in `.images` only")
+            rank_zero_warn("DetVisualization: none of the loggers can take images (add a TensorBoardLogger); the "
+                           "images are kept in `.images` only")
         for writer in writers:
             for n, image in enumerate(self.images):
                 writer.add_image(f"{self.tag}/{n}", image, global_step=trainer.global_step)

@@ -38,6 +38,7 @@ __all__ = ["ConversionReport", "ReportEntry", "convert_config", "convert_file", 
 
 # ----------------------------------------------------------------------------------------------- target schema
 _CB = "detlight.callbacks."
+FP16_PLUGIN = "detlight.precision.MMFp16Precision"
 LR_UPDATER = _CB + "lr_updater.LrUpdater"
 MOMENTUM_UPDATER = _CB + "lr_updater.MomentumUpdater"
 ITER_TIMER = _CB + "iter_timer.IterTimer"
@@ -350,17 +351,19 @@ class _Converter:
                      "DDPStrategy(find_unused_parameters=True) to find params outside the graph)")
 
     def _fp16(self, key: str, value: Any, report_key: bool = True) -> None:
-        self.trainer["precision"] = "16-mixed"
         scale = (value or {}).get("loss_scale", 512.0)
-        if scale == "dynamic":
-            self.report.add(key, "mapped", "trainer.precision", "16-mixed with a dynamic GradScaler")
-            return
-        note = (f"16-mixed uses a dynamic GradScaler (starts at 65536, halves on overflow, grows every 2000 steps); "
-                f"mmcv kept the scale fixed at {scale!r}. Lightning also autocasts the whole step, mmcv only "
-                "@auto_fp16 methods")
         if isinstance(scale, Mapping):
-            note = f"GradScaler kwargs {dict(scale)} are not forwarded; 16-mixed uses Lightning's default GradScaler"
-        self.report.add(key if report_key else f"{key}.loss_scale", "approximated", "trainer.precision", note)
+            scale = dict(scale)
+        from detlight.precision import build_scaler
+
+        build_scaler(scale, "cpu")  # refuse what mmcv refuses (an int, an unknown string) at conversion time
+        self.trainer.pop("precision", None)  # the plugin sets 16-mixed; Lightning refuses both
+        self.trainer["plugins"] = [{"class_path": FP16_PLUGIN, "init_args": {"loss_scale": scale}}]
+        kind = {str: "dynamic GradScaler", dict: "GradScaler(**kwargs)"}.get(type(scale), "static scale, skipped "
+                                                                                          "overflow steps")
+        note = (f"loss_scale={scale!r}: {kind}, as Fp16OptimizerHook; Lightning autocasts the whole step where mmcv "
+                "autocast only @auto_fp16 methods. On a machine without CUDA pass `--trainer.plugins=[]`")
+        self.report.add(key if report_key else f"{key}.loss_scale", "mapped", "trainer.plugins", note)
 
     def _lr_config(self, key: str, value: Any) -> None:
         if value is None:

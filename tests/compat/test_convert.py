@@ -137,13 +137,21 @@ def test_callbacks_follow_mmcv_priority_order() -> None:
     assert order.index(MMCV_HOOKS) < order.index(EVALUATION) < order.index(TEXT_LOGGER)
 
 
-def test_fp16_static_loss_scale_is_approximated() -> None:
+def test_fp16_loss_scale_maps_to_the_mmcv_precision_plugin() -> None:
     out, report = _convert(PP_FP16)
-    assert out["trainer"]["precision"] == "16-mixed"
+    assert "precision" not in out["trainer"]
+    [plugin] = out["trainer"]["plugins"]
+    assert plugin == {"class_path": "detlight.precision.MMFp16Precision", "init_args": {"loss_scale": 512.0}}
     [entry] = [e for e in report.entries if e.key == "fp16"]
-    assert entry.status == "approximated" and "512.0" in entry.note and "dynamic" in entry.note
+    assert entry.status == "mapped" and "static scale" in entry.note and "auto_fp16" in entry.note
     dynamic, report = _convert(PP_FP16, ["fp16.loss_scale=dynamic"])
-    assert dynamic["trainer"]["precision"] == "16-mixed" and report.status_of("fp16") == ["mapped"]
+    assert dynamic["trainer"]["plugins"][0]["init_args"] == {"loss_scale": "dynamic"}
+    assert report.status_of("fp16") == ["mapped"]
+
+
+def test_fp16_int_loss_scale_is_refused_like_mmcv() -> None:
+    with pytest.raises(ValueError, match="fp16.loss_scale"):
+        _convert(PP_FP16, ["fp16.loss_scale=512"])
 
 
 def test_iter_based_runner() -> None:
