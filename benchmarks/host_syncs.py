@@ -141,7 +141,7 @@ def step_kind(index: int | str, interval: int) -> str:
 def count_variant(variant: str, cfg: BenchConfig, work_dir: Path) -> tuple[dict[int | str, list[Event]], int]:
     """Train ``variant`` under instrumentation; returns the events per iteration and the number of iterations."""
     torch.set_num_threads(cfg.threads)
-    batches, model, device = make_batches(cfg), build_model(), torch.device(cfg.device)
+    batches, model, device = make_batches(cfg), build_model(cfg.model), torch.device(cfg.device)
     events: list[Event] = []
     recorder = record_cuda if device.type == "cuda" else record_cpu
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -74,6 +74,8 @@ class BenchConfig:
     min_lr_ratio: float = 0.01
     refresh_rate: int = 50
     num_train: int = 0  # images in the synthetic train split; 0: the quickstart set (600)
+    model: str = "centernet"  # or "tiny": a one-conv detector, so that the framework overhead dominates the step
+    breakdown: bool = False  # time every callback hook of the detlight run (adds ~1 us per hook call)
 
 
 # ---------------------------------------------------------------------------------------------------- shared pieces
@@ -103,10 +105,28 @@ def make_batches(cfg: BenchConfig) -> list[dict[str, Any]]:
     return batches
 
 
-def build_model() -> torch.nn.Module:
+class TinyDetector(torch.nn.Module):
+    """A 1x1 convolution with CenterNet's three loss keys (mmdet contract): almost no compute per step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+
+    def forward_train(self, img: torch.Tensor, img_metas: Sequence[dict[str, Any]], gt_bboxes: Sequence[torch.Tensor],
+                      gt_labels: Sequence[torch.Tensor], **kwargs: Any) -> dict[str, torch.Tensor]:
+        out = self.conv(img[:, :, ::8, ::8]).mean(dim=(0, 2, 3))
+        return {"loss_center_heatmap": out[0].abs(), "loss_wh": out[1].abs(), "loss_offset": out[2].abs()}
+
+
+def build_model(kind: str = "centernet") -> torch.nn.Module:
+    """The quickstart CenterNet (``centernet``) or :class:`TinyDetector` (``tiny``), seeded."""
     from detlight.models.centernet import CenterNet
 
     torch.manual_seed(0)
+    if kind == "tiny":
+        return TinyDetector()
+    if kind != "centernet":
+        raise ValueError(f"--model must be 'centernet' or 'tiny', got {kind!r}")
     return CenterNet(num_classes=4)
 
 
@@ -235,6 +255,27 @@ def _trainer_kwargs(cfg: BenchConfig, work_dir: Path, name: str) -> dict[str, An
     )
 
 
+#: (owner, hook) -> seconds spent, filled by :func:`_time_hooks` when ``breakdown`` is on
+BREAKDOWN: dict[tuple[str, str], float] = {}
+PER_STEP_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
+                  "on_before_optimizer_step", "on_before_zero_grad")
+
+
+def _time_hooks(obj: Any, owner: str, names: Sequence[str] = PER_STEP_HOOKS) -> None:
+    """Wrap the per-step hooks of ``obj`` (instance attributes) so that their time adds up in :data:`BREAKDOWN`."""
+    for name in names:
+        original = getattr(obj, name)
+
+        def timed(*args: Any, _original: Any = original, _key: tuple[str, str] = (owner, name), **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                BREAKDOWN[_key] = BREAKDOWN.get(_key, 0.0) + time.perf_counter() - start
+
+        setattr(obj, name, timed)
+
+
 def run_detlight(cfg: BenchConfig, batches: Sequence[dict[str, Any]], model: torch.nn.Module,
                  work_dir: Path) -> tuple[list[float], float, float]:
     """detlight's Trainer with its default callbacks. Returns iteration end times, the final lr and the final loss."""
@@ -262,6 +303,11 @@ def run_detlight(cfg: BenchConfig, batches: Sequence[dict[str, Any]], model: tor
         clock,
     ]
     trainer = pl.Trainer(callbacks=callbacks, **_trainer_kwargs(cfg, work_dir, "detlight"))
+    if cfg.breakdown:
+        BREAKDOWN.clear()
+        for callback in callbacks[:-1]:
+            _time_hooks(callback, type(callback).__name__)
+        _time_hooks(module.log_buffer, "DetectorModule.log_buffer", ("update",))
     trainer.fit(module, train_dataloaders=InMemoryBatches(batches, cfg.steps))
     loss = module.last_outputs["loss"] if module.last_outputs else torch.tensor(float("nan"))
     return clock.ends, float(trainer.optimizers[0].param_groups[0]["lr"]), float(loss.detach())
@@ -313,7 +359,7 @@ def run_variant(variant: str, cfg: BenchConfig, batches: Sequence[dict[str, Any]
     if variant not in VARIANTS:
         raise ValueError(f"Unknown variant {variant!r}; choose from {list(VARIANTS)}")
     torch.set_num_threads(cfg.threads)
-    model = build_model()
+    model = build_model(cfg.model)
     if state is not None:
         model.load_state_dict(state)
     device = torch.device(cfg.device)
@@ -325,8 +371,11 @@ def run_variant(variant: str, cfg: BenchConfig, batches: Sequence[dict[str, Any]
         ends, lr, loss = RUNNERS[variant](cfg, batches, model, work_dir)
     wall = time.perf_counter() - wall
     steps_ms = [1000 * (b - a) for a, b in zip(ends[:-1], ends[1:])][max(0, cfg.drop - 1):]
+    breakdown = {f"{owner}.{hook}": 1e6 * t / len(ends) for (owner, hook), t in BREAKDOWN.items()} if (
+        cfg.breakdown and variant == "detlight") else {}
     return {"variant": variant, "steps_ms": steps_ms, "median_ms": median(steps_ms), "wall_s": wall,
-            "peak_rss_mb": peak_rss_mb(), "final_lr": lr, "final_loss": loss, "iterations": len(ends)}
+            "peak_rss_mb": peak_rss_mb(), "final_lr": lr, "final_loss": loss, "iterations": len(ends),
+            "breakdown_us": breakdown}
 
 
 # ---------------------------------------------------------------------------------------------------- driver
@@ -354,7 +403,7 @@ def run_rounds(cfg: BenchConfig, variants: Sequence[str], repeats: int, warmup: 
                root: Path) -> list[dict[str, dict[str, Any]]]:
     """Interleaved rounds (first one discarded when ``warmup``); each round maps variant -> result."""
     batches = make_batches(cfg)
-    state = {k: v.clone() for k, v in build_model().state_dict().items()}
+    state = {k: v.clone() for k, v in build_model(cfg.model).state_dict().items()}
     batches_file = root / "batches.pt"
     torch.save({"cfg": dataclasses.asdict(cfg), "batches": batches, "state": state}, batches_file)
     rounds: list[dict[str, dict[str, Any]]] = []
@@ -385,6 +434,12 @@ def summarise(rounds: Sequence[dict[str, dict[str, Any]]], variants: Sequence[st
     table = markdown_table(["variant", "median step ms [min-max]", "paired ratio vs plain", "+ms vs plain",
                             "peak RSS MiB"], rows)
     lines = [table, ""]
+    keys = sorted({k for r in rounds for k in r.get("detlight", {}).get("breakdown_us", {})})
+    if keys:
+        rows = [[k, f"{median([r['detlight']['breakdown_us'].get(k, 0.0) for r in rounds]):.1f}"] for k in keys]
+        total = median([sum(r["detlight"]["breakdown_us"].values()) for r in rounds])
+        lines += [markdown_table(["detlight hook", "us per step (median over rounds)"], [*rows, ["total", f"{total:.1f}"]]),
+                  ""]
     if "plain" in variants and "detlight" in variants:
         ratio = median([r["detlight"]["median_ms"] / r["plain"]["median_ms"] for r in rounds])
         lines.append(f"detlight / plain = {ratio:.3f} (target <= {TARGET_RATIO}): "
@@ -415,8 +470,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drop", type=int, default=defaults.drop, help="first iterations left out of the timing")
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--precision", choices=["32-true", "bf16-mixed"], default=defaults.precision)
+    parser.add_argument("--model", choices=["centernet", "tiny"], default=defaults.model,
+                        help="tiny: a one-conv detector, to see the framework overhead alone")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch.set_num_threads per run")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
+    parser.add_argument("--breakdown", action="store_true", help="also time each detlight callback hook")
     parser.add_argument("--in-process", action="store_true", help="run variants in this process (no subprocess)")
     parser.add_argument("--work-dir", default=None, help="where runs write logs/checkpoints (default: a temp dir)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -439,11 +497,11 @@ def main(argv: Sequence[str] | None = None) -> str:
         return ""
     cfg = BenchConfig(steps=args.steps, batch_size=args.batch_size, num_batches=args.num_batches,
                       log_interval=args.log_interval, drop=args.drop, device=args.device, precision=args.precision,
-                      threads=args.threads, warmup_iters=min(BenchConfig.warmup_iters, args.steps // 3))
+                      threads=args.threads, model=args.model, breakdown=args.breakdown, warmup_iters=min(BenchConfig.warmup_iters, args.steps // 3))
     variants = args.variants.split(",")
     with contextlib.ExitStack() as stack:
         root = Path(args.work_dir) if args.work_dir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        header = (f"step overhead: CenterNet, batch {cfg.batch_size} x 3x128x128, {cfg.steps} steps (first "
+        header = (f"step overhead: {'CenterNet' if cfg.model == 'centernet' else 'TinyDetector'}, batch {cfg.batch_size} x 3x128x128, {cfg.steps} steps (first "
                   f"{cfg.drop} dropped), log every {cfg.log_interval}, {cfg.device} {cfg.precision}, "
                   f"{cfg.threads} thread(s), {args.repeats} rounds\nmachine: {machine_info(cfg.device)}")
         rounds = run_rounds(cfg, variants, args.repeats, not args.no_warmup, not args.in_process, root)

@@ -16,6 +16,12 @@ _EXPORTS: dict[str, str] = {
     "DetDataModule": "detlight.data.datamodule",
     "Det3DDataModule": "detlight.data.datamodule3d",
     "LogBuffer": "detlight.logbuffer",
+    "fit": "detlight.api",
+    "validate": "detlight.api",
+    "test": "detlight.api",
+    "predict": "detlight.api",
+    "train_detector": "detlight.api",
+    "Run": "detlight.api",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

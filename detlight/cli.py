@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -129,6 +130,8 @@ def _main(argv: list[str]) -> None:
     ckpt = _option_value(argv, "--ckpt_path")
     if ckpt and ckpt not in ("last", "auto", "best", "hpc", "registry", "null"):
         check_checkpoint_file(ckpt)  # before building anything: missing, corrupt or unsafe files fail fast
+    # argv is sys.argv[1:] (or the caller's list) after .py conversion; LightningCLI warns when it sees both.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     DetLightCLI(args=_convert_py_configs(argv), parser_class=FriendlyArgumentParser)
 
 

@@ -187,6 +187,10 @@ class DetectorModule(pl.LightningModule):
                       logger=self._log_to_loggers())
 
     def _log_to_loggers(self) -> bool:
+        # Interval loggers write eval results themselves during fit only; validate/test keep Lightning's path, so
+        # trainer.validate() / test() still return the metrics.
+        if self.trainer.state.fn != "fit":
+            return True
         return not any(getattr(cb, "log_eval_results", False) for cb in self.trainer.callbacks)
 
 

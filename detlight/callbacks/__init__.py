@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "AtomicCheckpointIO": "checkpoint",
     "BEVVisualization": "bev_visualization",
     "CheckInvalidLoss": "misc",
+    "DetVisualization": "visualization",
     "EMA": "ema",
     "EmptyCache": "misc",
     "Evaluation": "evaluation",

@@ -13,6 +13,7 @@ same per-step sync that ``torch.amp.GradScaler`` does).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -82,9 +83,9 @@ class NanGuard(Callback):
         self.skipped = 0
         self._consecutive = 0
         self._keys: tuple[str, ...] = ()
-        self._first: torch.Tensor | None = None  # [iteration, epoch], -1 while all finite
-        self._bad: torch.Tensor | None = None  # non-finite mask of the first bad step
-        self._values: torch.Tensor | None = None  # loss values of the first bad step
+        self._rows: torch.Tensor | None = None  # loss values of the steps since the last check, one row each
+        self._count = 0
+        self._where: list[tuple[int, int]] = []  # (epoch, iteration) of each recorded row
 
     # ------------------------------------------------------------------ what is checked
     @staticmethod
@@ -111,40 +112,38 @@ class NanGuard(Callback):
         if not losses:
             return
         keys = tuple(losses)
-        if keys != self._keys:
-            self.check(trainer)  # the mask below is per key: settle the old keys before switching
-            self._keys = keys
-            self._first = None
-        values = self._stack(losses)
-        bad = ~torch.isfinite(values)
-        if self._first is None:
-            self._first = torch.full((2,), -1, dtype=torch.int64, device=values.device)
-            self._bad = torch.zeros_like(bad)
-            self._values = torch.zeros_like(values)
-        newly = bad.any() & (self._first[0] < 0)
-        # Python scalars, not a new device tensor: a blocking host-to-device copy would synchronise the stream.
-        it, epoch = trainer.fit_loop.epoch_loop.total_batch_idx, trainer.current_epoch
-        self._first = torch.stack([torch.where(newly, it, self._first[0]), torch.where(newly, epoch, self._first[1])])
-        self._bad = torch.where(newly, bad, self._bad)  # type: ignore[arg-type]
-        self._values = torch.where(newly, values, self._values)  # type: ignore[arg-type]
         interval = self.check_interval or max(int(trainer.log_every_n_steps), 1)
-        if (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % interval == 0:
+        if keys != self._keys or self._rows is None or len(self._rows) != interval:
+            self.check(trainer)  # settle the rows recorded so far before the layout changes
+            self._keys = keys
+            first = next(iter(losses.values()))
+            self._rows = torch.zeros(interval, len(keys), dtype=torch.float32, device=first.device)
+        # One stack written into a preallocated row: the cheapest record that still tells, at check time, the exact
+        # step, keys and values of the first non-finite loss.
+        parts = [v.detach() if v.dim() == 0 else v.detach().reshape(-1)[0] for v in losses.values()]
+        torch.stack([v if v.dtype == torch.float32 else v.float() for v in parts], out=self._rows[self._count])
+        self._where.append((trainer.current_epoch, trainer.fit_loop.epoch_loop.total_batch_idx))
+        self._count += 1
+        if self._count == interval:
             self.check(trainer)
 
     def check(self, trainer: pl.Trainer) -> None:
-        """Read the on-device record (one host sync) and raise if a loss went non-finite.
+        """Read the rows recorded since the last check (one host sync) and raise if a loss went non-finite.
 
         Raises:
             NonFiniteLossError: naming the keys, values, epoch / iteration and the last checkpoint.
         """
-        if self._first is None or self._bad is None or self._values is None:
+        count, self._count = self._count, 0
+        where, self._where = self._where, []
+        if self._rows is None or count == 0:
             return
-        first = self._first.tolist()
-        if first[0] < 0:
+        rows = self._rows[:count]
+        if bool(torch.isfinite(rows).all()):
             return
-        mask, values = self._bad.tolist(), self._values.tolist()
-        bad = {k: v for k, v, m in zip(self._keys, values, mask) if m}
-        raise NonFiniteLossError(_message(bad, first[1], first[0], trainer, "stop"))
+        values = rows.tolist()
+        first = next(i for i, row in enumerate(values) if not all(math.isfinite(v) for v in row))
+        bad = {k: v for k, v in zip(self._keys, values[first]) if not math.isfinite(v)}
+        raise NonFiniteLossError(_message(bad, where[first][0], where[first][1], trainer, "stop"))
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
