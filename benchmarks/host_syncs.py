@@ -37,14 +37,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _bench import machine_info, markdown_table  # noqa: E402
-from step_overhead import (  # noqa: E402
-    BenchConfig,
-    build_model,
-    make_batches,
-    run_detlight,
-    run_lightning,
-    run_plain,
-)
+from step_overhead import RUNNERS, BenchConfig, build_model, make_batches, run_plain  # noqa: E402
 
 #: Call sites that stay on the host on every device: (path fragment, function name or None for any).
 HOST_ONLY_SITES: tuple[tuple[str, str | None], ...] = (
@@ -140,6 +133,8 @@ def step_kind(index: int | str, interval: int) -> str:
 
 def count_variant(variant: str, cfg: BenchConfig, work_dir: Path) -> tuple[dict[int | str, list[Event]], int]:
     """Train ``variant`` under instrumentation; returns the events per iteration and the number of iterations."""
+    if variant not in RUNNERS:
+        raise ValueError(f"Unknown variant {variant!r}; choose from {list(RUNNERS)}")
     torch.set_num_threads(cfg.threads)
     batches, model, device = make_batches(cfg), build_model(cfg.model), torch.device(cfg.device)
     events: list[Event] = []
@@ -148,10 +143,8 @@ def count_variant(variant: str, cfg: BenchConfig, work_dir: Path) -> tuple[dict[
     with recorder(events):
         if variant == "plain":
             ends, _, _ = run_plain(cfg, batches, model, work_dir, device)
-        elif variant == "detlight":
-            ends, _, _ = run_detlight(cfg, batches, model, work_dir)
         else:
-            ends, _, _ = run_lightning(cfg, batches, model, work_dir)
+            ends, _, _ = RUNNERS[variant](cfg, batches, model, work_dir)
     return attribute(events, ends), len(ends)
 
 

@@ -13,6 +13,9 @@ schedule with linear warm-up (mmcv ``CosineAnnealing``, ``min_lr_ratio=0.01``), 
 * ``lightning``: bare Lightning doing the same the Lightning way: a minimal ``LightningModule`` with
   ``self.log_dict`` every step (written every interval by ``TensorBoardLogger``), ``LambdaLR`` stepped per iteration,
   ``gradient_clip_val``, ``ModelCheckpoint`` at the end and the same ``TQDMProgressBar``.
+* ``lightning-min``: the same module without any logging, logger, progress bar or checkpoint: the floor of a
+  Lightning loop (``detlight - lightning-min`` bounds what detlight's callbacks plus TensorBoard, bar and checkpoint
+  cost per step).
 
 Method (lightning-notes B3): step time = time between consecutive iteration ends (after ``optimizer.step()`` /
 Lightning's ``on_train_batch_end``), so it includes batch transfer, hooks, logging and the bar; the first ``--drop``
@@ -49,7 +52,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _bench import load_average, machine_info, markdown_table, median, peak_rss_mb, spread  # noqa: E402
 
-VARIANTS = ("plain", "detlight", "lightning")
+VARIANTS = ("plain", "detlight", "lightning", "lightning-min")
 TARGET_RATIO = 1.02
 TARGET_CALLBACK_MS = 0.3
 
@@ -190,6 +193,16 @@ class PlainLogger:
             handler.close()
 
 
+def _interval_means(history: dict[str, list[Any]], n: int) -> dict[str, float]:
+    """Mean of each key's last ``n`` values: device tensors are reduced on the device, then one host copy."""
+    tensor_keys = [k for k, v in history.items() if isinstance(v[-1], torch.Tensor)]
+    means = {k: sum(v[-n:]) / len(v[-n:]) for k, v in history.items() if k not in tensor_keys}
+    if tensor_keys:
+        stacked = torch.stack([torch.stack(history[k][-n:]).float().mean() for k in tensor_keys])
+        means.update(zip(tensor_keys, stacked.tolist()))
+    return {k: float(means[k]) for k in history}
+
+
 def run_plain(cfg: BenchConfig, batches: Sequence[dict[str, Any]], model: torch.nn.Module, work_dir: Path,
               device: torch.device) -> tuple[list[float], float, float]:
     """The hand-written loop. Returns iteration end times, the final lr and the final loss."""
@@ -219,10 +232,7 @@ def run_plain(cfg: BenchConfig, batches: Sequence[dict[str, Any]], model: torch.
             history.setdefault(key, []).append(value)
         last = now
         if (it + 1) % cfg.log_interval == 0:
-            keys = list(history)
-            means = torch.stack([torch.stack([torch.as_tensor(v, dtype=torch.float64).to(device)
-                                              for v in history[k][-cfg.log_interval:]]).mean() for k in keys])
-            log.write(it + 1, optimizer.param_groups[0]["lr"], dict(zip(keys, means.tolist())))
+            log.write(it + 1, optimizer.param_groups[0]["lr"], _interval_means(history, cfg.log_interval))
         ends.append(time.perf_counter())
     torch.save({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict()}, work_dir / "plain_last.pth")
     log.close()
@@ -314,8 +324,11 @@ def run_detlight(cfg: BenchConfig, batches: Sequence[dict[str, Any]], model: tor
 
 
 def run_lightning(cfg: BenchConfig, batches: Sequence[dict[str, Any]], model: torch.nn.Module,
-                  work_dir: Path) -> tuple[list[float], float, float]:
-    """Bare Lightning, same work done the Lightning way. Returns iteration end times, final lr, final loss."""
+                  work_dir: Path, minimal: bool = False) -> tuple[list[float], float, float]:
+    """Bare Lightning, same work done the Lightning way (``minimal``: no logging, logger, bar or checkpoint).
+
+    Returns iteration end times, the final lr and the final loss.
+    """
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
@@ -329,8 +342,9 @@ def run_lightning(cfg: BenchConfig, batches: Sequence[dict[str, Any]], model: to
 
         def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
             loss, log_vars = parse_losses(self.model.forward_train(**batch))
-            self.log_dict({f"train/{k}": v for k, v in log_vars.items()}, on_step=True, on_epoch=False,
-                          batch_size=len(batch["img_metas"]))
+            if not minimal:
+                    self.log_dict({f"train/{k}": v for k, v in log_vars.items()}, on_step=True, on_epoch=False,
+                              batch_size=len(batch["img_metas"]))
             self.last_loss = loss.detach()
             return loss
 
@@ -343,14 +357,24 @@ def run_lightning(cfg: BenchConfig, batches: Sequence[dict[str, Any]], model: to
     clock = _step_clock()
     callbacks = [ModelCheckpoint(dirpath=str(work_dir / "ckpt")), TQDMProgressBar(refresh_rate=cfg.refresh_rate),
                  clock]
+    kwargs = _trainer_kwargs(cfg, work_dir, "lightning")
+    if minimal:
+        callbacks = [clock]
+        kwargs.update(logger=False, enable_checkpointing=False, enable_progress_bar=False)
     trainer = pl.Trainer(callbacks=callbacks, log_every_n_steps=cfg.log_interval, gradient_clip_val=cfg.max_norm,
-                         gradient_clip_algorithm="norm", **_trainer_kwargs(cfg, work_dir, "lightning"))
+                         gradient_clip_algorithm="norm", **kwargs)
     trainer.fit(module, train_dataloaders=InMemoryBatches(batches, cfg.steps))
     # LambdaLR has already moved on to the lr of the step after the last one; report the last one used.
     return clock.ends, lr_at(cfg.lr, cfg.steps - 1, cfg), float(module.last_loss)
 
 
-RUNNERS = {"plain": None, "detlight": run_detlight, "lightning": run_lightning}
+def run_lightning_min(cfg: BenchConfig, batches: Sequence[dict[str, Any]], model: torch.nn.Module,
+                      work_dir: Path) -> tuple[list[float], float, float]:
+    """:func:`run_lightning` with ``minimal=True``."""
+    return run_lightning(cfg, batches, model, work_dir, minimal=True)
+
+
+RUNNERS = {"plain": None, "detlight": run_detlight, "lightning": run_lightning, "lightning-min": run_lightning_min}
 
 
 def run_variant(variant: str, cfg: BenchConfig, batches: Sequence[dict[str, Any]],
@@ -448,6 +472,10 @@ def summarise(rounds: Sequence[dict[str, dict[str, Any]]], variants: Sequence[st
         diffs = [r["detlight"]["median_ms"] - r["lightning"]["median_ms"] for r in rounds]
         lines.append(f"detlight - lightning = {spread(diffs, '{:+.2f}')} ms/step (target <= {TARGET_CALLBACK_MS}): "
                      f"{'met' if median(diffs) <= TARGET_CALLBACK_MS else 'MISSED'}")
+    if "lightning-min" in variants and "detlight" in variants:
+        diffs = [r["detlight"]["median_ms"] - r["lightning-min"]["median_ms"] for r in rounds]
+        lines.append(f"detlight - lightning-min = {spread(diffs, '{:+.2f}')} ms/step (callbacks + TensorBoard + bar "
+                     "+ checkpoint over a bare Lightning loop)")
     loss_gap = max((_rel_gap([r[v]["final_loss"] for v in variants]) for r in rounds), default=0.0)
     lr_gap = max((_rel_gap([r[v]["final_lr"] for v in variants]) for r in rounds), default=0.0)
     lines.append(f"same work check: final loss differs by <= {loss_gap:.1e}, final lr by <= {lr_gap:.1e} (relative)")

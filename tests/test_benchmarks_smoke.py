@@ -47,7 +47,7 @@ def test_step_overhead_variants_do_the_same_work(bench, tmp_path: Path) -> None:
     # Same initial weights, batches, optimizer, clip and lr schedule: the runs must end in the same state.
     losses = [r["final_loss"] for r in results.values()]
     assert max(losses) - min(losses) <= 1e-5 * abs(losses[0])
-    assert [r["final_lr"] for r in results.values()] == pytest.approx([results["plain"]["final_lr"]] * 3, rel=1e-9)
+    assert [r["final_lr"] for r in results.values()] == pytest.approx([results["plain"]["final_lr"]] * len(results), rel=1e-9)
     report = step_overhead.summarise(rounds, step_overhead.VARIANTS)
     assert "detlight / plain" in report and "detlight - lightning" in report
     assert list((tmp_path / "round0" / "plain").glob("plain.log.json"))  # the hand-written loop logged

@@ -51,11 +51,11 @@ class NanGuard(Callback):
     The losses checked are the detector's ``log_vars`` (every loss key and ``loss``) of
     :class:`~detlight.module.DetectorModule`, else the ``loss`` returned by ``training_step``.
 
-    - ``policy="stop"``: every step folds ``~isfinite(stack(log_vars))`` into on-device tensors that remember the
-      first bad iteration, epoch, keys and values (no host sync). The host reads them every ``check_interval``
-      batches, at each epoch end, before each checkpoint save and at the end of training, and raises
-      :class:`NonFiniteLossError` naming the loss key(s), the epoch / iteration where they first went non-finite and
-      the last checkpoint written. Measured on the CPU: about 40 us per step for 5 loss keys.
+    - ``policy="stop"``: every step writes ``stack(log_vars)`` into a preallocated on-device row (no host sync). The
+      host reads the rows every ``check_interval`` batches, at each epoch end, before each checkpoint save and at the
+      end of training, and raises :class:`NonFiniteLossError` naming the loss key(s) and values, the epoch /
+      iteration where they first went non-finite and the last checkpoint written. Measured on a busy 2-core CPU:
+      about 50 us per step for 5 loss keys (one bare ``torch.stack`` costs 16 us there); ``skip`` about 300 us.
     - ``policy="skip"``: before each optimizer step the finiteness of the losses is read on the host (one sync per
       step); a bad step has its gradients dropped (``grad = None``, so the optimizer leaves weights, momentum and
       step counts alone) and is logged as a warning. ``max_skips`` consecutive skips turn into ``stop``.
