@@ -57,8 +57,10 @@ class DetLightCLI(LightningCLI):
 
     def before_fit(self) -> None:
         """``ckpt_path: last`` (mmcv ``auto_resume``): the newest checkpoint of any earlier run in the work dir."""
+        from detlight.errors import check_work_dir
         from detlight.resume import resolve_ckpt_path
 
+        check_work_dir(str(self.trainer.default_root_dir))
         key = f"{self.subcommand}.ckpt_path"
         self.config_init[key] = resolve_ckpt_path(self.config_init.get(key), self.trainer)
 

@@ -401,7 +401,7 @@ def _check_lightning_env(env: Mapping[str, str], launcher: str, num_nodes: int, 
     missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if not env.get(v)]
     if node_rank is None:
         missing.append("NODE_RANK")
-    if missing:
+    if missing or node_rank is None:
         raise LaunchConfigError(
             f"trainer.num_nodes={num_nodes} without torchrun or srun needs {missing} in the environment of every "
             "node: MASTER_ADDR/MASTER_PORT = the address and a free port of node 0 (the same on all nodes), "

@@ -16,6 +16,7 @@ import importlib
 import inspect
 import os
 import pickle
+import pkgutil
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -28,6 +29,8 @@ __all__ = [
     "DetLightError",
     "FriendlyArgumentParser",
     "UsageError",
+    "WorkDirError",
+    "check_work_dir",
     "check_checkpoint_file",
     "debug_enabled",
     "format_error",
@@ -45,6 +48,10 @@ class DetLightError(Exception):
 
 class UsageError(DetLightError):
     """A command line or config value the parser rejected (the message is already shortened)."""
+
+
+class WorkDirError(DetLightError, PermissionError):
+    """The run directory (``trainer.default_root_dir``, mmcv's ``work_dir``) cannot be written."""
 
 
 class CheckpointError(DetLightError, ValueError):
@@ -78,7 +85,9 @@ def _suggest_class_path(class_path: str) -> str | None:
             module = importlib.import_module(".".join(parts[:cut]))
         except Exception:  # noqa: BLE001 - walk up until a module imports
             continue
-        match = _close(parts[cut], [n for n in dir(module) if not n.startswith("_")])
+        names = [n for n in dir(module) if not n.startswith("_")]
+        names += [m.name for m in pkgutil.iter_modules(getattr(module, "__path__", []))]
+        match = _close(parts[cut], names)
         return ".".join([*parts[:cut], match, *parts[cut + 1 :]]) if match else None
     return None
 
@@ -88,7 +97,7 @@ def _suggest_key(key: str, known: Iterable[str]) -> str | None:
     known = list(known)
     parts = key.split(".")
     for cut in range(len(parts), 0, -1):
-        match = _close(".".join(parts[:cut]), known)
+        match = _close(".".join(parts[:cut]), [k for k in known if k.count(".") == cut - 1])
         if match:
             return ".".join([match, *parts[cut:]])
     return None
@@ -146,6 +155,8 @@ class FriendlyArgumentParser(LightningArgumentParser):
     """
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # an inner parser: jsonargparse catches this to try the next Union member
+            super().error(message, ex)
         raise UsageError(shorten_parser_message(message, self._all_option_strings())) from ex
 
     def _all_option_strings(self) -> list[str]:
@@ -198,8 +209,24 @@ def check_checkpoint_file(path: str) -> None:
                 f"{f' ({culprit.group(1)})' if culprit else ''}; only tensors and plain containers are accepted "
                 "(weights_only=True). Re-save it with plain types, or load the weights with `model.load_from`."
             ) from None
+        first = text.splitlines()[0].split(". ")[0] if text else ""
         raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or not a torch checkpoint "
-                              f"({type(err).__name__}: {text.splitlines()[0] if text else ''})") from None
+                              f"({type(err).__name__}: {first})") from None
+
+
+def check_work_dir(path: str) -> None:
+    """Fail fast when the run directory cannot be created or written.
+
+    Raises:
+        PermissionError: the nearest existing ancestor of ``path`` is not a writable directory.
+    """
+    target = os.path.abspath(path)
+    probe = target
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not a directory" if not os.path.isdir(probe) else "is not writable"
+        raise WorkDirError(f"work dir {target} is not writable: {probe} {what}; set `trainer.default_root_dir`")
 
 
 # ---------------------------------------------------------------------------------------------------- the wrapper

@@ -44,6 +44,7 @@ def _coco(tmp: Path, name: str, **edits: object) -> tuple[str, str]:
 
 def _split(ann: str, prefix: str) -> list[str]:
     return [f"--data.init_args.train.ann_file={ann}", f"--data.init_args.train.img_prefix={prefix}",
+            f"--data.init_args.val.ann_file={ann}", f"--data.init_args.val.img_prefix={prefix}",
             "--model.model.init_args.num_classes=1"]
 
 
@@ -62,9 +63,8 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
                 "epoch": 0, "global_step": 0}, other)
     unsafe = tmp / "unsafe.ckpt"
     torch.save({"state_dict": {}, "meta": _Unsafe()}, unsafe)
-    readonly = tmp / "readonly"
-    readonly.mkdir()
-    readonly.chmod(0o500)
+    readonly = tmp / "a_file"  # a path below a regular file can never be created (even by root)
+    readonly.write_text("")
     good_ann, prefix = _coco(tmp, "good")
     no_img = tmp / "no_imgs"
     no_img.mkdir()
@@ -100,8 +100,8 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
                               "outside its image"),
         "empty split": (_split(_coco(tmp, "empty", images=[], annotations=[])[0], prefix), "holds no image"),
         "missing image": (_split(good_ann, str(no_img)), "1.png does not exist"),
-        "num_classes mismatch": (_split(good_ann, prefix)[:2] + ["--model.model.init_args.num_classes=3"],
-                                 "predicts 3 classes"),
+        "num_classes mismatch": (_split(good_ann, prefix)[:4] + ["--model.model.init_args.num_classes=3"],
+                                 "Set num_classes: 1"),
         "unwritable work_dir": ([f"--trainer.default_root_dir={readonly}/run"], "not writable"),
         "missing checkpoint": (["--ckpt_path", str(tmp / "nope.ckpt")], "checkpoint not found"),
         "corrupt checkpoint": (["--ckpt_path", str(corrupt)], "corrupt or not a torch checkpoint"),
@@ -118,7 +118,7 @@ class _Unsafe:
 BASE = ["--data.init_args.synthetic.num_train=4", "--data.init_args.synthetic.num_val=2",
         "--data.init_args.samples_per_gpu=2", "--data.init_args.workers_per_gpu=0",
         "--data.init_args.persistent_workers=false", "--trainer.logger=false", "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false"]
+        "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0"]
 
 
 @pytest.fixture(scope="module")
