@@ -145,7 +145,7 @@ def count_variant(variant: str, cfg: BenchConfig, work_dir: Path) -> tuple[dict[
             ends, _, _ = run_plain(cfg, batches, model, work_dir, device)
         else:
             ends, _, _ = RUNNERS[variant](cfg, batches, model, work_dir)
-    return attribute(events, ends), len(ends)
+    return attribute(events, [wall for wall, _ in ends]), len(ends)
 
 
 def summarise(variant: str, groups: dict[int | str, list[Event]], steps: int, interval: int) -> list[list[Any]]:

@@ -15,10 +15,13 @@ torch / numpy / python RNG states are not saved at all. :class:`StatefulDataLoad
 Lightning only loads the loader state if nothing reads ``trainer.estimated_stepping_batches`` before the checkpoint
 is restored (Lightning #20550); detlight's callbacks compute the run length from ``num_training_batches`` instead.
 
+:class:`~detlight.data.datamodule.DetDataModule` gives its loaders a private ``torch.Generator``, so creating an
+iterator (a validation pass, a new epoch) draws nothing from the global RNG and cannot shift the training stream.
+
 Limits: with ``workers_per_gpu > 0`` the workers re-seed from ``worker_init_fn`` on the resumed run, so random
-transforms in workers are not replayed bit for bit; under DDP the checkpoint carries rank 0's RNG state only. A
-validation pass run *between* a mid-epoch checkpoint and the next batch consumes RNG draws that the resumed run does
-not replay.
+transforms in workers are not replayed bit for bit; under DDP the checkpoint carries rank 0's RNG state only; code
+that draws from the global RNG between a checkpoint and the next batch (a model's random eval-time ops) is not
+replayed.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ AUTO_RESUME_VALUES = ("last", "auto")
 # ---------------------------------------------------------------------------------------------------- RNG states
 def get_rng_state() -> dict[str, Any]:
     """torch (CPU and CUDA), numpy and python RNG states as tensors, lists and numbers (``weights_only``-loadable)."""
-    np_state = np.random.get_state()
+    np_state: tuple[Any, ...] = tuple(np.random.get_state(legacy=True))
     py_version, py_internal, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),

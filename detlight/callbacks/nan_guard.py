@@ -112,7 +112,7 @@ class NanGuard(Callback):
         if not losses:
             return
         keys = tuple(losses)
-        interval = self.check_interval or max(int(trainer.log_every_n_steps), 1)
+        interval = self.check_interval or max(int(getattr(trainer, "log_every_n_steps", 50)), 1)
         if keys != self._keys or self._rows is None or len(self._rows) != interval:
             self.check(trainer)  # settle the rows recorded so far before the layout changes
             self._keys = keys

@@ -49,7 +49,6 @@ EVALUATION = _CB + "evaluation.Evaluation"
 EMA = _CB + "ema.EMA"
 MMCV_HOOKS = "detlight.compat.hooks.MMCVHooks"
 WORKFLOW = "detlight.workflow.Workflow"
-DDP_STRATEGY = "lightning.pytorch.strategies.DDPStrategy"
 TB_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 
 #: init args each callback accepts; other keys of the mmcv dict are reported as dropped.
@@ -507,21 +506,26 @@ class _Converter:
         self.report.add(key, "mapped", "trainer.benchmark")
 
     def _strategy(self, key: str, value: Any) -> None:
-        unused, backend = bool(self.cfg.get("find_unused_parameters")), (self.cfg.get("dist_params") or {})
-        backend_name = backend.get("backend", "nccl")
+        from detlight.dist import DDP_STRATEGY_PATH, DistConfig
+
+        dist = DistConfig.from_mmcv(self.cfg)
+        backend_name = dist.backend or "nccl"
         if key == "dist_params":
             note = ("nccl is Lightning's default backend on CUDA (gloo on CPU), so no strategy is needed"
-                    if backend_name == "nccl" else f"process_group_backend={backend_name}")
+                    if backend_name == "nccl" else f"backend={backend_name}")
             self.report.add(key, "mapped", "trainer.strategy" if backend_name != "nccl" else "(Lightning default)", note)
-            if "port" in backend:
+            if dist.port is not None:
                 self.report.add(f"{key}.port", "approximated", "MASTER_PORT", "set the MASTER_PORT env variable")
         else:
-            self.report.add(key, "mapped", "trainer.strategy.init_args.find_unused_parameters", str(unused))
-        if (unused or backend_name != "nccl") and "strategy" not in self.trainer:
-            init: dict[str, Any] = {"find_unused_parameters": unused}
-            if backend_name != "nccl":
-                init["process_group_backend"] = backend_name
-            self.trainer["strategy"] = {"class_path": DDP_STRATEGY, "init_args": init}
+            self.report.add(key, "mapped", "trainer.strategy.init_args.find_unused_parameters",
+                            str(dist.find_unused_parameters))
+        if dist.sync_bn and "sync_batchnorm" not in self.trainer:
+            self.trainer["sync_batchnorm"] = True
+            self.report.add("model.norm_cfg", "mapped", "trainer.sync_batchnorm", "SyncBN in the model's norm_cfg")
+        init = dist.strategy_init_args()
+        if init and "strategy" not in self.trainer:
+            # DetDDPStrategy keeps MMDistributedDataParallel's broadcast_buffers=False.
+            self.trainer["strategy"] = {"class_path": DDP_STRATEGY_PATH, "init_args": init}
 
     def _device(self, key: str, value: Any) -> None:
         accelerator = {"cuda": "gpu", "cpu": "cpu", "mlu": None, "npu": None}.get(str(value))

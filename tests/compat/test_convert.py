@@ -160,7 +160,8 @@ def test_iter_based_runner() -> None:
     assert trainer["max_epochs"] == -1
     assert trainer["check_val_every_n_epoch"] is None and trainer["val_check_interval"] == 4000
     assert trainer["accumulate_grad_batches"] == 2 and trainer["log_every_n_steps"] == 100
-    assert trainer["strategy"]["init_args"] == {"find_unused_parameters": True, "process_group_backend": "gloo"}
+    assert trainer["strategy"] == {"class_path": "detlight.dist.DetDDPStrategy",
+                                   "init_args": {"find_unused_parameters": True, "backend": "gloo"}}
     callbacks = _callbacks(out)
     assert callbacks[LR_UPDATER]["by_epoch"] is False and callbacks[LR_UPDATER]["step"] == [30000, 36000]
     assert callbacks[CHECKPOINT] == {"interval": 4000, "by_epoch": False, "max_keep_ckpts": 3}

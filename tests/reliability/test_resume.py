@@ -194,3 +194,28 @@ def test_checkpoints_needing_arbitrary_unpickling_are_refused(tmp_path):
         load_weights(TinyNet(), str(path))
     with pytest.raises(CheckpointError, match="arbitrary unpickling"):
         check_checkpoint_file(str(path))
+
+
+def test_cli_ckpt_path_last_finds_the_previous_runs_checkpoint(tmp_path, monkeypatch, caplog):
+    """`detlight fit --ckpt_path last` resumes from another version directory; with nothing there it starts fresh."""
+    from detlight.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", str(HERE.parents[1] / "configs/quickstart.yaml"),
+            "--data.init_args.synthetic.num_train=4", "--data.init_args.synthetic.num_val=2",
+            "--data.init_args.synthetic.image_size=32", "--data.init_args.synthetic.max_size=16",
+            "--data.init_args.pipeline.img_scale=[32, 32]", "--data.init_args.samples_per_gpu=2",
+            "--data.init_args.workers_per_gpu=0", "--data.init_args.persistent_workers=false",
+            "--trainer.max_epochs=1", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=true",
+            f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
+            "--ckpt_path", "last"]
+    with caplog.at_level("INFO", logger="detlight.resume"):
+        main(args)
+        assert "starting from scratch" in caplog.text
+        first = find_last_checkpoint([tmp_path])
+        assert first is not None and "version_0" in first
+        caplog.clear()
+        main(args)
+    assert f"Resuming from {first}" in caplog.text
+    ckpt = torch.load(first, weights_only=True)
+    assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["yielded"] == 2
