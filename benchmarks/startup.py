@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -43,23 +44,31 @@ def commands() -> dict[str, list[str]]:
     }
 
 
-def time_command(argv: Sequence[str]) -> float:
-    """Wall time of one run in seconds (output discarded)."""
-    start = time.perf_counter()
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_command(argv: Sequence[str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system of the child) of one run, in seconds; output discarded.
+
+    CPU time is what load from other processes on a shared host disturbs least.
+    """
+    cpu, start = _children_cpu(), time.perf_counter()
     proc = subprocess.run(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, _children_cpu() - cpu
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed (exit {proc.returncode}): {proc.stderr.decode()[-2000:]}")
-    return elapsed
+    return elapsed, cpu
 
 
-def measure(labels: Sequence[str], repeats: int, warmup: bool = True) -> dict[str, list[float]]:
-    """Interleaved rounds; returns label -> seconds per measured round."""
+def measure(labels: Sequence[str], repeats: int, warmup: bool = True) -> dict[str, list[tuple[float, float]]]:
+    """Interleaved rounds; returns label -> ``(wall, cpu)`` seconds per measured round."""
     argvs = commands()
     unknown = set(labels) - set(argvs)
     if unknown:
         raise ValueError(f"Unknown command label(s) {sorted(unknown)}; known: {list(argvs)}")
-    times: dict[str, list[float]] = {label: [] for label in labels}
+    times: dict[str, list[tuple[float, float]]] = {label: [] for label in labels}
     for r in range(repeats + int(warmup)):
         shift = r % len(labels)
         for label in [*labels[shift:], *labels[:shift]]:
@@ -69,20 +78,24 @@ def measure(labels: Sequence[str], repeats: int, warmup: bool = True) -> dict[st
     return times
 
 
-def summarise(times: dict[str, list[float]]) -> str:
-    """Markdown table: median [min-max] seconds and the paired difference to ``import lightning``."""
+def summarise(times: dict[str, list[tuple[float, float]]]) -> str:
+    """Markdown table (wall and CPU seconds, paired CPU difference to ``import lightning``) and the verdicts."""
     base = times.get(BASELINE)
     rows = []
     for label, values in times.items():
-        diffs = [v - b for v, b in zip(values, base)] if base else []
-        rows.append([f"`{label}`", spread(values, "{:.2f}"), spread(diffs, "{:+.2f}") if base else "n/a"])
-    lines = [markdown_table(["command", "seconds, median [min-max]", f"paired vs `{BASELINE}`"], rows), ""]
+        wall, cpu = [v[0] for v in values], [v[1] for v in values]
+        diffs = [v[1] - b[1] for v, b in zip(values, base)] if base else []
+        rows.append([f"`{label}`", spread(wall, "{:.2f}"), spread(cpu, "{:.2f}"),
+                     spread(diffs, "{:+.2f}") if base else "n/a"])
+    lines = [markdown_table(["command", "wall s, median [min-max]", "CPU s", f"paired CPU s vs `{BASELINE}`"], rows),
+             ""]
     if base:
         for label in ("import detlight", "detlight --help"):
             if label in times:
-                extra = median([v - b for v, b in zip(times[label], base)])
+                extra = median([v[1] - b[1] for v, b in zip(times[label], base)])
                 verdict = "met" if extra <= TARGET_EXTRA_S else "MISSED"
-                lines.append(f"`{label}`: {extra:+.2f} s over `{BASELINE}` (target <= +{TARGET_EXTRA_S} s): {verdict}")
+                lines.append(f"`{label}`: {extra:+.2f} s CPU over `{BASELINE}` (target <= +{TARGET_EXTRA_S} s): "
+                             f"{verdict}")
     return "\n".join(lines)
 
 

@@ -180,10 +180,11 @@ class DetectorModule(pl.LightningModule):
         values = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in results.items()}
         host = torch.stack(list(values.values())).tolist() if values else []
         self.eval_results = OrderedDict(zip(values, host))
-        # Already reduced across ranks by the evaluator: no sync_dist (it would average identical values again).
+        # The evaluator already reduced across ranks, so every rank holds the same values; sync_dist only averages
+        # identical numbers (exact), once per evaluation, and keeps Lightning from warning under DDP.
         # When an IntervalLogger writes eval results to the loggers at mmcv's step, self.log only feeds
         # ModelCheckpoint / EarlyStopping / the progress bar, so each TensorBoard tag keeps a single series.
-        self.log_dict({f"{stage}/{k}": v for k, v in self.eval_results.items()}, sync_dist=False,
+        self.log_dict({f"{stage}/{k}": v for k, v in self.eval_results.items()}, sync_dist=True,
                       logger=self._log_to_loggers())
 
     def _log_to_loggers(self) -> bool:

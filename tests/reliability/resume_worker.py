@@ -53,6 +53,10 @@ class TinyNet(nn.Module):
                  "labels": torch.zeros(1, dtype=torch.int64)} for s in scores]
 
 
+class Crash(BaseException):
+    """An in-process stand-in for a hard kill (raised through Lightning, no checkpoint on the way out)."""
+
+
 class Killer(pl.Callback):
     """SIGKILLs (or SIGTERMs) this process at 0-based global batch ``at``: inside the step or inside the save."""
 
@@ -65,6 +69,8 @@ class Killer(pl.Callback):
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
         if self.where == "step" and self._due(trainer):
             os.kill(os.getpid(), self.sig)
+        if self.where == "crash" and self._due(trainer):
+            raise Crash(f"crashed at batch {self.at}")
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         if self.where == "save" and self._due(trainer):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import lightning.pytorch as pl
@@ -85,8 +84,8 @@ def test_bad_arguments_are_rejected(kwargs):
         NanGuard(**kwargs)
 
 
-def test_stop_policy_per_step_cost_is_small():
-    """The per-step on-device bookkeeping (no host sync) costs well under a millisecond on the CPU."""
+def test_stop_policy_does_no_host_sync_between_checks(monkeypatch):
+    """The per-step record stays on the device: no .item()/.tolist()/bool() until the check interval."""
     guard = NanGuard(check_interval=10**9)
 
     class Stub:
@@ -99,8 +98,15 @@ def test_stop_policy_per_step_cost_is_small():
 
     module = type("M", (), {"last_outputs": {"log_vars": {f"loss_{i}": torch.tensor(1.0) for i in range(5)}}})()
     guard.on_train_batch_end(Stub(), module, None, None, 0)  # type: ignore[arg-type]
-    start = time.perf_counter()
-    for _ in range(200):
+    syncs: list[str] = []
+    for name in ("item", "tolist", "__bool__", "__float__", "cpu", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _name=name, _original=original, **kwargs):
+            syncs.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    for _ in range(20):
         guard.on_train_batch_end(Stub(), module, None, None, 0)  # type: ignore[arg-type]
-    per_step = (time.perf_counter() - start) / 200
-    assert per_step < 2e-3, per_step
+    assert syncs == []

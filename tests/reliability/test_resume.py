@@ -23,7 +23,7 @@ from detlight.resume import StatefulDataLoader, find_last_checkpoint, get_rng_st
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "resume_worker.py"
 sys.path.insert(0, str(HERE))
-from resume_worker import TinyNet  # noqa: E402
+from resume_worker import Crash, TinyNet  # noqa: E402
 from resume_worker import main as run_worker  # noqa: E402
 
 TOTAL_BATCHES = 18  # 3 epochs x 6 batches
@@ -126,31 +126,35 @@ def test_killed_run_resumes_bitwise_equal_to_an_uninterrupted_run(runs, scenario
     at, returncode, output = results[scenario]
     where = f"{scenario} at batch {at}"
     if scenario == "sigterm":
-        assert returncode == 0, output[-2000:]
+        assert returncode == 0, (where, output[-2000:])
         assert "preempted" in output and (root / scenario / "ckpt" / "preempted.ckpt").is_file()
     else:
-        assert returncode == -signal.SIGKILL, output[-2000:]
+        assert returncode == -signal.SIGKILL, (where, output[-2000:])
     ckpts = sorted((root / scenario / "ckpt").glob("*.ckpt"))
     for path in ckpts:  # every visible checkpoint is complete and safe to load
         torch.load(path, weights_only=True)
     if scenario == "sigkill_in_save":
-        assert list((root / scenario / "ckpt").glob(".*.tmp")), "the save was not interrupted"
+        assert list((root / scenario / "ckpt").glob(".*.tmp")), f"{where}: the save was not interrupted"
     run_worker([str(root / scenario), str(root / f"{scenario}.pt"), "--resume"])
     _assert_bitwise_equal(reference, torch.load(root / f"{scenario}.pt", weights_only=True), where)
 
 
 def test_resume_without_the_loader_state_diverges(runs, tmp_path):
-    """Control: plain Lightning (no loader state in the checkpoint) does not reproduce the run."""
-    root, reference, _ = runs
-    run_dir = tmp_path / "run"
-    (run_dir / "ckpt").mkdir(parents=True)
-    ckpt = torch.load(root / "sigkill_in_step" / "ckpt" / "last.ckpt", weights_only=True)
-    if ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] in (0, 6):
-        pytest.skip("killed at an epoch boundary: nothing to lose")
+    """Control: plain Lightning resume (no loader state in the checkpoint) does not reproduce the run."""
+    _, reference, _ = runs
+    with pytest.raises(Crash):  # mid-epoch 1: the last checkpoint is after global batch 7
+        run_worker([str(tmp_path), str(tmp_path / "unused.pt"), "--kill-at", "8", "--kill-in", "crash"])
+    path = tmp_path / "ckpt" / "last.ckpt"
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["global_step"] == 8
+    exact = tmp_path / "exact.pt"
+    run_worker([str(tmp_path), str(exact), "--resume"])
+    _assert_bitwise_equal(reference, torch.load(exact, weights_only=True), "crash at 8")
     del ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]
-    torch.save(ckpt, run_dir / "ckpt" / "last.ckpt")
-    run_worker([str(run_dir), str(tmp_path / "out.pt"), "--resume"])
-    out = torch.load(tmp_path / "out.pt", weights_only=True)
+    torch.save(ckpt, path)
+    os.utime(path)  # the newest file again: `last` must pick the stripped one
+    run_worker([str(tmp_path), str(tmp_path / "plain.pt"), "--resume"])
+    out = torch.load(tmp_path / "plain.pt", weights_only=True)
     assert any(not torch.equal(reference[k], out[k]) for k in reference)
 
 
