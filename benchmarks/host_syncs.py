@@ -188,7 +188,9 @@ def main(argv: Sequence[str] | None = None) -> str:
     rows: list[list[Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for variant in args.variants.split(","):
-            groups, steps = count_variant(variant, cfg, Path(tmp) / variant)
+            # The progress bar and log lines of the runs would end up in the table's output.
+            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                groups, steps = count_variant(variant, cfg, Path(tmp) / variant)
             rows += summarise(variant, groups, steps, cfg.log_interval)
     mode = "torch.cuda.set_sync_debug_mode('warn')" if args.device.startswith("cuda") else (
         "instrumented " + ", ".join(INSTRUMENTED))

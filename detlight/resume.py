@@ -14,6 +14,10 @@ torch / numpy / python RNG states are not saved at all. :class:`StatefulDataLoad
 
 Lightning only loads the loader state if nothing reads ``trainer.estimated_stepping_batches`` before the checkpoint
 is restored (Lightning #20550); detlight's callbacks compute the run length from ``num_training_batches`` instead.
+Nor does it load it from a checkpoint written after an epoch's training finished (``on_train_epoch_end`` saves, a
+preemption at an epoch's last batch): its fit loop then does not count as restarting. That state holds the RNG
+states the next epoch starts from, so :func:`load_skipped_loader_state` hands it to the loader instead; call it
+from ``train_dataloader`` (:class:`~detlight.data.datamodule.DetDataModule` does).
 
 :class:`~detlight.data.datamodule.DetDataModule` gives its loaders a private ``torch.Generator``, so creating an
 iterator (a validation pass, a new epoch) draws nothing from the global RNG and cannot shift the training stream.
@@ -48,6 +52,7 @@ __all__ = [
     "StatefulDataLoader",
     "find_last_checkpoint",
     "get_rng_state",
+    "load_skipped_loader_state",
     "resolve_ckpt_path",
     "set_rng_state",
 ]
@@ -163,6 +168,28 @@ class StatefulDataLoader(DataLoader):
                 )
         self._pending = dict(state)
         self._yielded = int(state["yielded"])
+
+
+def load_skipped_loader_state(trainer: pl.Trainer | None, loader: DataLoader) -> bool:
+    """Give ``loader`` the checkpoint's train loader state where Lightning will not; call from ``train_dataloader``.
+
+    Lightning loads ``loops.fit_loop.state_dict.combined_loader`` only while its fit loop is restarting, and a
+    checkpoint written once an epoch's training had finished (processed) does not restart it. The state saved there
+    says "epoch complete" and carries the RNG states the next epoch must start from; without it the resumed run
+    draws that epoch's augmentation and dropout from the freshly seeded RNG. The state is used once.
+
+    Returns:
+        Whether a state was loaded.
+    """
+    fit_loop = getattr(trainer, "fit_loop", None)
+    states = getattr(fit_loop, "_combined_loader_states_to_load", None)
+    if not isinstance(loader, StatefulDataLoader) or fit_loop is None or fit_loop.restarting:
+        return False  # a restarting fit loop loads the state itself
+    if not isinstance(states, list) or len(states) != 1:
+        return False  # nothing pending, or states of several loaders (which one is whose is unknown)
+    loader.load_state_dict(states[0])
+    fit_loop._combined_loader_states_to_load = []  # a dataloader reload later in the run must not load it again
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------- auto resume

@@ -106,6 +106,7 @@ class _ScheduleCallback(Callback):
         self.policy = policy
         self._bases: list[list[float]] = []
         self._regular: list[list[float]] | None = None
+        self._regular_epoch: int | None = None  # the epoch whose regular values ``_regular`` holds
         self._length: tuple[int, int, int] | None = None
         self._optimizers: list[torch.optim.Optimizer] = []
 
@@ -153,12 +154,14 @@ class _ScheduleCallback(Callback):
             bases = bound if bound is not None else [g[self.initial_key] for g in optimizer.param_groups]
             self._bases.append([float(b) for b in bases])
         self._regular = None
+        self._regular_epoch = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.policy.by_epoch or self._length is None:
             return
         # the next batch's global index; only the epoch matters to an epoch-based schedule
         self._regular = self._regular_values(self._progress(trainer, self._next_iter(trainer)))
+        self._regular_epoch = trainer.current_epoch
         self._apply(self._regular)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
@@ -168,10 +171,15 @@ class _ScheduleCallback(Callback):
         per_epoch = self._length[2]
         warming = self.policy.in_warmup(cur_iter, per_epoch)
         if self.policy.by_epoch:
+            if self._regular is None or self._regular_epoch != trainer.current_epoch:
+                # on_train_epoch_start did not run for this epoch: a resumed run, and Lightning skips it entirely
+                # when the checkpoint was written at the previous epoch's last batch
+                self._regular = self._regular_values(self._progress(trainer, cur_iter))
+                self._regular_epoch = trainer.current_epoch
+                if not warming:
+                    self._apply(self._regular)
             if self.policy.warmup is None or cur_iter > self.policy.warmup_length(per_epoch):
                 return
-            if self._regular is None:
-                self._regular = self._regular_values(self._progress(trainer, cur_iter))
             regular = self._regular
         else:
             regular = self._regular_values(self._progress(trainer, cur_iter))

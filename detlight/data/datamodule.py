@@ -22,7 +22,7 @@ from detlight.data.collate import collate
 from detlight.data.sampler import DetSampler
 from detlight.data.synthetic import SyntheticCocoSpec, ensure_synthetic_coco
 from detlight.data.transforms import PipelineConfig
-from detlight.resume import StatefulDataLoader
+from detlight.resume import StatefulDataLoader, load_skipped_loader_state
 
 __all__ = ["CocoSplit", "DetDataModule", "worker_init_fn"]
 
@@ -215,7 +215,9 @@ class DetDataModule(pl.LightningDataModule):
         dataset = self._dataset("train")
         self.train_sampler = self.make_sampler(dataset, shuffle=True)
         # Stateful: checkpoints record the position in the epoch and the RNG states (iteration-exact resume).
-        return self.make_loader(dataset, self.train_sampler, self.samples_per_gpu, stateful=True)
+        loader = self.make_loader(dataset, self.train_sampler, self.samples_per_gpu, stateful=True)
+        load_skipped_loader_state(self.trainer, loader)
+        return loader
 
     def val_dataloader(self) -> DataLoader | list[Any]:
         """Val loader in dataset order (an empty list when no val split is configured, so validation is skipped).
