@@ -42,10 +42,13 @@ class LogBuffer:
         """Append one value per key, weighted by ``count`` (mmcv passes ``num_samples``)."""
         for key, value in vars.items():
             if isinstance(value, torch.Tensor):
-                value = value.detach()
-                if value.numel() != 1:
-                    raise ValueError(f"LogBuffer expects scalar values, but `{key}` has shape {tuple(value.shape)}")
-                value = value.reshape(())
+                # Guarded: detach()/reshape() cost ~10 us each per key, and this runs every training step.
+                if value.requires_grad:
+                    value = value.detach()
+                if value.dim() != 0:
+                    if value.numel() != 1:
+                        raise ValueError(f"LogBuffer expects scalar values, but `{key}` has shape {tuple(value.shape)}")
+                    value = value.reshape(())
             history, counts = self.val_history.setdefault(key, []), self.n_history.setdefault(key, [])
             history.append(value)
             counts.append(int(count))
@@ -67,9 +70,13 @@ class LogBuffer:
             total = sum(counts)
             if any(isinstance(v, torch.Tensor) for v in vals):
                 device = next(v.device for v in vals if isinstance(v, torch.Tensor))
-                stacked = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).reshape(()) for v in vals])
-                weights = torch.tensor(counts, dtype=torch.float64, device=device)
-                pending.append((key, (stacked.to(torch.float64) * weights).sum() / total))
+                if all(isinstance(v, torch.Tensor) and v.device == device for v in vals):
+                    stacked = torch.stack(vals).to(torch.float64)  # type: ignore[arg-type]
+                else:  # mixed python numbers / devices: rare, convert one by one
+                    stacked = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).reshape(())
+                                           for v in vals])
+                weights = torch.tensor(counts, dtype=torch.float64).to(device, non_blocking=True)
+                pending.append((key, (stacked * weights).sum() / total))
                 result[key] = 0.0  # placeholder keeps insertion order
             else:
                 result[key] = sum(float(v) * c for v, c in zip(vals, counts)) / total

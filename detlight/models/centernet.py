@@ -231,11 +231,11 @@ class CenterNet(nn.Module):
             device = ref.device if ref is not None else torch.device("cpu")
         boxes = torch.cat([torch.as_tensor(b, dtype=torch.float32, device=device).reshape(-1, 4) for b in gt_bboxes])
         labels = torch.cat([torch.as_tensor(lab, dtype=torch.int64, device=device).reshape(-1) for lab in gt_labels])
-        counts = torch.tensor([len(lab) for lab in gt_labels], device=device)
+        counts = torch.tensor([len(lab) for lab in gt_labels])  # on the host: the index below needs no device sync
         if len(boxes) != len(labels):
             raise ValueError(f"Expected as many gt_labels as gt_bboxes, but got {len(labels)} labels for "
                              f"{len(boxes)} boxes (counts per image {[len(b) for b in gt_bboxes]}).")
-        img_idx = torch.repeat_interleave(torch.arange(batch, device=device), counts)
+        img_idx = torch.repeat_interleave(torch.arange(batch), counts).to(device, non_blocking=True)
         self._check_labels(labels, num_classes)
         ratio = boxes.new_tensor([feat_w / img_hw[1], feat_h / img_hw[0]])
         center = (boxes[:, :2] + boxes[:, 2:]) / 2 * ratio

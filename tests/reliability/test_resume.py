@@ -95,23 +95,33 @@ def test_find_last_checkpoint_takes_the_newest_and_ignores_temporary_files(tmp_p
 
 # ------------------------------------------------------------------------------ killed runs, resumed
 SCENARIOS = {"sigkill_in_step": ("step", False), "sigkill_in_save": ("save", False), "sigterm": ("step", True)}
+# (scenario, 0-based global batch it hits). A SIGKILL inside batch N's step resumes from the checkpoint written after
+# batch N - 1, so does one inside the save of batch N (that save is left half-written); a SIGTERM lets batch N finish and
+# writes its own checkpoint after it. Batches 5 and 11 end epochs 0 and 1 (the lr steps down at epoch 2): SIGTERM there
+# checkpoints after the epoch end, SIGKILL at 6 and 12 resumes from the checkpoint of the epoch's last batch.
+CASES = [("sigkill_in_step", 3), ("sigkill_in_step", 6), ("sigkill_in_step", 12), ("sigkill_in_save", 9),
+         ("sigterm", 3), ("sigterm", 5), ("sigterm", 11)]
+
+
+def _case_id(scenario: str, at: int) -> str:
+    return f"{scenario}-at{at}"
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Three training processes killed at random batches (in parallel) and one uninterrupted run in this process."""
+    """A training process killed in every case (in parallel) and one uninterrupted run in this process."""
     root = tmp_path_factory.mktemp("resume")
-    rng = random.Random()
     procs = {}
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
-    for name, (where, sigterm) in SCENARIOS.items():
-        at = rng.randrange(1, TOTAL_BATCHES - 1)
+    for scenario, at in CASES:
+        where, sigterm = SCENARIOS[scenario]
+        name = _case_id(scenario, at)
         cmd = [sys.executable, str(WORKER), str(root / name), str(root / f"{name}.pt"), "--kill-at", str(at),
                "--kill-in", where] + (["--sigterm"] if sigterm else [])
-        procs[name] = (at, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
+        procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     run_worker([str(root / "full"), str(root / "full.pt")])
     reference = torch.load(root / "full.pt", weights_only=True)
-    results = {name: (at, proc.wait(timeout=240), proc.stdout.read()) for name, (at, proc) in procs.items()}
+    results = {name: (proc.wait(timeout=240), proc.stdout.read()) for name, proc in procs.items()}
     return root, reference, results
 
 
@@ -120,23 +130,29 @@ def _assert_bitwise_equal(a: dict, b: dict, msg: str) -> None:
     assert not diffs, f"{msg}: weights differ {diffs}"
 
 
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_killed_run_resumes_bitwise_equal_to_an_uninterrupted_run(runs, scenario):
+@pytest.mark.parametrize(("scenario", "at"), CASES, ids=[_case_id(*case) for case in CASES])
+def test_killed_run_resumes_bitwise_equal_to_an_uninterrupted_run(runs, scenario, at):
     root, reference, results = runs
-    at, returncode, output = results[scenario]
-    where = f"{scenario} at batch {at}"
+    name = _case_id(scenario, at)
+    returncode, output = results[name]
+    ckpt_dir = root / name / "ckpt"
     if scenario == "sigterm":
-        assert returncode == 0, (where, output[-2000:])
-        assert "preempted" in output and (root / scenario / "ckpt" / "preempted.ckpt").is_file()
+        assert returncode == 0, (name, output[-2000:])
+        assert "preempted" in output and (ckpt_dir / "preempted.ckpt").is_file()
     else:
-        assert returncode == -signal.SIGKILL, (where, output[-2000:])
-    ckpts = sorted((root / scenario / "ckpt").glob("*.ckpt"))
-    for path in ckpts:  # every visible checkpoint is complete and safe to load
+        assert returncode == -signal.SIGKILL, (name, output[-2000:])
+    for path in sorted(ckpt_dir.glob("*.ckpt")):  # every visible checkpoint is complete and safe to load
         torch.load(path, weights_only=True)
     if scenario == "sigkill_in_save":
-        assert list((root / scenario / "ckpt").glob(".*.tmp")), f"{where}: the save was not interrupted"
-    run_worker([str(root / scenario), str(root / f"{scenario}.pt"), "--resume"])
-    _assert_bitwise_equal(reference, torch.load(root / f"{scenario}.pt", weights_only=True), where)
+        assert list(ckpt_dir.glob(".*.tmp")), f"{name}: the save was not interrupted"
+    resume_from = find_last_checkpoint([root / name])
+    assert resume_from is not None
+    if scenario == "sigterm":  # the checkpoint written after the epoch end (at 5, 11), not the batch-end one
+        assert Path(resume_from).name == "preempted.ckpt"
+    batches_done = at + 1 if scenario == "sigterm" else at
+    assert torch.load(resume_from, weights_only=True)["global_step"] == batches_done, name
+    run_worker([str(root / name), str(root / f"{name}.pt"), "--resume"])
+    _assert_bitwise_equal(reference, torch.load(root / f"{name}.pt", weights_only=True), name)
 
 
 def test_resume_without_the_loader_state_diverges(runs, tmp_path):
