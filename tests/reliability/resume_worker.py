@@ -1,16 +1,23 @@
 """A tiny, deterministic training run for the kill/resume tests (run as a script in its own process).
 
-Usage: ``python resume_worker.py ROOT OUT [--kill-at N] [--kill-in save|step] [--sigterm-at N] [--resume]``.
+Usage: ``python resume_worker.py ROOT OUT [--kill-at N] [--kill-in save|step|crash] [--sigterm] [--resume]``.
 Trains 3 epochs of 6 batches over a 12-image synthetic set (random flip -> numpy RNG, dropout -> torch RNG, SGD with
 momentum, a warm-up + step LR schedule, EMA), checkpoints after every batch, and writes the final weights to OUT.
+
+``python resume_worker.py --jobs JSON`` runs each argument list of the JSON list in a child forked from this process,
+in parallel, so the imports (most of a run's time) are paid once; each child's output goes to ``ROOT/output.txt``
+and the children's exit codes (negative: killed by that signal) are printed as a JSON list.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
+import traceback
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -128,5 +135,46 @@ def main(argv: list[str]) -> None:
     torch.save({k: v.clone() for k, v in module.model.state_dict().items()}, args.out)
 
 
+def _child(argv: list[str]) -> int:
+    Path(argv[0]).mkdir(parents=True, exist_ok=True)
+    fd = os.open(os.path.join(argv[0], "output.txt"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    try:
+        main(argv)
+    except SystemExit as exc:  # a preempted fit ends with Lightning's SIGTERMException, a bare SystemExit
+        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def run_forked(jobs: list[list[str]]) -> list[int]:
+    """Run ``main(job)`` for every job in its own forked child, all at once; their exit codes in job order."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    children = {}
+    for i, job in enumerate(jobs):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _child(job)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)  # no exit handlers of the parent in the child
+        children[pid] = i
+    codes = [0] * len(jobs)
+    while children:
+        pid, status = os.wait()
+        codes[children.pop(pid)] = os.waitstatus_to_exitcode(status)
+    return codes
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--jobs"]:
+        print(json.dumps(run_forked(json.loads(sys.argv[2]))))
+    else:
+        main(sys.argv[1:])

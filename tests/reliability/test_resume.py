@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -109,19 +110,28 @@ def _case_id(scenario: str, at: int) -> str:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A training process killed in every case (in parallel) and one uninterrupted run in this process."""
+    """Every case killed in a child of one worker process (in parallel) and one uninterrupted run in this process."""
+    if not hasattr(os, "fork"):
+        pytest.skip("the killed runs are forked children of one worker process")
     root = tmp_path_factory.mktemp("resume")
-    procs = {}
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    jobs = []
     for scenario, at in CASES:
         where, sigterm = SCENARIOS[scenario]
         name = _case_id(scenario, at)
-        cmd = [sys.executable, str(WORKER), str(root / name), str(root / f"{name}.pt"), "--kill-at", str(at),
-               "--kill-in", where] + (["--sigterm"] if sigterm else [])
-        procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        jobs.append([str(root / name), str(root / f"{name}.pt"), "--kill-at", str(at), "--kill-in", where]
+                    + (["--sigterm"] if sigterm else []))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, str(WORKER), "--jobs", json.dumps(jobs)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
     run_worker([str(root / "full"), str(root / "full.pt")])
     reference = torch.load(root / "full.pt", weights_only=True)
-    results = {name: (proc.wait(timeout=240), proc.stdout.read()) for name, proc in procs.items()}
+    output = proc.communicate(timeout=240)[0]
+    assert proc.returncode == 0, output[-2000:]
+    codes = json.loads(output.strip().splitlines()[-1])
+    results = {}
+    for (scenario, at), code in zip(CASES, codes):
+        name = _case_id(scenario, at)
+        results[name] = (code, (root / name / "output.txt").read_text())
     return root, reference, results
 
 
