@@ -1,12 +1,11 @@
 """Evaluation metrics as torchmetrics ``Metric`` s, exact under DDP.
 
-Names are imported on first access, so ``import detlight.metrics`` stays cheap.
+Names are imported on first access (see :mod:`detlight._lazy`).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from detlight._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "CenterDistanceMAP": "center_distance",
@@ -14,16 +13,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -1,12 +1,11 @@
 """Reference detectors and the detector contracts detlight trains.
 
-Names are imported on first access, so ``import detlight.models`` stays cheap.
+Names are imported on first access (see :mod:`detlight._lazy`).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from detlight._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "CenterNet": "centernet",
@@ -16,16 +15,4 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

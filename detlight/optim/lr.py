@@ -456,15 +456,15 @@ class CosineRestartLr(_TargetLr):
                               "raises when it gets there")
 
 
-class CyclicLr(LrPolicy):
-    """mmcv ``CyclicLrUpdaterHook``: per-iteration cycles up to ``base * target_ratio[0]`` and down."""
+class CyclicPhases(_Policy):
+    """mmcv's cyclic phase maths, shared by the LR and momentum ``Cyclic`` policies (mixed in before the base)."""
 
     name = "Cyclic"
     supports_by_epoch = False
 
     def __init__(
         self,
-        target_ratio: float | Sequence[float] = (10, 1e-4),
+        target_ratio: float | Sequence[float],
         cyclic_times: int = 1,
         step_ratio_up: float = 0.4,
         anneal_strategy: AnnealStrategy = "cos",
@@ -493,6 +493,13 @@ class CyclicLr(LrPolicy):
             base, progress.iter, progress.max_iters, self.cyclic_times, self.step_ratio_up, self.target_ratio,
             self.gamma, self.anneal_strategy,
         )
+
+
+class CyclicLr(CyclicPhases, LrPolicy):
+    """mmcv ``CyclicLrUpdaterHook``: per-iteration cycles up to ``base * target_ratio[0]`` and down."""
+
+    def __init__(self, target_ratio: float | Sequence[float] = (10, 1e-4), **kwargs: Any) -> None:
+        super().__init__(target_ratio, **kwargs)
 
 
 class OneCycleLr(LrPolicy):

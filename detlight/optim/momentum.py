@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from detlight.optim.lr import (
     AnnealStrategy,
+    CyclicPhases,
     Progress,
     WarmupKind,
     _Policy,
@@ -29,8 +30,6 @@ from detlight.optim.lr import (
     check_one_of,
     check_pct_start,
     check_step,
-    check_target_ratio,
-    cyclic_value,
     per_group,
     step_exponent,
 )
@@ -107,43 +106,11 @@ class LinearAnnealingMomentum(_TargetMomentum):
         return annealing_linear(base, self.target(base), p / total)
 
 
-class CyclicMomentum(MomentumPolicy):
+class CyclicMomentum(CyclicPhases, MomentumPolicy):
     """mmcv ``CyclicMomentumUpdaterHook``: the LR cycle's phase maths, usually down to 0.85/0.95 and back."""
 
-    name = "Cyclic"
-    supports_by_epoch = False
-
-    def __init__(
-        self,
-        target_ratio: float | Sequence[float] = (0.85 / 0.95, 1),
-        cyclic_times: int = 1,
-        step_ratio_up: float = 0.4,
-        anneal_strategy: AnnealStrategy = "cos",
-        gamma: float = 1.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.target_ratio = check_target_ratio(self, target_ratio)
-        if not isinstance(step_ratio_up, (int, float)) or not 0 <= step_ratio_up < 1:
-            raise self._error("step_ratio_up", f"must be in [0, 1), got {step_ratio_up!r}")
-        if not isinstance(cyclic_times, int) or cyclic_times < 1:
-            raise self._error("cyclic_times", f"must be a positive int, got {cyclic_times!r}")
-        if not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
-            raise self._error("gamma", f"must be in (0, 1], got {gamma!r}")
-        self.cyclic_times = cyclic_times
-        self.step_ratio_up = step_ratio_up
-        self.anneal_strategy = check_anneal(self, anneal_strategy)
-        self.gamma = gamma
-
-    def check_run(self, max_epochs: int, max_iters: int) -> None:
-        if max_iters // self.cyclic_times < 1:
-            raise self._error("cyclic_times", f"{self.cyclic_times} cycles do not fit in {max_iters} iterations")
-
-    def get_regular(self, base: float, progress: Progress, group: int = 0) -> float:
-        return cyclic_value(
-            base, progress.iter, progress.max_iters, self.cyclic_times, self.step_ratio_up, self.target_ratio,
-            self.gamma, self.anneal_strategy,
-        )
+    def __init__(self, target_ratio: float | Sequence[float] = (0.85 / 0.95, 1), **kwargs: Any) -> None:
+        super().__init__(target_ratio, **kwargs)
 
 
 class OneCycleMomentum(MomentumPolicy):
