@@ -25,7 +25,9 @@ iterator (a validation pass, a new epoch) draws nothing from the global RNG and 
 Limits: with ``workers_per_gpu > 0`` the workers re-seed from ``worker_init_fn`` on the resumed run, so random
 transforms in workers are not replayed bit for bit; under DDP the checkpoint carries rank 0's RNG state only; code
 that draws from the global RNG between a checkpoint and the next batch (a model's random eval-time ops) is not
-replayed.
+replayed. A checkpoint written at an epoch's last batch (``on_train_batch_end``) resumes in the next epoch, and
+Lightning then skips the rest of the finished epoch (its validation, ``on_train_epoch_end``) and the next epoch's
+``on_train_epoch_start``; detlight's lr/momentum updaters apply an epoch's values at its first batch as well.
 """
 
 from __future__ import annotations

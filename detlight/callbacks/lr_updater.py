@@ -6,7 +6,8 @@ only map Lightning's loop onto mmcv's runner:
 
 * ``before_run`` -> :meth:`on_train_start`: ``initial_lr`` / ``initial_momentum`` are set with ``setdefault``, so a
   resumed optimizer keeps the values stored in its checkpoint.
-* ``before_train_epoch`` -> :meth:`on_train_epoch_start`: the regular value of a ``by_epoch`` schedule.
+* ``before_train_epoch`` -> :meth:`on_train_epoch_start`: the regular value of a ``by_epoch`` schedule (applied at
+  the epoch's first batch instead where Lightning skips that hook: a resume from a last-batch checkpoint).
 * ``before_train_iter`` -> :meth:`on_train_batch_start`: warm-up and per-iteration values; the iteration index is
   Lightning's global batch counter (``fit_loop.epoch_loop.total_batch_idx``), which a checkpoint restores, so a
   resumed run continues the same sequence.
