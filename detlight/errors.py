@@ -154,6 +154,11 @@ class FriendlyArgumentParser(LightningArgumentParser):
     unaffected.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # A prefix such as --trainer.max_epoch must not silently mean --trainer.max_epochs: typos get a suggestion.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # an inner parser: jsonargparse catches this to try the next Union member
             super().error(message, ex)

@@ -63,3 +63,10 @@ def test_unknown_key_is_reported_with_its_name(capsys):
         main(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), "--model.optimiser.lr=0.1"])
     assert exc.value.code != 0
     assert "optimiser" in capsys.readouterr().err
+
+
+def test_an_abbreviated_key_is_not_taken_for_the_full_one(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), "--trainer.max_epoch=3", "--print_config"])
+    assert exc.value.code == 2
+    assert "did you mean --trainer.max_epochs" in capsys.readouterr().err
