@@ -37,6 +37,8 @@ from lightning.fabric.plugins.environments import (
 )
 from lightning.pytorch.strategies import DDPStrategy
 
+from detlight.exceptions import LaunchConfigError
+
 __all__ = [
     "DDP_STRATEGY_PATH",
     "DetDDPStrategy",
@@ -61,8 +63,6 @@ _DIST_STRATEGY_WORDS = ("ddp", "fsdp", "deepspeed")
 _LOST_PEER_HINTS = ("connection closed", "connection reset", "timed out", "timeout", "broken pipe", "nccl", "gloo")
 
 
-class LaunchConfigError(ValueError):
-    """The Trainer's ``devices`` / ``num_nodes`` or the rendezvous variables do not fit how processes were started."""
 
 
 # ---------------------------------------------------------------------------------------------------------- strategy

@@ -24,6 +24,8 @@ from typing import Any, NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser
 
+from detlight.exceptions import CheckpointError, DetLightError, UsageError, WorkDirError
+
 __all__ = [
     "CheckpointError",
     "DetLightError",
@@ -40,22 +42,6 @@ __all__ = [
 
 EXIT_CODE = 2
 SUBCOMMANDS = ("fit", "validate", "test", "predict", "check", "convert")
-
-
-class DetLightError(Exception):
-    """Base class of errors whose message is complete on its own (printed without a traceback)."""
-
-
-class UsageError(DetLightError):
-    """A command line or config value the parser rejected (the message is already shortened)."""
-
-
-class WorkDirError(DetLightError, PermissionError):
-    """The run directory (``trainer.default_root_dir``, mmcv's ``work_dir``) cannot be written."""
-
-
-class CheckpointError(DetLightError, ValueError):
-    """A checkpoint file is unreadable, unsafe to unpickle, or does not match the model."""
 
 
 def debug_enabled(argv: Sequence[str] = ()) -> bool:

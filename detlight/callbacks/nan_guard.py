@@ -23,6 +23,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from detlight.exceptions import NonFiniteLossError
+
 __all__ = ["NanGuard", "NonFiniteLossError", "last_checkpoint_path"]
 
 log = logging.getLogger(__name__)
@@ -30,8 +32,6 @@ log = logging.getLogger(__name__)
 Policy = Literal["stop", "skip"]
 
 
-class NonFiniteLossError(RuntimeError):
-    """A loss (or the weights about to be checkpointed) is NaN or infinite; the message says where."""
 
 
 def last_checkpoint_path(trainer: pl.Trainer) -> str | None:

@@ -37,6 +37,8 @@ from typing import Any
 
 import yaml
 
+from detlight.exceptions import ConfigError
+
 __all__ = ["ConfigError", "load_config", "merge_config", "parse_cfg_options", "parse_option_value"]
 
 BASE_KEY = "_base_"
@@ -67,8 +69,6 @@ _HUGE_WIDTH = re.compile(r"\d{5,}")
 _PERCENT_WIDTH = re.compile(r"%[#0\- +]*(?:\d{5,}|\*|\d*\.(?:\d{5,}|\*))")
 
 
-class ConfigError(ValueError):
-    """A config file could not be read safely, or its content is inconsistent."""
 
 
 def load_config(path: str | Path, cfg_options: Sequence[str] | Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from detlight.exceptions import DatasetError
+
 __all__ = ["CocoDataset", "DatasetError"]
 
 #: How far (pixels) a box may stick out of its image before it counts as an annotation error.
@@ -24,8 +26,6 @@ BOX_TOLERANCE = 1.0
 Pipeline = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-class DatasetError(ValueError):
-    """A dataset file is missing, malformed or inconsistent; the message names the file and the problem."""
 
 
 class CocoDataset(Dataset):
