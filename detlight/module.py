@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
+from detlight.exceptions import ModelContractError
 from detlight.logbuffer import LogBuffer
 from detlight.models.contract import DetectorAdapter
 
@@ -62,7 +63,7 @@ class DetectorModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
-            raise TypeError(f"Expected `model.model` to be a torch.nn.Module, but got {type(model).__name__}")
+            raise ModelContractError(f"Expected `model.model` to be a torch.nn.Module, but got {type(model).__name__}")
         self.model = model
         self.adapter = DetectorAdapter(model)
         self.optimizer_cfg: dict[str, Any] = dict(optimizer if optimizer is not None else DEFAULT_OPTIMIZER)
@@ -72,7 +73,8 @@ class DetectorModule(pl.LightningModule):
         if evaluator is None:
             from detlight.metrics.coco import CocoMeanAP
 
-            evaluator = CocoMeanAP()
+            # Mask detectors are evaluated on boxes and masks (mmdet's metric=['bbox', 'segm']).
+            evaluator = CocoMeanAP(iou_types=("bbox", "segm") if "masks" in self.adapter.needs else ("bbox",))
         self.evaluator = evaluator
         self.auto_scale_lr = dict(auto_scale_lr) if auto_scale_lr else None
         self.load_from = load_from
@@ -98,10 +100,47 @@ class DetectorModule(pl.LightningModule):
 
     def _check_num_classes(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if getattr(datamodule, "CLASSES", None) is not None:
-            from detlight.callbacks.misc import check_num_classes
+        if getattr(datamodule, "CLASSES", None) is None:
+            return
+        head = self.adapter.num_classes()
+        if head is not None:  # a declared torchvision family: its head is read, background accounted for
+            self._check_family_classes(head, len(datamodule.CLASSES))
+            return
+        from detlight.callbacks.misc import check_num_classes
 
-            check_num_classes(self.model, datamodule)
+        check_num_classes(self.model, datamodule)
+
+    def _check_family_classes(self, head: int, dataset: int) -> None:
+        if head == dataset:
+            return
+        offset = self.adapter.label_offset
+        built = head + offset
+        if offset:
+            how = (f"its classifier has {built} outputs, index 0 being background, so it needs num_classes="
+                   f"{dataset + 1} when built directly by torchvision (a builder as class_path), or use "
+                   f"`class_path: detlight.models.torchvision_detector` with `num_classes: {dataset}` (the dataset's "
+                   "count; the background class is added for you).")
+        else:
+            how = f"its classifier has {built} outputs; set `num_classes: {dataset}`."
+        raise ModelContractError(
+            f"{self.adapter.model_name} predicts {head} classes but the dataset has {dataset}: {how}")
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """``predict`` runs get a :class:`~detlight.callbacks.PredictionWriter` unless one is configured already.
+
+        So ``detlight predict`` always leaves COCO results json (2D) or KITTI label files (3D) in the run directory;
+        configure your own ``PredictionWriter`` (``output``, ``score_thr``) or another ``BasePredictionWriter`` in
+        ``trainer.callbacks`` to replace it.
+        """
+        from lightning.pytorch.callbacks import BasePredictionWriter
+
+        if self._trainer is None or self.trainer.state.fn != "predict":
+            return []
+        if any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
+            return []
+        from detlight.callbacks.prediction_writer import PredictionWriter
+
+        return [PredictionWriter()]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Build the optimizer from the mmcv dict (param-wise multipliers and ``auto_scale_lr`` included)."""

@@ -82,13 +82,16 @@ class CocoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.data_infos)
 
-    def get_ann_info(self, idx: int) -> dict[str, torch.Tensor]:
+    def get_ann_info(self, idx: int) -> dict[str, Any]:
         """Boxes of image ``idx`` in the original image frame (mmdet's ``get_ann_info``).
 
         Returns:
-            ``{"bboxes": float32[n, 4] xyxy, "labels": int64[n], "bboxes_ignore": float32[m, 4]}``.
+            ``{"bboxes": float32[n, 4] xyxy, "labels": int64[n], "bboxes_ignore": float32[m, 4], "masks": list of
+            n raw COCO segmentations (polygon lists, RLE dicts, or None where absent), "keypoints": list of n raw
+            flat ``[x, y, v] * K`` lists (or None)}``; decoding is left to the pipeline
+            (:class:`~detlight.data.transforms.LoadMasks`, :class:`~detlight.data.transforms.LoadKeypoints`).
         """
-        boxes, labels, ignore = [], [], []
+        boxes, labels, ignore, masks, keypoints = [], [], [], [], []
         for ann in self._anns[self.data_infos[idx]["id"]]:
             label = self.cat2label.get(ann["category_id"])
             if label is None:
@@ -99,10 +102,14 @@ class CocoDataset(Dataset):
             else:
                 boxes.append([x, y, x + w, y + h])
                 labels.append(label)
+                masks.append(ann.get("segmentation"))
+                keypoints.append(ann.get("keypoints"))
         return {
             "bboxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
             "labels": torch.tensor(labels, dtype=torch.int64),
             "bboxes_ignore": torch.tensor(ignore, dtype=torch.float32).reshape(-1, 4),
+            "masks": masks,
+            "keypoints": keypoints,
         }
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
@@ -118,6 +125,7 @@ class CocoDataset(Dataset):
             "gt_labels": ann["labels"],
             "gt_bboxes_ignore": ann["bboxes_ignore"],
             "bbox_fields": ["gt_bboxes", "gt_bboxes_ignore"],
+            "ann_info": {"masks": ann["masks"], "keypoints": ann["keypoints"], "ann_file": str(self.ann_file)},
         }
         return self.pipeline(results)
 

@@ -24,7 +24,7 @@ META_KEYS: tuple[str, ...] = (
 
 
 def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Stack pipeline outputs into ``{"img", "img_metas", "gt_bboxes", "gt_labels"}``.
+    """Stack pipeline outputs into ``{"img", "img_metas", "gt_bboxes", "gt_labels"}`` (+ ``gt_masks``/``gt_keypoints``).
 
     ``img`` is ``float32[B, 3, H, W]`` with H, W the largest padded size in the batch (so still divisible by the
     pipeline's ``size_divisor``); the extra area is 0. Each meta gets ``batch_input_shape`` ``(H, W)`` as mmdet's
@@ -53,12 +53,17 @@ def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         meta.setdefault("flip_direction", None)
         meta["batch_input_shape"] = (height, width)
         metas.append(meta)
-    return {
+    batch = {
         "img": batch_img,
         "img_metas": metas,
         "gt_bboxes": [_boxes(s.get("gt_bboxes")) for s in samples],
         "gt_labels": [_labels(s.get("gt_labels")) for s in samples],
     }
+    # Masks stay per image at their img_shape size (not padded): detectors get the un-padded crops.
+    for key in ("gt_masks", "gt_keypoints"):
+        if all(key in s for s in samples):
+            batch[key] = [torch.as_tensor(s[key]) for s in samples]
+    return batch
 
 
 def _image(sample: Mapping[str, Any], index: int) -> torch.Tensor:

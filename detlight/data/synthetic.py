@@ -14,7 +14,9 @@ Layout of one cached set::
 
 Colours are random per object, so only the outline tells the classes apart; backgrounds carry a colour gradient,
 Gaussian noise and thin lines / specks that are not objects. Objects never overlap (their boxes are tight and
-unambiguous), and a few images hold no object at all.
+unambiguous), and a few images hold no object at all. Each annotation carries a polygon ``segmentation`` that traces
+its drawn outline (an ellipse as 24 points, a cross as two rectangles), for mask detectors, and three ``keypoints``
+(box top-left, centre, bottom-right, all visible), for keypoint detectors.
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ from PIL import Image, ImageDraw
 __all__ = ["GENERATOR_VERSION", "SHAPES", "SyntheticCocoPaths", "SyntheticCocoSpec", "ensure_synthetic_coco"]
 
 #: Bump whenever the drawing code changes what is written, so old caches are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: annotations carry polygon `segmentation` and 3 `keypoints`
 #: Shape names in label order; a spec with ``num_classes=k`` uses the first ``k``.
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 _COMPLETE_MARKER = ".complete"
 _MIN_CONTRAST = 110.0  # L2 distance in RGB between an object and the background under it
 Box = tuple[int, int, int, int, int]  # label, x, y, w, h (COCO xywh pixels)
+Polygons = list[list[float]]  # COCO polygon segmentation: [[x0, y0, x1, y1, ...], ...]
 
 
 def default_cache_root() -> Path:
@@ -196,10 +199,10 @@ def _write_dataset(spec: SyntheticCocoSpec, out: Path) -> None:
         coco = _new_coco(spec.classes)
         for index in range(count):
             rng = np.random.default_rng([spec.seed, split_id, index])
-            pixels, boxes = _draw_image(spec, rng)
+            pixels, boxes, polygons = _draw_image(spec, rng)
             file_name = f"{index:06d}.png"
             Image.fromarray(pixels).save(img_dir / file_name, format="PNG", compress_level=1)
-            _append_image(coco, index + 1, file_name, spec.image_size, boxes)
+            _append_image(coco, index + 1, file_name, spec.image_size, boxes, polygons)
         (out / "annotations" / f"{split}.json").write_text(json.dumps(coco))
 
 
@@ -213,36 +216,41 @@ def _new_coco(classes: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _append_image(coco: dict[str, Any], image_id: int, file_name: str, size: int,
-                  boxes: list[Box]) -> None:
+                  boxes: list[Box], polygons: list[Polygons]) -> None:
     coco["images"].append({"id": image_id, "file_name": file_name, "width": size, "height": size})
-    for label, x, y, w, h in boxes:
+    for (label, x, y, w, h), polygon in zip(boxes, polygons):
         coco["annotations"].append({
             "id": len(coco["annotations"]) + 1,
             "image_id": image_id,
             "category_id": label + 1,
             "bbox": [float(x), float(y), float(w), float(h)],
             "area": float(w * h),
+            "segmentation": polygon,
+            "keypoints": [float(x), float(y), 2, x + w / 2, y + h / 2, 2, float(x + w), float(y + h), 2],
+            "num_keypoints": 3,
             "iscrowd": 0,
         })
 
 
-def _draw_image(spec: SyntheticCocoSpec, rng: np.random.Generator) -> tuple[np.ndarray, list[Box]]:
-    """One image (uint8 HxWx3) and its boxes as ``(label, x, y, w, h)``."""
+def _draw_image(spec: SyntheticCocoSpec, rng: np.random.Generator) -> tuple[np.ndarray, list[Box], list[Polygons]]:
+    """One image (uint8 HxWx3), its boxes as ``(label, x, y, w, h)`` and their polygon outlines."""
     size = spec.image_size
     img = _background(size, rng)
     _draw_clutter(img, spec.clutter, rng)
     empty = rng.random() < spec.empty_ratio
     count = 0 if empty else int(rng.integers(1, spec.max_objects + 1))
     boxes: list[Box] = []
+    polygons: list[Polygons] = []
     taken: list[tuple[int, int, int, int]] = []
     for _ in range(count):
         placed = _place_object(spec, img, taken, rng)
         if placed is not None:
-            boxes.append(placed)
+            boxes.append(placed[0])
+            polygons.append(placed[1])
     if spec.noise_std > 0:
         noisy = img + np.float32(spec.noise_std) * rng.standard_normal(img.shape, dtype=np.float32)
         img = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
-    return img, boxes
+    return img, boxes, polygons
 
 
 def _background(size: int, rng: np.random.Generator) -> np.ndarray:
@@ -276,7 +284,7 @@ def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
 
 
 def _place_object(spec: SyntheticCocoSpec, img: np.ndarray, taken: list[tuple[int, int, int, int]],
-                  rng: np.random.Generator) -> Box | None:
+                  rng: np.random.Generator) -> tuple[Box, Polygons] | None:
     """Draw one shape where it overlaps no earlier one; ``None`` after a few failed tries."""
     size = img.shape[0]
     label = int(rng.integers(0, spec.num_classes))
@@ -297,7 +305,22 @@ def _place_object(spec: SyntheticCocoSpec, img: np.ndarray, taken: list[tuple[in
     bx, by = x + int(xs.min()), y + int(ys.min())
     bw, bh = int(xs.max() - xs.min()) + 1, int(ys.max() - ys.min()) + 1
     taken.append((x, y, w, h))
-    return label, bx, by, bw, bh
+    return (label, bx, by, bw, bh), _shape_polygons(SHAPES[label], x, y, w, h)
+
+
+def _shape_polygons(shape: str, x: int, y: int, w: int, h: int) -> Polygons:
+    """The outline :func:`_shape_mask` fills, in image pixels (pixel edges, so a full square is ``[x, x + w]``)."""
+    if shape == "circle":
+        t = np.linspace(0.0, 2 * np.pi, 24, endpoint=False)
+        xs, ys = x + w / 2 + w / 2 * np.cos(t), y + h / 2 + h / 2 * np.sin(t)
+        return [[round(float(v), 2) for pt in zip(xs, ys) for v in pt]]
+    if shape == "square":
+        return [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    if shape == "triangle":
+        return [[x + w / 2, y, x + w, y + h, x, y + h]]
+    tw, th = max(3, w // 3), max(3, h // 3)
+    vx, hy = x + (w - tw) // 2, y + (h - th) // 2
+    return [[vx, y, vx + tw, y, vx + tw, y + h, vx, y + h], [x, hy, x + w, hy, x + w, hy + th, x, hy + th]]
 
 
 def _contrasting_colour(under: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -27,7 +27,8 @@ from PIL import Image, UnidentifiedImageError
 
 from detlight.data.coco import DatasetError
 
-__all__ = ["Compose", "LoadImage", "Normalize", "Pad", "PipelineConfig", "RandomFlip", "Resize", "rescale_size"]
+__all__ = ["Compose", "LoadImage", "LoadKeypoints", "LoadMasks", "Normalize", "Pad", "PipelineConfig", "RandomFlip",
+           "Resize", "polygons_to_mask", "rescale_size"]
 
 Results = dict[str, Any]
 FlipDirection = Literal["horizontal", "vertical", "diagonal"]
@@ -90,6 +91,95 @@ class LoadImage:
         return f"LoadImage(channel_order={self.channel_order!r})"
 
 
+def polygons_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """One COCO ``segmentation`` (polygon list, uncompressed or compressed RLE) -> ``uint8[height, width]`` 0/1 mask.
+
+    Decoded with faster-coco-eval's mask utilities (the COCO reference encoding, so masks agree with ``segm`` mAP).
+
+    Example:
+        >>> polygons_to_mask([[1, 1, 5, 1, 5, 3, 1, 3]], 6, 8)[:, :7].tolist()[1:4]
+        [[0, 1, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1, 0]]
+    """
+    from faster_coco_eval.core import mask as mask_utils
+
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    elif isinstance(segmentation, dict):
+        rle = segmentation
+    else:
+        raise TypeError(f"a COCO segmentation is a polygon list or an RLE dict, got {type(segmentation).__name__}")
+    return np.ascontiguousarray(mask_utils.decode(rle), dtype=np.uint8)
+
+
+class LoadMasks:
+    """Replaces ``LoadAnnotations(with_mask=True)``: decode each box's COCO ``segmentation`` into ``gt_masks``.
+
+    ``gt_masks`` is ``uint8[n, H, W]`` (original image size, one 0/1 mask per ``gt_bboxes`` row) and is listed in
+    ``mask_fields``, so :class:`Resize` and :class:`RandomFlip` transform it with the image (:class:`Pad` leaves it
+    un-padded; detectors see the ``img_shape`` crop).
+
+    Raises:
+        DatasetError: an annotation has no (or an unreadable) ``segmentation``; the message names the annotation file.
+    """
+
+    def __call__(self, results: Results) -> Results:
+        h, w = int(results["img"].shape[-2]), int(results["img"].shape[-1])
+        info = results.get("ann_info", {})
+        segms = info.get("masks")
+        if segms is None or len(segms) != len(results["gt_bboxes"]):
+            segms = [None] * len(results["gt_bboxes"])
+        masks = []
+        for i, segm in enumerate(segms):
+            if segm is None:
+                raise DatasetError(
+                    f"Annotation file {info.get('ann_file', '?')}: image {results.get('ori_filename')} box {i} has no "
+                    "`segmentation`, but the pipeline loads masks (`pipeline.with_mask: true`, needed by mask "
+                    "detectors). Add polygons / RLE to every annotation or train a box-only detector."
+                )
+            try:
+                masks.append(polygons_to_mask(segm, h, w))
+            except (TypeError, ValueError) as err:
+                raise DatasetError(f"Annotation file {info.get('ann_file', '?')}: image {results.get('ori_filename')} "
+                                   f"box {i} has an unreadable `segmentation`: {err}") from err
+        results["gt_masks"] = torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, h, w), dtype=torch.uint8)
+        results["mask_fields"] = ["gt_masks"]
+        return results
+
+    def __repr__(self) -> str:
+        return "LoadMasks()"
+
+
+class LoadKeypoints:
+    """Replaces ``LoadAnnotations`` for COCO keypoints: ``gt_keypoints`` ``float32[n, K, 3]`` (x, y, visibility).
+
+    Raises:
+        DatasetError: an annotation has no ``keypoints`` or a count not divisible by 3; the message names the file.
+    """
+
+    def __call__(self, results: Results) -> Results:
+        info = results.get("ann_info", {})
+        raw = info.get("keypoints") or [None] * len(results["gt_bboxes"])
+        points = []
+        for i, flat in enumerate(raw):
+            if not isinstance(flat, list) or not flat or len(flat) % 3:
+                raise DatasetError(
+                    f"Annotation file {info.get('ann_file', '?')}: image {results.get('ori_filename')} box {i} has "
+                    f"no usable `keypoints` (got {flat!r}); keypoint detectors need COCO `keypoints: [x, y, v, ...]` "
+                    "on every annotation."
+                )
+            points.append(torch.tensor(flat, dtype=torch.float32).reshape(-1, 3))
+        if points and len({p.shape[0] for p in points}) > 1:
+            raise DatasetError(f"Annotation file {info.get('ann_file', '?')}: image {results.get('ori_filename')} "
+                               "mixes keypoint counts; every annotation needs the same K.")
+        results["gt_keypoints"] = torch.stack(points) if points else torch.zeros((0, 1, 3))
+        return results
+
+    def __repr__(self) -> str:
+        return "LoadKeypoints()"
+
+
 def rescale_size(w: int, h: int, scale: tuple[int, int]) -> tuple[int, int, float]:
     """mmcv's ``rescale_size``: the largest ``(new_w, new_h)`` with the same ratio that fits ``scale``.
 
@@ -136,6 +226,16 @@ class Resize:
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, new_w)
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, new_h)
             results[key] = boxes
+        for key in results.get("mask_fields", []):
+            masks = results[key]
+            if (new_h, new_w) != tuple(masks.shape[-2:]):
+                masks = F.interpolate(masks[None].float(), size=(new_h, new_w), mode="nearest")[0].to(masks.dtype)
+            results[key] = masks
+        if "gt_keypoints" in results:
+            points = results["gt_keypoints"].clone()
+            points[..., 0] *= sx
+            points[..., 1] *= sy
+            results["gt_keypoints"] = points
         return results
 
     def __repr__(self) -> str:
@@ -180,6 +280,11 @@ class RandomFlip:
             results[key] = results[key].flip(dims)
         for key in results.get("bbox_fields", []):
             results[key] = flip_bboxes(results[key], results["img_shape"], self.direction)
+        for key in results.get("mask_fields", []):
+            results[key] = results[key].flip(dims)
+        if "gt_keypoints" in results:
+            raise DatasetError("RandomFlip with keypoints would need the dataset's left/right keypoint pairs, which "
+                               "detlight does not read; set `data.init_args.pipeline.flip_ratio: 0`.")
         return results
 
     def __repr__(self) -> str:
@@ -284,6 +389,8 @@ class PipelineConfig:
         to_rgb: Convert the BGR-loaded image to RGB before normalising (mmdet's ``img_norm_cfg.to_rgb``).
         to_unit_range: Scale to 0-1 before normalising (see :class:`Normalize`).
         size_divisor: Pad to a multiple of this.
+        with_mask: Decode instance masks from the annotations' ``segmentation`` (mask detectors need them).
+        with_keypoints: Read the annotations' ``keypoints`` (keypoint detectors need them; no flip then).
     """
 
     img_scale: tuple[int, int] = (128, 128)
@@ -294,6 +401,8 @@ class PipelineConfig:
     to_rgb: bool = True
     to_unit_range: bool = False
     size_divisor: int = 32
+    with_mask: bool = False
+    with_keypoints: bool = False
 
     def build(self, train: bool) -> Compose:
         """The train pipeline (with flip) or the test pipeline (without).
@@ -301,8 +410,10 @@ class PipelineConfig:
         Raises:
             ValueError: a field is out of range (the message names the ``data.pipeline`` key).
         """
-        steps: list[Callable[[Results], Results]] = [LoadImage(), self._make("img_scale", Resize, self.img_scale,
-                                                                             self.keep_ratio)]
+        steps: list[Callable[[Results], Results]] = [LoadImage()]
+        steps += [LoadMasks()] if self.with_mask else []
+        steps += [LoadKeypoints()] if self.with_keypoints else []
+        steps.append(self._make("img_scale", Resize, self.img_scale, self.keep_ratio))
         if train and self.flip_ratio > 0:
             steps.append(self._make("flip_ratio", RandomFlip, self.flip_ratio))
         steps.append(self._make("mean/std", Normalize, self.mean, self.std, self.to_rgb, self.to_unit_range))

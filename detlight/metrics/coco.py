@@ -1,6 +1,6 @@
-"""COCO box mAP with mmdet's metric names, exact under DDP.
+"""COCO box (and mask) mAP with mmdet's metric names, exact under DDP.
 
-Replaces: mmdet's ``CocoDataset.evaluate(metric='bbox')`` as called by ``EvalHook`` / ``DistEvalHook``.
+Replaces: mmdet's ``CocoDataset.evaluate(metric=['bbox', 'segm'])`` as called by ``EvalHook`` / ``DistEvalHook``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torchmetrics import Metric
 
-from detlight.models.contract import flip_boxes
+from detlight.models.contract import flip_boxes, masks_to_original
 
 __all__ = ["CocoMeanAP", "MMDET_KEYS"]
 
@@ -41,19 +41,30 @@ class CocoMeanAP(Metric):
     Under DDP the distributed sampler pads the last batch with duplicates; states are gathered as flat tensors and
     duplicates are dropped by ``image_id`` before evaluation, so N ranks give the single-process result.
 
+    With ``"segm"`` in ``iou_types`` the predictions also carry ``masks`` (bool ``[n, H, W]``, original frame) and
+    the batch ``gt_masks`` (``uint8[n, h, w]`` in the resized, flipped frame, see :mod:`detlight.models.contract`);
+    mask AP is reported as ``segm_mAP``, ``segm_mAP_50``, ... Masks are kept as flat uint8 states with their sizes.
+
     Args:
         class_names: optional names; when given, per-class AP is reported as ``bbox_AP_<name>``.
         backend: ``faster_coco_eval`` (default) or ``pycocotools``.
+        iou_types: ``("bbox",)`` or ``("bbox", "segm")``.
     """
 
     full_state_update = False
     higher_is_better = True
 
     def __init__(self, class_names: Sequence[str] | None = None, backend: str = "faster_coco_eval",
-                 **kwargs: Any) -> None:
+                 iou_types: Sequence[str] = ("bbox",), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if backend not in ("faster_coco_eval", "pycocotools"):
             raise ValueError(f"Expected `backend` to be 'faster_coco_eval' or 'pycocotools', but got {backend!r}")
+        self.iou_types = tuple(iou_types)
+        if not self.iou_types or set(self.iou_types) - {"bbox", "segm"}:
+            raise ValueError(f"Expected `iou_types` to hold 'bbox' and/or 'segm', but got {iou_types!r}")
+        if "segm" in self.iou_types:
+            for name in ("det_masks", "gt_masks", "mask_hw"):
+                self.add_state(name, default=[], dist_reduce_fx="cat")
         self.class_names = list(class_names) if class_names is not None else None
         self.backend = backend
         for name in ("det_boxes", "det_scores", "det_labels", "det_counts",
@@ -79,6 +90,21 @@ class CocoMeanAP(Metric):
             self.gt_labels.append(gt_labels.to(device=device, dtype=torch.int64).reshape(-1))
             self.gt_counts.append(torch.tensor([len(gt_labels)], device=device, dtype=torch.int64))
             self.image_ids.append(torch.tensor([int(meta["image_id"])], device=device, dtype=torch.int64))
+        if "segm" in self.iou_types:
+            self._update_masks(preds, batch)
+
+    def _update_masks(self, preds: Sequence[dict[str, torch.Tensor]], batch: dict[str, Any]) -> None:
+        if "gt_masks" not in batch:
+            raise ValueError("segm evaluation needs `gt_masks` in the batch: set `data.init_args.pipeline.with_mask: "
+                             "true`.")
+        for det, gt_masks, meta in zip(preds, batch["gt_masks"], batch["img_metas"]):
+            if "masks" not in det:
+                raise ValueError("segm evaluation needs `masks` in the detections; the detector predicts none.")
+            h, w = int(meta["ori_shape"][0]), int(meta["ori_shape"][1])
+            gt = masks_to_original(gt_masks.to(self.device), meta) > 0.5
+            self.det_masks.append(det["masks"].to(self.device, torch.uint8).reshape(-1))
+            self.gt_masks.append(gt.to(torch.uint8).reshape(-1))
+            self.mask_hw.append(torch.tensor([h, w], device=self.device, dtype=torch.int64))
 
     def compute(self) -> OrderedDict[str, torch.Tensor]:
         """mmdet-named results: ``bbox_mAP``, ``bbox_mAP_50``, ``bbox_mAP_75``, ``bbox_mAP_s/m/l``."""
@@ -101,6 +127,12 @@ class CocoMeanAP(Metric):
         gt_boxes = cat(self.gt_boxes, 4).split(gt_counts)
         gt_labels = cat(self.gt_labels, dtype=torch.int64).split(gt_counts)
 
+        segm = "segm" in self.iou_types
+        if segm:
+            hw = cat(self.mask_hw, dtype=torch.int64).reshape(-1, 2).tolist()
+            det_masks = cat(self.det_masks, dtype=torch.uint8).split([n * h * w for n, (h, w) in zip(det_counts, hw)])
+            gt_masks = cat(self.gt_masks, dtype=torch.uint8).split([n * h * w for n, (h, w) in zip(gt_counts, hw)])
+
         preds, target, seen = [], [], set()
         for i, image_id in enumerate(image_ids):
             if image_id in seen:  # padding duplicate from the distributed sampler
@@ -108,15 +140,22 @@ class CocoMeanAP(Metric):
             seen.add(image_id)
             preds.append({"boxes": det_boxes[i].cpu(), "scores": det_scores[i].cpu(), "labels": det_labels[i].cpu()})
             target.append({"boxes": gt_boxes[i].cpu(), "labels": gt_labels[i].cpu()})
+            if segm:
+                h, w = hw[i]
+                preds[-1]["masks"] = det_masks[i].reshape(-1, h, w).bool().cpu()
+                target[-1]["masks"] = gt_masks[i].reshape(-1, h, w).bool().cpu()
 
-        metric = MeanAveragePrecision(iou_type="bbox", backend=self.backend, sync_on_compute=False,
-                                      class_metrics=self.class_names is not None)
-        metric.update(preds, target)
-        raw = metric.compute()
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
-        for key, name in MMDET_KEYS.items():
-            out[name] = raw[key].to(torch.float32)
-        if self.class_names is not None and raw["map_per_class"].numel() > 1:
+        for iou_type in self.iou_types:
+            metric = MeanAveragePrecision(iou_type=iou_type, backend=self.backend, sync_on_compute=False,
+                                          class_metrics=self.class_names is not None and iou_type == "bbox")
+            metric.update(preds, target)
+            raw_type = metric.compute()
+            for key, name in MMDET_KEYS.items():
+                out[name.replace("bbox", iou_type, 1)] = raw_type[key].to(torch.float32)
+            if iou_type == "bbox":
+                raw = raw_type
+        if "bbox" in self.iou_types and self.class_names is not None and raw["map_per_class"].numel() > 1:
             for cls, ap in zip(raw["classes"].tolist(), raw["map_per_class"].tolist()):
                 if 0 <= cls < len(self.class_names):
                     out[f"bbox_AP_{self.class_names[cls]}"] = torch.tensor(ap)

@@ -11,7 +11,9 @@ _EXPORTS: dict[str, str] = {
     "CenterNet": "centernet",
     "DetectorAdapter": "contract",
     "PointPillars": "pointpillars",
+    "TorchvisionFamily": "contract",
     "parse_losses": "contract",
+    "torchvision_detector": "torchvision_detector",
 }
 
 __all__ = sorted(_EXPORTS)

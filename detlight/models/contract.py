@@ -10,25 +10,42 @@ Batch layout (what :func:`detlight.data.collate.collate` yields and every contra
 - ``gt_bboxes``: ``list[float32[n_i, 4]]`` in the *resized, flipped* image frame, ``xyxy`` pixels.
 - ``gt_labels``: ``list[int64[n_i]]``, 0-based contiguous class indices.
 
+- ``gt_masks`` (only with ``PipelineConfig.with_mask``): ``list[uint8[n_i, h_i, w_i]]`` instance masks in the
+  resized, flipped, *un-padded* image frame (``img_shape``).
+
 Detections (what :meth:`DetectorAdapter.predict` returns, one dict per image, in the *original* image frame):
-``{"boxes": float32[n, 4] xyxy, "scores": float32[n], "labels": int64[n]}``.
+``{"boxes": float32[n, 4] xyxy, "scores": float32[n], "labels": int64[n]}`` (0-based labels), plus
+``"masks": bool[n, H, W]`` (original size) for detectors that predict masks.
+
+torchvision detectors: :data:`TORCHVISION_FAMILIES` declares, per torchvision class, whether the model reserves class
+0 for background (then labels go in as ``label + 1`` and come out as ``label - 1``) and which extra targets it needs
+(``masks``, ``keypoints``). In train mode every key such a detector returns is a loss.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DetectorAdapter", "parse_losses", "to_detections"]
+from detlight.exceptions import ModelContractError
+
+__all__ = ["TORCHVISION_FAMILIES", "DetectorAdapter", "TorchvisionFamily", "parse_losses", "to_detections",
+           "torchvision_family"]
 
 
-def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, OrderedDict[str, torch.Tensor]]:
+def parse_losses(losses: Mapping[str, Any], all_losses: bool = False,
+                 model_name: str = "The detector") -> tuple[torch.Tensor, OrderedDict[str, torch.Tensor]]:
     """mmdet's ``BaseDetector._parse_losses`` without the host sync.
+
+    With ``all_losses`` (the torchvision contract, whose train-mode output holds losses only, whatever their names:
+    ``classification``, ``bbox_regression``, ``bbox_ctrness``, ...) every entry is summed into ``loss``.
 
     Each tensor is averaged (``.mean()``); a list of tensors contributes the sum of its means. The total ``loss`` is
     the sum of every entry whose key contains ``"loss"``; other entries (accuracies, ...) are only logged. The returned
@@ -36,8 +53,8 @@ def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, OrderedDict[s
     detlight defers that to the log interval).
 
     Raises:
-        TypeError: a value is neither a tensor nor a list of tensors.
-        ValueError: no key contains ``"loss"``.
+        ModelContractError: ``losses`` is not a mapping, a value is neither a tensor nor a list of tensors, or (mmdet
+            rule) no key contains ``"loss"``.
 
     Example:
         >>> loss, log_vars = parse_losses({"loss_cls": torch.tensor([1.0, 3.0]), "acc": torch.tensor(0.5),
@@ -45,6 +62,12 @@ def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, OrderedDict[s
         >>> float(loss), list(log_vars)
         (6.0, ['loss_cls', 'acc', 'loss_bbox', 'loss'])
     """
+    if not isinstance(losses, Mapping):
+        raise ModelContractError(
+            f"{model_name} returned {type(losses).__name__} in train mode; detlight expects a dict of loss tensors "
+            "(str -> Tensor or list of Tensors). Return e.g. {'loss_cls': ..., 'loss_bbox': ...} from the training "
+            "forward."
+        )
     means: OrderedDict[str, torch.Tensor] = OrderedDict()
     for name, value in losses.items():
         if isinstance(value, torch.Tensor):
@@ -52,14 +75,14 @@ def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, OrderedDict[s
         elif isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
             means[name] = sum(v.mean() for v in value)  # type: ignore[assignment]
         else:
-            raise TypeError(
-                f"Expected loss `{name}` to be a tensor or a list of tensors, but got {type(value).__name__}. "
-                "The detector's forward_train must return dict[str, Tensor | list[Tensor]]."
+            raise ModelContractError(
+                f"Expected loss `{name}` of {model_name} to be a tensor or a list of tensors, but got "
+                f"{type(value).__name__}. The training forward must return dict[str, Tensor | list[Tensor]]."
             )
-    loss_keys = [k for k in means if "loss" in k]
+    loss_keys = list(means) if all_losses else [k for k in means if "loss" in k]
     if not loss_keys:
-        raise ValueError(
-            f"The detector returned no key containing 'loss' (got keys {sorted(means)}); detlight sums the entries "
+        raise ModelContractError(
+            f"{model_name} returned no key containing 'loss' (got keys {sorted(means)}); detlight sums the entries "
             "whose key contains 'loss' into the total loss, as mmdet does. Rename the loss terms, e.g. `loss_cls`."
         )
     loss = sum(means[k] for k in loss_keys)
@@ -99,26 +122,117 @@ def to_detections(result: Any, device: torch.device | None = None) -> dict[str, 
     return out
 
 
+@dataclass(frozen=True)
+class TorchvisionFamily:
+    """What detlight must know about one torchvision detector class to train and evaluate it.
+
+    Args:
+        name: the family's name in messages.
+        background: the classifier reserves index 0 for background, so a dataset of ``C`` classes needs a head of
+            ``C + 1`` and labels are shifted by +1 on the way in and -1 on the way out.
+        targets: target keys needed beyond ``boxes`` and ``labels`` (``masks``, ``keypoints``).
+        head_classes: returns the number of classes the built model's classifier scores (background included).
+    """
+
+    name: str
+    background: bool
+    targets: tuple[str, ...]
+    head_classes: Callable[[nn.Module], int | None]
+
+
+def _rcnn_classes(model: nn.Module) -> int | None:
+    predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+    cls_score = getattr(predictor, "cls_score", None)
+    return int(cls_score.out_features) if isinstance(cls_score, nn.Linear) else None
+
+
+def _dense_classes(model: nn.Module) -> int | None:
+    num = getattr(getattr(getattr(model, "head", None), "classification_head", None), "num_classes", None)
+    return int(num) if isinstance(num, int) else None
+
+
+def _ssd_classes(model: nn.Module) -> int | None:
+    num = getattr(getattr(getattr(model, "head", None), "classification_head", None), "num_columns", None)
+    return int(num) if isinstance(num, int) else None
+
+
+def _build_families() -> dict[type, TorchvisionFamily]:
+    from torchvision.models import detection as tvd
+    from torchvision.models.detection.ssd import SSD
+
+    return {
+        tvd.KeypointRCNN: TorchvisionFamily("KeypointRCNN", True, ("keypoints",), _rcnn_classes),
+        tvd.MaskRCNN: TorchvisionFamily("MaskRCNN", True, ("masks",), _rcnn_classes),
+        tvd.FasterRCNN: TorchvisionFamily("FasterRCNN", True, (), _rcnn_classes),
+        tvd.RetinaNet: TorchvisionFamily("RetinaNet", False, (), _dense_classes),
+        tvd.FCOS: TorchvisionFamily("FCOS", False, (), _dense_classes),
+        SSD: TorchvisionFamily("SSD", True, (), _ssd_classes),  # SSDLite is an SSD instance
+    }
+
+
+#: torchvision detector class -> its family. Looked up along the model's MRO, so subclasses inherit their base's
+#: entry (MaskRCNN and KeypointRCNN are listed before FasterRCNN, which they subclass). Add your own class here to
+#: declare its background convention; a torchvision-contract model found nowhere in the MRO gets labels unchanged.
+TORCHVISION_FAMILIES: dict[type, TorchvisionFamily] = {}
+
+
+def torchvision_family(model: nn.Module) -> TorchvisionFamily | None:
+    """The :class:`TorchvisionFamily` declared for ``model``'s class (or a base class), else ``None``."""
+    if not TORCHVISION_FAMILIES:
+        TORCHVISION_FAMILIES.update(_build_families())
+    for cls in type(model).__mro__:
+        if cls in TORCHVISION_FAMILIES:
+            return TORCHVISION_FAMILIES[cls]
+    return None
+
+
 class DetectorAdapter:
     """Calls a detector through whichever contract it implements.
 
     Order of preference: mmdet ``forward_train`` (losses parsed by :func:`parse_losses`), mmdet ``train_step``
     (returns ``loss``/``log_vars``/``num_samples`` itself), then the torchvision contract
-    (``model(images, targets)`` -> loss dict in train mode; list of ``{boxes, labels, scores}`` in eval mode).
+    (``model(images, targets)`` -> loss dict in train mode, every entry a loss; list of ``{boxes, labels, scores}``
+    in eval mode).
 
     The torchvision contract receives the un-padded per-image crops of ``batch["img"]``; torchvision detectors
     normalise internally, so give such a detector a pipeline with ``mean=[0,0,0], std=[1,1,1]`` and 0-1 scaling
-    (``PipelineConfig.to_unit_range``) or expect a double normalisation.
+    (``PipelineConfig.to_unit_range``) or expect a double normalisation. Labels are shifted for families with a
+    background class (:data:`TORCHVISION_FAMILIES`), checked against the head's class count, and masks / keypoints
+    are passed when the family needs them.
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        self.family: TorchvisionFamily | None = None
         if hasattr(model, "forward_train"):
             self.kind = "mmdet"
         elif hasattr(model, "train_step"):
             self.kind = "mmdet_train_step"
         else:
             self.kind = "torchvision"
+            self.family = torchvision_family(model)
+
+    @property
+    def label_offset(self) -> int:
+        """1 for torchvision families with a background class at index 0, else 0."""
+        return 1 if self.family is not None and self.family.background else 0
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """Target keys the detector needs beyond boxes and labels (``masks``, ``keypoints``)."""
+        return self.family.targets if self.family is not None else ()
+
+    def num_classes(self) -> int | None:
+        """The dataset classes the detector can predict (background excluded), when the family declares it."""
+        if self.family is None:
+            return None
+        head = self.family.head_classes(self.model)
+        return None if head is None else head - self.label_offset
+
+    @property
+    def model_name(self) -> str:
+        family = f" ({self.family.name} family)" if self.family is not None else ""
+        return f"`{type(self.model).__name__}`{family}"
 
     # ------------------------------------------------------------------ training
     def losses(self, batch: dict[str, Any], optimizer: Any = None) -> dict[str, Any]:
@@ -126,20 +240,55 @@ class DetectorAdapter:
         num_samples = len(batch["img_metas"])
         if self.kind == "mmdet":
             raw = self.model.forward_train(**batch)
-            loss, log_vars = parse_losses(raw)
+            loss, log_vars = parse_losses(raw, model_name=self.model_name)
             return {"loss": loss, "log_vars": log_vars, "num_samples": num_samples}
         if self.kind == "mmdet_train_step":
             out = dict(self.model.train_step(batch, optimizer))
             missing = {"loss", "log_vars"} - set(out)
             if missing:
-                raise KeyError(f"train_step must return loss, log_vars and num_samples; missing {sorted(missing)}")
+                raise ModelContractError(f"{self.model_name}.train_step must return loss, log_vars and num_samples; "
+                                         f"missing {sorted(missing)}")
             out.setdefault("num_samples", num_samples)
             return out
-        images = self._crops(batch)
-        targets = [{"boxes": b, "labels": lab} for b, lab in zip(batch["gt_bboxes"], batch["gt_labels"])]
-        raw = self.model(images, targets)
-        loss, log_vars = parse_losses(raw)
+        raw = self.model(self._crops(batch), self.targets(batch))
+        loss, log_vars = parse_losses(raw, all_losses=True, model_name=self.model_name)
         return {"loss": loss, "log_vars": log_vars, "num_samples": num_samples}
+
+    def targets(self, batch: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
+        """torchvision targets: ``boxes``, ``labels`` (shifted for background families) and what the family needs.
+
+        Raises:
+            ModelContractError: a label is outside ``[0, C)`` for the head's ``C`` classes, or the batch lacks the
+                masks / keypoints the family needs.
+        """
+        self._check_labels(batch["gt_labels"])
+        targets = [{"boxes": b, "labels": lab + self.label_offset if self.label_offset else lab}
+                   for b, lab in zip(batch["gt_bboxes"], batch["gt_labels"])]
+        for need in self.needs:
+            key = f"gt_{need}"
+            if key not in batch:
+                raise ModelContractError(_MISSING_TARGET[need].format(model=self.model_name, key=key))
+            for target, value in zip(targets, batch[key]):
+                target[need] = value
+        return targets
+
+    def _check_labels(self, labels: Sequence[torch.Tensor]) -> None:
+        num = self.num_classes()
+        if num is None or not labels:
+            return
+        flat = torch.cat([lab.reshape(-1) for lab in labels])
+        if flat.numel() == 0:
+            return
+        low, high = (int(v) for v in torch.aminmax(flat))
+        if low < 0 or high >= num:
+            bad = low if low < 0 else high
+            hint = (f" The head scores {num + self.label_offset} classes including background (index 0), i.e. "
+                    f"{num} dataset classes." if self.label_offset else "")
+            raise ModelContractError(
+                f"{self.model_name} got gt_labels value {bad}, outside [0, {num}) for its {num} classes.{hint} Set "
+                "`num_classes` to the number of dataset classes (detlight.models.torchvision_detector adds the "
+                "background class itself), or select classes with `data.<split>.classes`."
+            )
 
     def val_losses(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Losses on a validation batch (mmcv ``val_step``), used by a ``('val', n)`` workflow phase."""
@@ -174,13 +323,22 @@ class DetectorAdapter:
             results = self.model.forward_test([batch["img"]], [metas], rescale=True)
             return [to_detections(r) for r in results]
         results = self.model(self._crops(batch))
+        if not isinstance(results, (list, tuple)) or len(results) != len(metas):
+            raise ModelContractError(
+                f"{self.model_name} returned {type(results).__name__} in eval mode; the torchvision contract expects "
+                f"a list with one dict (boxes, scores, labels) per image ({len(metas)} images)."
+            )
         dets = []
         for r, meta in zip(results, metas):
             det = to_detections(r)
+            if self.label_offset:
+                det["labels"] = det["labels"] - self.label_offset
             scale = det["boxes"].new_tensor(meta["scale_factor"])
             det["boxes"] = det["boxes"] / scale
             if meta.get("flip"):
                 det["boxes"] = flip_boxes(det["boxes"], meta["ori_shape"], meta.get("flip_direction", "horizontal"))
+            if isinstance(r, Mapping) and r.get("masks") is not None:
+                det["masks"] = masks_to_original(r["masks"], meta) > 0.5
             dets.append(det)
         return dets
 
@@ -188,6 +346,30 @@ class DetectorAdapter:
     def _crops(batch: dict[str, Any]) -> list[torch.Tensor]:
         return [img[:, : meta["img_shape"][0], : meta["img_shape"][1]] for img, meta in zip(batch["img"],
                                                                                           batch["img_metas"])]
+
+
+_MISSING_TARGET = {
+    "masks": "{model} needs instance masks (`{key}`) but the batch has none: set "
+             "`data.init_args.pipeline.with_mask: true` and use an annotation file whose annotations carry "
+             "`segmentation` (COCO polygons or RLE); or train a box-only family (FasterRCNN).",
+    "keypoints": "{model} needs keypoints (`{key}`) but the batch has none: the annotations must carry COCO "
+                 "`keypoints` and `data.init_args.pipeline.with_keypoints: true` must be set; or train a box-only "
+                 "family (FasterRCNN).",
+}
+
+
+def masks_to_original(masks: torch.Tensor, meta: Mapping[str, Any]) -> torch.Tensor:
+    """``[n, (1,) h, w]`` masks in the resized, flipped frame -> ``float[n, H, W]`` in the original image frame."""
+    masks = masks.reshape(-1, *masks.shape[-2:]).float()
+    height, width = int(meta["ori_shape"][0]), int(meta["ori_shape"][1])
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, height, width))
+    if tuple(masks.shape[-2:]) != (height, width):
+        masks = F.interpolate(masks[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+    if meta.get("flip"):
+        direction = meta.get("flip_direction", "horizontal")
+        masks = masks.flip({"horizontal": [-1], "vertical": [-2], "diagonal": [-2, -1]}[direction])
+    return masks
 
 
 def flip_boxes(boxes: torch.Tensor, shape: Sequence[int], direction: str = "horizontal") -> torch.Tensor:
