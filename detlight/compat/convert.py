@@ -249,6 +249,9 @@ class _Converter:
         self.trainer.setdefault("logger", False)
         if self.callbacks:
             self.trainer["callbacks"] = [cb for _, cb in sorted(self.callbacks, key=lambda pc: pc[0])]
+        from detlight.compat.model_map import apply_model_map  # mmdet model types -> torchvision / detlight models
+
+        apply_model_map(self.cfg, self.out, self.report)
         self.out.setdefault("ckpt_path", None)
         return self.out, self.report
 

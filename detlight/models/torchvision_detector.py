@@ -33,6 +33,7 @@ def torchvision_detector(
     weights: str | None = None,
     weights_backbone: str | None = None,
     options: dict[str, Any] | None = None,
+    backbone: str | None = None,
 ) -> nn.Module:
     """Build a torchvision detector for a dataset of ``num_classes`` classes.
 
@@ -46,6 +47,9 @@ def torchvision_detector(
         weights_backbone: backbone weights enum name (``IMAGENET1K_V1``, ``DEFAULT``); ``None`` downloads nothing.
         options: further builder / model keyword arguments (``min_size``, ``max_size``, ``box_score_thresh``,
             ``trainable_backbone_layers``, ...); those not named keep the builder's defaults.
+        backbone: another torchvision ResNet for an FPN family (``resnet18``, ``resnet101``, ``resnext101_32x8d``):
+            the builder's model class is then built around ``resnet_fpn_backbone`` wired as the builder wires its
+            ResNet-50 (RetinaNet / FCOS: C3-C5 + P6/P7). ``None`` keeps the builder's own backbone.
 
     Returns:
         The torchvision model itself (state-dict keys as torchvision's, so its checkpoints load with ``load_from``).
@@ -68,6 +72,8 @@ def torchvision_detector(
         raise ConfigError(f"Set {clash} as init_args of torchvision_detector, not inside `options`.")
     probe = fn.__name__
     head = num_classes + 1 if _has_background(fn) else num_classes
+    if backbone is not None:
+        return _with_backbone(fn, backbone, head, weights, weights_backbone, kwargs)
     try:
         return fn(weights=weights, weights_backbone=weights_backbone, num_classes=head, **kwargs)  # type: ignore[no-any-return]
     except TypeError as err:
@@ -75,6 +81,34 @@ def torchvision_detector(
     except ValueError as err:
         raise ConfigError(f"torchvision builder `{probe}` with weights={weights!r}, weights_backbone="
                           f"{weights_backbone!r}, num_classes={head} failed: {err}") from None
+
+
+def _with_backbone(fn: Any, backbone: str, num_classes: int, weights: str | None, weights_backbone: str | None,
+                   options: dict[str, Any]) -> nn.Module:
+    from torchvision.models.detection import FCOS, RetinaNet
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+    from torchvision.ops import FrozenBatchNorm2d
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    cls = inspect.signature(fn).return_annotation
+    if weights is not None:
+        raise ConfigError(f"`weights: {weights}` loads a whole {fn.__name__}; it cannot be combined with "
+                          f"`backbone: {backbone}`. Use `weights_backbone` for the backbone's ImageNet weights.")
+    if not backbone.startswith(("resnet", "resnext", "wide_resnet")) or not isinstance(cls, type):
+        raise ConfigError(f"`model.model.init_args.backbone` {backbone!r} is not supported for {fn.__name__}: use "
+                          "a torchvision ResNet name (resnet18, resnet34, resnet50, resnet101, resnet152, "
+                          "resnext50_32x4d, resnext101_32x8d, wide_resnet50_2).")
+    trainable = options.pop("trainable_backbone_layers", 5 if weights_backbone is None else 3)
+    dense = issubclass(cls, (RetinaNet, FCOS))
+    try:
+        body = resnet_fpn_backbone(
+            backbone_name=backbone, weights=weights_backbone, trainable_layers=trainable,
+            norm_layer=nn.BatchNorm2d if weights_backbone is None else FrozenBatchNorm2d,
+            returned_layers=[2, 3, 4] if dense else None, extra_blocks=LastLevelP6P7(256, 256) if dense else None)
+        return cls(body, num_classes=num_classes, **options)  # type: ignore[no-any-return]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"Building {cls.__name__} with backbone {backbone!r} and options {sorted(options)} "
+                          f"failed: {err}") from None
 
 
 def _resolve_builder(builder: str) -> Any:
