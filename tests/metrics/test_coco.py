@@ -75,3 +75,19 @@ def test_backends_agree():
 def test_unknown_backend_is_a_clear_error():
     with pytest.raises(ValueError, match="backend"):
         CocoMeanAP(backend="coco")
+
+
+def test_segm_map_with_masks_equal_to_ground_truth_is_one():
+    from detlight.metrics.coco import CocoMeanAP
+
+    metric = CocoMeanAP(iou_types=("bbox", "segm"))
+    gt_mask = torch.zeros(1, 20, 20, dtype=torch.uint8)
+    gt_mask[0, 2:10, 4:12] = 1
+    batch = {"img_metas": [{"image_id": 1, "scale_factor": [1.0] * 4, "ori_shape": (20, 20, 3), "flip": False}],
+             "gt_bboxes": [torch.tensor([[4.0, 2.0, 12.0, 10.0]])], "gt_labels": [torch.tensor([0])],
+             "gt_masks": [gt_mask]}
+    pred = [{"boxes": torch.tensor([[4.0, 2.0, 12.0, 10.0]]), "scores": torch.tensor([0.9]),
+             "labels": torch.tensor([0]), "masks": gt_mask.bool()}]
+    metric.update(pred, batch)
+    out = metric.compute()
+    assert float(out["bbox_mAP"]) == 1.0 and float(out["segm_mAP"]) == 1.0 and "segm_mAP_50" in out

@@ -7,7 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from detlight.models.contract import DetectorAdapter, flip_boxes, parse_losses, to_detections
+from detlight.exceptions import ModelContractError
+from detlight.models.contract import (
+    TORCHVISION_FAMILIES,
+    DetectorAdapter,
+    TorchvisionFamily,
+    flip_boxes,
+    parse_losses,
+    to_detections,
+    torchvision_family,
+)
 
 
 def test_parse_losses_follows_mmdet_rules():
@@ -32,12 +41,12 @@ def test_parse_losses_keeps_graph_for_backward():
 
 
 def test_parse_losses_without_loss_key_names_the_keys():
-    with pytest.raises(ValueError, match=r"no key containing 'loss'.*\['acc', 'cls'\]"):
+    with pytest.raises(ModelContractError, match=r"no key containing 'loss'.*\['acc', 'cls'\]"):
         parse_losses({"cls": torch.tensor(1.0), "acc": torch.tensor(0.5)})
 
 
 def test_parse_losses_rejects_non_tensor_values():
-    with pytest.raises(TypeError, match="loss_cls"):
+    with pytest.raises(ModelContractError, match="loss_cls"):
         parse_losses({"loss_cls": 1.0})
 
 
@@ -115,3 +124,64 @@ def test_train_step_contract_passes_outputs_through():
     assert adapter.kind == "mmdet_train_step"
     out = adapter.losses(_batch(), optimizer=None)
     assert out["num_samples"] == 7 and out["loss"].requires_grad
+
+
+def test_torchvision_contract_sums_every_key_as_a_loss():
+    loss, log_vars = parse_losses({"classification": torch.tensor(1.5), "bbox_regression": torch.tensor(0.5)},
+                                  all_losses=True)
+    assert float(loss) == pytest.approx(2.0) and list(log_vars) == ["classification", "bbox_regression", "loss"]
+
+
+class _BackgroundStyle(_TorchvisionStyle):
+    """A torchvision-contract detector declared (below) as reserving class 0 for background, 4 + 1 classes."""
+
+    def forward(self, images, targets=None):
+        if self.training:
+            self.seen_labels = [t["labels"].tolist() for t in targets]
+            return {"cls": self.scale * 1.0}
+        return [{"boxes": torch.tensor([[2.0, 2.0, 4.0, 4.0]]), "scores": torch.tensor([0.5]),
+                 "labels": torch.tensor([4])} for _ in images]
+
+
+@pytest.fixture
+def background_family(monkeypatch):
+    torchvision_family(nn.Module())  # fill the table, then declare the test class
+    family = TorchvisionFamily("Background", True, (), lambda model: 5)
+    monkeypatch.setitem(TORCHVISION_FAMILIES, _BackgroundStyle, family)
+    return family
+
+
+def test_label_shift_in_and_out_for_a_background_family(background_family):
+    model = _BackgroundStyle()
+    adapter = DetectorAdapter(model)
+    assert adapter.family is background_family and adapter.label_offset == 1 and adapter.num_classes() == 4
+    batch = _batch()
+    batch["gt_labels"] = [torch.tensor([0]), torch.tensor([3])]
+    adapter.losses(batch)
+    assert model.seen_labels == [[1], [4]]  # +1 on the way in
+    model.eval()
+    assert [d["labels"].tolist() for d in adapter.predict(batch)] == [[3], [3]]  # -1 on the way out
+
+
+def test_no_shift_for_families_without_background():
+    model = _TorchvisionStyle()
+    assert DetectorAdapter(model).label_offset == 0
+    out = DetectorAdapter(model).targets(_batch())
+    assert out[0]["labels"].tolist() == [0]
+
+
+def test_label_outside_the_head_names_model_key_and_fix(background_family):
+    batch = _batch()
+    batch["gt_labels"] = [torch.tensor([4]), torch.zeros(0, dtype=torch.long)]
+    with pytest.raises(ModelContractError, match=r"_BackgroundStyle.*gt_labels value 4, outside \[0, 4\).*num_classes"):
+        DetectorAdapter(_BackgroundStyle()).losses(batch)
+
+
+class _ReturnsList(_TorchvisionStyle):
+    def forward(self, images, targets=None):
+        return [self.scale]
+
+
+def test_train_output_not_a_dict_names_the_model():
+    with pytest.raises(ModelContractError, match=r"`_ReturnsList`.*returned list in train mode.*dict of loss tensors"):
+        DetectorAdapter(_ReturnsList()).losses(_batch())

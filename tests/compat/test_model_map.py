@@ -1,0 +1,105 @@
+"""The mmdet model type -> detlight model table used by the converter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from detlight.compat.convert import ConversionReport, convert_config
+from detlight.compat.model_map import FAMILY_TABLE, NEAREST, UnmappedDetector, map_model
+from detlight.exceptions import ConfigError
+
+ZOO = Path("/work/zoo/mmdet/mmdet/.mim/configs")
+
+
+def _rcnn(kind: str, depth: int = 50) -> dict:
+    return {"type": kind, "backbone": {"type": "ResNet", "depth": depth}, "neck": {"type": "FPN"},
+            "roi_head": {"bbox_head": {"num_classes": 7}},
+            "test_cfg": {"rcnn": {"score_thr": 0.05, "nms": {"iou_threshold": 0.5}, "max_per_img": 100}}}
+
+
+def _dense(kind: str, depth: int = 50) -> dict:
+    return {"type": kind, "backbone": {"type": "ResNet", "depth": depth}, "neck": {"type": "FPN"},
+            "bbox_head": {"type": f"{kind}Head", "num_classes": 7},
+            "test_cfg": {"score_thr": 0.05, "nms": {"iou_threshold": 0.6}, "max_per_img": 50, "nms_pre": 1000}}
+
+
+CASES = [
+    (_rcnn("FasterRCNN"), "fasterrcnn_resnet50_fpn", None, {"box_score_thresh": 0.05, "box_nms_thresh": 0.5}),
+    (_rcnn("MaskRCNN", 101), "maskrcnn_resnet50_fpn", "resnet101", {"box_detections_per_img": 100}),
+    (_dense("RetinaNet", 18), "retinanet_resnet50_fpn", "resnet18", {"nms_thresh": 0.6, "detections_per_img": 50}),
+    (_dense("FCOS"), "fcos_resnet50_fpn", None, {"topk_candidates": 1000}),
+    ({"type": "SingleStageDetector", "backbone": {"type": "SSDVGG", "depth": 16},
+      "bbox_head": {"type": "SSDHead", "num_classes": 7}}, "ssd300_vgg16", None, {}),
+    ({"type": "SingleStageDetector", "backbone": {"type": "MobileNetV2"},
+      "bbox_head": {"type": "SSDHead", "num_classes": 7}}, "ssdlite320_mobilenet_v3_large", None, {}),
+]
+
+
+@pytest.mark.parametrize(("model", "builder", "backbone", "options"), CASES, ids=[c[1] for c in CASES])
+def test_type_maps_to_family_with_head_classes(model, builder, backbone, options):
+    report = ConversionReport("x.py")
+    out = map_model(model, report)
+    assert out["class_path"] == "detlight.models.torchvision_detector"
+    init = out["init_args"]
+    assert init["builder"] == builder and init["num_classes"] == 7 and init.get("backbone") == backbone
+    assert options.items() <= init.get("options", {}).items()
+    (entry,) = [e for e in report.entries if e.key == "model"]
+    assert entry.status == "approximated" and "no pretrained weights" in entry.note
+
+
+def test_every_family_in_the_table_is_tested():
+    assert {c[0].get("type") if c[0]["type"] != "SingleStageDetector" else "SSD" for c in CASES} == set(FAMILY_TABLE)
+
+
+def test_unknown_type_names_nearest_family_and_stops_fit():
+    cfg = {"model": {"type": "CascadeRCNN", "roi_head": {}}}
+    out, report = convert_config(cfg, "cascade.py")
+    model = out["model"]["model"]
+    assert model["class_path"] == "detlight.compat.model_map.UnmappedDetector"
+    (entry,) = [e for e in report.entries if e.key == "model"]
+    assert entry.status == "dropped" and "CascadeRCNN" in entry.note and "nearest supported family is FasterRCNN" in entry.note
+    with pytest.raises(ConfigError, match=r"`CascadeRCNN` has no detlight counterpart.*FasterRCNN"):
+        UnmappedDetector(**model["init_args"])
+    assert NEAREST["CascadeRCNN"] == "FasterRCNN"
+
+
+def test_converted_torchvision_config_scales_pipeline_and_loads_masks():
+    cfg = {"model": _rcnn("MaskRCNN"), "data": {"samples_per_gpu": 2, "train": {
+        "type": "CocoDataset", "ann_file": "a.json", "img_prefix": "img/", "pipeline": [
+            {"type": "Resize", "img_scale": (1333, 800), "keep_ratio": True},
+            {"type": "Normalize", "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375], "to_rgb": True}]}}}
+    out, _ = convert_config(cfg, "m.py")
+    pipeline = out["data"]["init_args"]["pipeline"]
+    assert pipeline["to_unit_range"] and pipeline["mean"] == [0.0] * 3 and pipeline["with_mask"]
+    options = out["model"]["model"]["init_args"]["options"]
+    assert options["image_mean"] == pytest.approx([0.485, 0.456, 0.406], abs=1e-3)
+    assert (options["min_size"], options["max_size"]) == (800, 1333)
+
+
+def test_nuscenes_style_pointpillars_maps_with_range_classes_and_3d_evaluator():
+    names = ["car", "truck", "pedestrian"]
+    cfg = {"class_names": names, "model": {
+        "type": "MVXFasterRCNN", "pts_voxel_encoder": {"type": "HardVFE"},
+        "pts_voxel_layer": {"point_cloud_range": [-50, -50, -5, 50, 50, 3], "voxel_size": [0.25, 0.25, 8]},
+        "pts_bbox_head": {"num_classes": 3}}}
+    out, report = convert_config(cfg, "pp_nus.py")
+    model = out["model"]["model"]
+    assert model["class_path"] == "detlight.models.pointpillars.PointPillars"
+    assert model["init_args"]["point_cloud_range"] == [-50, -50, -5, 50, 50, 3]
+    assert model["init_args"]["num_classes"] == 3
+    assert out["model"]["evaluator"] == {"class_path": "detlight.metrics.CenterDistanceMAP",
+                                         "init_args": {"class_names": names}}
+
+
+@pytest.mark.skipif(not ZOO.is_dir(), reason="mmdet 2.28.2 zoo not on this machine")
+@pytest.mark.parametrize("config", ["retinanet/retinanet_r50_fpn_1x_coco.py", "fcos/fcos_r50_caffe_fpn_gn-head_1x_coco.py",
+                                    "faster_rcnn/faster_rcnn_r101_fpn_1x_coco.py", "mask_rcnn/mask_rcnn_r50_fpn_1x_coco.py",
+                                    "ssd/ssd300_coco.py"])
+def test_real_zoo_configs_map_to_a_real_model(config):
+    from detlight.compat.config import load_config
+
+    out, _ = convert_config(load_config(ZOO / config), config)
+    assert out["model"]["model"]["class_path"] == "detlight.models.torchvision_detector"
+    assert out["model"]["model"]["init_args"]["num_classes"] == 80
