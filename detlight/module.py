@@ -100,7 +100,7 @@ class DetectorModule(pl.LightningModule):
 
     def _check_num_classes(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if getattr(datamodule, "CLASSES", None) is None:
+        if datamodule is None or getattr(datamodule, "CLASSES", None) is None:
             return
         head = self.adapter.num_classes()
         if head is not None:  # a declared torchvision family: its head is read, background accounted for
@@ -136,7 +136,7 @@ class DetectorModule(pl.LightningModule):
 
         if self._trainer is None or self.trainer.state.fn != "predict":
             return []
-        if any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
+        if any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):  # type: ignore[attr-defined]
             return []
         from detlight.callbacks.prediction_writer import PredictionWriter
 

@@ -58,7 +58,7 @@ NEAREST: dict[str, str] = {
     "PointRCNN": "PointPillars", "VoxelNet": "PointPillars",
 }
 #: torchvision ResNet-family backbones reachable from an mmdet backbone (type, depth, groups).
-_RESNETS = {("ResNet", 18): "resnet18", ("ResNet", 34): "resnet34", ("ResNet", 50): "resnet50",
+_RESNETS: dict[tuple[Any, Any], str] = {("ResNet", 18): "resnet18", ("ResNet", 34): "resnet34", ("ResNet", 50): "resnet50",
             ("ResNet", 101): "resnet101", ("ResNet", 152): "resnet152", ("ResNetV1d", 50): "resnet50",
             ("ResNetV1d", 101): "resnet101", ("ResNeXt", 50): "resnext50_32x4d", ("ResNeXt", 101): "resnext101_32x8d"}
 
@@ -124,7 +124,7 @@ def map_model(model: Mapping[str, Any], report: ConversionReport) -> dict[str, A
     backbone = model.get("backbone") or {}
     init: dict[str, Any] = {}
     if kind == "SSD":
-        builder = SSD_BACKBONES.get(backbone.get("type"), builder)
+        builder = SSD_BACKBONES.get(str(backbone.get("type")), builder)
         if backbone.get("type") not in SSD_BACKBONES:
             notes.append(f"backbone `{backbone.get('type')}` replaced by VGG-16")
         if backbone.get("type") == "MobileNetV2":

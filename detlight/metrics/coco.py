@@ -147,7 +147,8 @@ class CocoMeanAP(Metric):
 
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
         for iou_type in self.iou_types:
-            metric = MeanAveragePrecision(iou_type=iou_type, backend=self.backend, sync_on_compute=False,
+            metric = MeanAveragePrecision(iou_type=iou_type, backend=self.backend,  # type: ignore[arg-type]
+                                          sync_on_compute=False,
                                           class_metrics=self.class_names is not None and iou_type == "bbox")
             metric.update(preds, target)
             raw_type = metric.compute()
