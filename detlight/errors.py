@@ -182,13 +182,13 @@ def check_checkpoint_file(path: str) -> None:
     """Refuse a missing, corrupt or unsafe (needs arbitrary unpickling) checkpoint before anything is built.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: ``path`` does not exist.
         CheckpointError: it cannot be read with ``torch.load(..., weights_only=True)``.
     """
     import torch
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path}")
     try:
         torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or unsafe files
@@ -209,7 +209,7 @@ def check_work_dir(path: str) -> None:
     """Fail fast when the run directory cannot be created or written.
 
     Raises:
-        PermissionError: the nearest existing ancestor of ``path`` is not a writable directory.
+        WorkDirError: the nearest existing ancestor of ``path`` is not a writable directory.
     """
     target = os.path.abspath(path)
     probe = target
@@ -222,30 +222,24 @@ def check_work_dir(path: str) -> None:
 
 # ---------------------------------------------------------------------------------------------------- the wrapper
 def format_error(exc: BaseException) -> str | None:
-    """The one-line message for a known exception type, or ``None`` for anything else (shown with a traceback)."""
+    """The one-line message for an error whose message is complete on its own, or ``None`` (keeps its traceback).
+
+    Shortened: :class:`~detlight.exceptions.DetLightError` (and kinds), the argument parser's own errors and
+    Lightning's ``MisconfigurationException``. Anything else (a ``KeyError`` in a user's model, a bug) is ``None``.
+    """
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from detlight.callbacks.nan_guard import NonFiniteLossError
-
     text = str(exc).strip()
-    if isinstance(exc, KeyError) and exc.args:
-        text = str(exc.args[0])
-    if isinstance(exc, RuntimeError) and (summary := summarize_state_dict_error(text)):
-        return summary
-    if isinstance(exc, (pickle.UnpicklingError, RuntimeError)) and re.search(
-            r"PytorchStreamReader|invalid load key|Weights only load failed|unpickl", text):
-        return f"cannot read a checkpoint: {text.splitlines()[0]}"
-    known = (DetLightError, ValueError, TypeError, KeyError, FileNotFoundError, PermissionError, NotADirectoryError,
-             IsADirectoryError, argparse.ArgumentError, MisconfigurationException, NonFiniteLossError, ImportError)
-    if not isinstance(exc, known):
-        return None
-    if isinstance(exc, argparse.ArgumentError):
+    if isinstance(exc, argparse.ArgumentError) or (isinstance(exc, DetLightError) and text.startswith("Parser key")):
         return shorten_parser_message(text)
-    if "Does not validate against any of the Union subtypes" in text or text.startswith("Parser key"):
-        return shorten_parser_message(text)
-    if isinstance(exc, PermissionError) and exc.filename:
-        return f"permission denied: {exc.filename} is not writable/readable"
-    return text or type(exc).__name__
+    if isinstance(exc, (DetLightError, MisconfigurationException)):
+        return text or type(exc).__name__
+    return None
+
+
+#: Ends the traceback of an error detlight did not recognise as bad input (added as an exception note).
+TRACEBACK_HINT = ("detlight: the traceback above was not a config check: it comes from user code (a model, hook or "
+                  "callback) or a bug in detlight; `detlight check --config ...` preflights a config")
 
 
 def run_main(fn: Callable[[list[str]], Any], argv: Sequence[str]) -> Any:
@@ -264,6 +258,8 @@ def run_main(fn: Callable[[list[str]], Any], argv: Sequence[str]) -> Any:
     except BaseException as exc:
         message = None if debug else format_error(exc)
         if message is None:
+            if not debug and TRACEBACK_HINT not in getattr(exc, "__notes__", ()):
+                exc.add_note(TRACEBACK_HINT)
             raise
         print(f"detlight: error: {message}", file=sys.stderr, flush=True)
         if not isinstance(exc, UsageError):
