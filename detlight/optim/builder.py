@@ -87,6 +87,23 @@ def _check_kwargs(cls: type, kwargs: Mapping[str, Any], key: str) -> None:
             raise ConfigError(f"`{key}.{name}` is not an argument of {cls.__name__}; it accepts {accepted}")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, torch.Tensor)) and not isinstance(value, bool)
+
+
+def _check_numbers(cls: type, kwargs: Mapping[str, Any], key: str) -> None:
+    """A value for an argument whose default is a number (or a tuple of numbers) must be one too."""
+    params = inspect.signature(cls).parameters
+    for name, value in kwargs.items():
+        default = params[name].default if name in params else inspect.Parameter.empty
+        if _is_number(default) and not _is_number(value):
+            raise ConfigError(f"`{key}.{name}`: expected a number ({type(default).__name__}, e.g. {default!r}), got "
+                              f"{value!r}")
+        if isinstance(default, tuple) and default and all(_is_number(d) for d in default) and not (
+                isinstance(value, (list, tuple)) and len(value) == len(default) and all(_is_number(v) for v in value)):
+            raise ConfigError(f"`{key}.{name}`: expected {len(default)} numbers (e.g. {list(default)}), got {value!r}")
+
+
 def _check_paramwise(paramwise: Mapping[str, Any], base_lr: float | None, base_wd: float | None, key: str) -> None:
     """mmcv ``DefaultOptimizerConstructor._validate_cfg``, plus a check for unknown keys."""
     if not isinstance(paramwise, Mapping):
@@ -214,12 +231,17 @@ def build_optimizer(
     cls = optimizer_class(cfg.pop("type"), f"{key}.type")
     paramwise = cfg.pop("paramwise_cfg", None) or {}
     _check_kwargs(cls, cfg, key)
+    _check_numbers(cls, cfg, key)
     if lr_scale != 1.0:
         if "lr" not in cfg:
             raise ConfigError(f"`{key}.lr` is needed to scale the learning rate (auto_scale_lr)")
         cfg["lr"] = lr_scale * cfg["lr"]
     _check_paramwise(paramwise, cfg.get("lr"), cfg.get("weight_decay"), key)
     module = model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+    if not any(p.requires_grad for p in module.parameters()):
+        what = "no parameters" if not list(module.parameters()) else "no parameter with requires_grad=True"
+        raise ConfigError(f"the model {type(module).__module__}.{type(module).__qualname__} has {what}, so `{key}` "
+                          "has nothing to optimize; give `model.model` a detector with trainable parameters")
     params: Any = module.parameters() if not paramwise else param_groups(
         module, paramwise, cfg.get("lr"), cfg.get("weight_decay")
     )
@@ -258,6 +280,8 @@ def scale_lr(
         raise ConfigError(f"`auto_scale_lr.base_batch_size` must be a positive int, got {base_batch_size!r}")
     if "lr" not in new_cfg:
         raise ConfigError("`auto_scale_lr` needs `optimizer.lr` to scale")
+    if not _is_number(new_cfg["lr"]):
+        raise ConfigError(f"`model.optimizer.lr`: expected a number (float, e.g. 0.02), got {new_cfg['lr']!r}")
     batch_size = world_size * samples_per_gpu
     log.info(
         "Training with %d GPU(s) with %d samples per GPU. The total batch size is %d.",
