@@ -332,8 +332,8 @@ def _raised_in(exc: BaseException, package: str) -> bool:
 
 
 #: Ends the traceback of an error detlight did not recognise as bad input (added as an exception note).
-TRACEBACK_HINT = ("detlight: the traceback above was not a config check: it comes from user code (a model, hook or "
-                  "callback) or a bug in detlight; `detlight check --config ...` preflights a config")
+TRACEBACK_HINT = ("detlight: not one of detlight's input checks, so the full traceback is kept; its last frames show the "
+                  "failing code (your model, hook or callback, or a bug in detlight)")
 
 
 def run_main(fn: Callable[[list[str]], Any], argv: Sequence[str]) -> Any:
