@@ -5,8 +5,9 @@ Replaces: mmdet's ``tools/train.py`` behaviour of dying with a traceback on ever
 :func:`run_main` wraps the console entry point: :class:`~detlight.exceptions.DetLightError` (and its kinds), the
 parser's own errors and Lightning's ``MisconfigurationException`` are printed as one short message and exit with
 status 2; ``--debug`` (or ``DETLIGHT_DEBUG=1``) shows the full traceback instead. Any other exception keeps its
-traceback, which ends with a one-line detlight hint. :class:`FriendlyArgumentParser` shortens jsonargparse's own messages (a type error inside a
-``Union``, an unknown key, an unknown ``class_path``) and adds close-match suggestions found with :mod:`difflib`.
+traceback, which ends with a one-line detlight hint. :class:`FriendlyArgumentParser` shortens jsonargparse's own
+messages (a type error inside a ``Union``, an unknown key, an unknown ``class_path``, the reason nested under "Problem
+with given class_path") and adds close-match suggestions found with :mod:`difflib`.
 """
 
 from __future__ import annotations
