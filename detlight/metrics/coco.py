@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torchmetrics import Metric
 
+from detlight.exceptions import ConfigError, ModelContractError
 from detlight.models.contract import flip_boxes, masks_to_original
 
 __all__ = ["CocoMeanAP", "MMDET_KEYS"]
@@ -58,10 +59,10 @@ class CocoMeanAP(Metric):
                  iou_types: Sequence[str] = ("bbox",), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if backend not in ("faster_coco_eval", "pycocotools"):
-            raise ValueError(f"Expected `backend` to be 'faster_coco_eval' or 'pycocotools', but got {backend!r}")
+            raise ConfigError(f"Expected `backend` to be 'faster_coco_eval' or 'pycocotools', but got {backend!r}")
         self.iou_types = tuple(iou_types)
         if not self.iou_types or set(self.iou_types) - {"bbox", "segm"}:
-            raise ValueError(f"Expected `iou_types` to hold 'bbox' and/or 'segm', but got {iou_types!r}")
+            raise ConfigError(f"Expected `iou_types` to hold 'bbox' and/or 'segm', but got {iou_types!r}")
         if "segm" in self.iou_types:
             for name in ("det_masks", "gt_masks", "mask_hw"):
                 self.add_state(name, default=[], dist_reduce_fx="cat")
@@ -95,11 +96,11 @@ class CocoMeanAP(Metric):
 
     def _update_masks(self, preds: Sequence[dict[str, torch.Tensor]], batch: dict[str, Any]) -> None:
         if "gt_masks" not in batch:
-            raise ValueError("segm evaluation needs `gt_masks` in the batch: set `data.init_args.pipeline.with_mask: "
+            raise ConfigError("segm evaluation needs `gt_masks` in the batch: set `data.init_args.pipeline.with_mask: "
                              "true`.")
         for det, gt_masks, meta in zip(preds, batch["gt_masks"], batch["img_metas"]):
             if "masks" not in det:
-                raise ValueError("segm evaluation needs `masks` in the detections; the detector predicts none.")
+                raise ModelContractError("segm evaluation needs `masks` in the detections; the detector predicts none.")
             h, w = int(meta["ori_shape"][0]), int(meta["ori_shape"][1])
             gt = masks_to_original(gt_masks.to(self.device), meta) > 0.5
             self.det_masks.append(det["masks"].to(self.device, torch.uint8).reshape(-1))

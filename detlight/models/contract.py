@@ -101,7 +101,7 @@ def to_detections(result: Any, device: torch.device | None = None) -> dict[str, 
         boxes = result.get("boxes", result.get("bboxes"))
         scores, labels = result.get("scores"), result.get("labels")
         if boxes is None or scores is None or labels is None:
-            raise KeyError(f"Detection dict needs boxes, scores and labels; got keys {sorted(result)}")
+            raise ModelContractError(f"Detection dict needs boxes, scores and labels; got keys {sorted(result)}")
         out = {"boxes": torch.as_tensor(boxes), "scores": torch.as_tensor(scores), "labels": torch.as_tensor(labels)}
     elif isinstance(result, tuple) and len(result) == 2 and not isinstance(result[0], (list, tuple)):
         bboxes, labels = torch.as_tensor(result[0]), torch.as_tensor(result[1])
@@ -113,7 +113,7 @@ def to_detections(result: Any, device: torch.device | None = None) -> dict[str, 
             if per_class else torch.zeros(0, dtype=torch.int64)
         out = {"boxes": stacked[:, :4], "scores": stacked[:, 4], "labels": labels}
     else:
-        raise TypeError(f"Cannot read detections of type {type(result).__name__}")
+        raise ModelContractError(f"Cannot read detections of type {type(result).__name__}")
     out["boxes"] = out["boxes"].float().reshape(-1, 4)
     out["scores"] = out["scores"].float().reshape(-1)
     out["labels"] = out["labels"].long().reshape(-1)
