@@ -97,7 +97,7 @@ class CocoMeanAP(Metric):
     def _update_masks(self, preds: Sequence[dict[str, torch.Tensor]], batch: dict[str, Any]) -> None:
         if "gt_masks" not in batch:
             raise ConfigError("segm evaluation needs `gt_masks` in the batch: set `data.init_args.pipeline.with_mask: "
-                             "true`.")
+                          "true`.")
         for det, gt_masks, meta in zip(preds, batch["gt_masks"], batch["img_metas"]):
             if "masks" not in det:
                 raise ModelContractError("segm evaluation needs `masks` in the detections; the detector predicts none.")
