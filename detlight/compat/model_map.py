@@ -147,8 +147,10 @@ def map_model(model: Mapping[str, Any], report: ConversionReport) -> dict[str, A
             notes.append(f"neck `{neck_type}` replaced by FPN")
     num_classes = _num_classes(model)
     if num_classes is None:
+        report.entries = [e for e in report.entries if not (e.key == "model" and e.status == "dropped")]
         report.add("model", "dropped", note=f"detector `{model.get('type')}` maps to torchvision {builder} but its "
-                   "head has no int `num_classes`; set model.model yourself")
+                   "head has no int `num_classes`; set `model: {model: {class_path: detlight.models."
+                   "torchvision_detector, init_args: {builder: ..., num_classes: ...}}}` or my_pkg.MyDetector")
         return None
     init = {"builder": builder, "num_classes": num_classes, **init}
     options = _test_options(kind, model)
@@ -210,6 +212,8 @@ def apply_model_map(cfg: Mapping[str, Any], out: dict[str, Any], report: Convers
     model_out = out.setdefault("model", {})
     if isinstance(source, Mapping) and "model" not in model_out:
         mapped = map_model(source, report) or _map_3d(source, cfg, report)
+        if mapped is None and model_kind(source) is not None:
+            return  # a supported family whose head lacks num_classes: the report says so, model.model stays unset
         if mapped is not None:
             report.entries = [e for e in report.entries if not (e.key == "model" and e.status == "dropped")]
             model_out["model"] = mapped

@@ -196,7 +196,8 @@ def test_unknown_model_and_dataset_say_how_to_point_at_own_class(tmp_path: Path)
     text, report_text = convert_file(path)
     out = yaml.safe_load(text)
     assert "model" not in out["model"] and "data" not in out
-    assert "`FasterRCNN` has no detlight counterpart" in report_text and "my_pkg.MyDetector" in report_text
+    assert "`FasterRCNN` maps to torchvision" in report_text and "no int `num_classes`" in report_text
+    assert "my_pkg.MyDetector" in report_text
     assert "`VOCDataset` has no detlight counterpart" in report_text
     assert "# model.model is missing" in text
 
