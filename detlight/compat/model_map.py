@@ -165,6 +165,9 @@ def map_model(model: Mapping[str, Any], report: ConversionReport) -> dict[str, A
 def _unmapped(model: Mapping[str, Any], report: ConversionReport) -> dict[str, Any]:
     kind = str(model.get("type", "?")) if isinstance(model, Mapping) else type(model).__name__
     nearest = NEAREST.get(kind)
+    encoder = _get(model, "voxel_encoder.type") or _get(model, "pts_voxel_encoder.type")
+    if encoder:  # SECOND-style VoxelNet (HardSimpleVFE + SparseEncoder) and friends: say which one it is
+        kind = f"{kind}` with voxel encoder `{encoder}"
     if nearest in FAMILY_TABLE:
         hint = (f"the nearest supported family is {nearest} (`{TV_FACTORY}` with builder "
                 f"{FAMILY_TABLE[nearest][0]}); set `model.model` to it, or to your own detector class")
@@ -176,7 +179,7 @@ def _unmapped(model: Mapping[str, Any], report: ConversionReport) -> dict[str, A
                f"{', '.join([*FAMILY_TABLE, 'CenterNet', 'PointPillars'])}); {hint}.")
     report.entries = [e for e in report.entries if not (e.key == "model" and e.status == "dropped")]
     report.add("model", "dropped", f"model.model: {UNMAPPED}", message)
-    return {"class_path": UNMAPPED, "init_args": {"mmdet_type": kind, "message": message}}
+    return {"class_path": UNMAPPED, "init_args": {"mmdet_type": str(model.get("type", "?")), "message": message}}
 
 
 def _map_3d(model: Mapping[str, Any], cfg: Mapping[str, Any], report: ConversionReport) -> dict[str, Any] | None:
