@@ -13,7 +13,7 @@ _EXPORTS: dict[str, str] = {
     "PointPillars": "pointpillars",
     "TorchvisionFamily": "contract",
     "parse_losses": "contract",
-    "torchvision_detector": "torchvision_detector",
+    "torchvision_detector": "torchvision_factory",
 }
 
 __all__ = sorted(_EXPORTS)

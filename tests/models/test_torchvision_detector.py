@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from detlight.exceptions import ConfigError, ModelContractError
-from detlight.models.torchvision_detector import torchvision_detector
+from detlight.models.torchvision_factory import torchvision_detector
 from detlight.module import DetectorModule
 
 

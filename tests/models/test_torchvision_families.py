@@ -7,7 +7,7 @@ import torch
 
 from detlight.exceptions import ModelContractError
 from detlight.models.contract import DetectorAdapter
-from detlight.models.torchvision_detector import torchvision_detector
+from detlight.models.torchvision_factory import torchvision_detector
 
 SMALL = {"min_size": 64, "max_size": 64}
 RCNN = {**SMALL, "rpn_pre_nms_top_n_train": 100, "rpn_pre_nms_top_n_test": 100, "rpn_post_nms_top_n_train": 50,
