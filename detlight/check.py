@@ -149,7 +149,8 @@ def run_checks(trainer: pl.Trainer, module: Any, datamodule: Any) -> CheckReport
 
 def check_main(argv: Sequence[str]) -> int:
     """``detlight check [fit options]``: build like ``detlight fit``, print the report, return the exit status."""
-    from detlight.cli import DetLightCLI, _convert_py_configs
+    from detlight.cli_app import DetLightCLI
+    from detlight.compat.convert import convert_py_configs
     from detlight.errors import FriendlyArgumentParser
 
     args = list(argv)
@@ -158,7 +159,7 @@ def check_main(argv: Sequence[str]) -> int:
     # run=False: the parser has no subcommands, so the fit options are given without "fit".
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
-        cli = DetLightCLI(args=_convert_py_configs(args), run=False, parser_class=FriendlyArgumentParser,
+        cli = DetLightCLI(args=convert_py_configs(args), run=False, parser_class=FriendlyArgumentParser,
                           save_config_callback=None)
     report = run_checks(cli.trainer, cli.model, cli.datamodule)
     print(report.render(), flush=True)

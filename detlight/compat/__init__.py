@@ -14,6 +14,7 @@ _EXPORTS: dict[str, str] = {
     "RunnerView": "runner",
     "convert_config": "convert",
     "convert_file": "convert",
+    "convert_py_configs": "convert",
     "load_config": "config",
     "register_hook": "hooks",
 }

@@ -20,11 +20,14 @@ Example:
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import copy
-import io
+import os
+import re
 import sys
-from collections.abc import Mapping, Sequence
-from contextlib import redirect_stdout
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +37,7 @@ import yaml
 from detlight.compat._convert_parts import convert_data, convert_model
 from detlight.compat.config import ConfigError, load_config
 
-__all__ = ["ConversionReport", "ReportEntry", "convert_config", "convert_file", "print_config"]
+__all__ = ["ConversionReport", "ReportEntry", "convert_config", "convert_file", "convert_py_configs"]
 
 # ----------------------------------------------------------------------------------------------- target schema
 _CB = "detlight.callbacks."
@@ -82,6 +85,8 @@ DROPPED_KEYS = {
     "custom_imports": "modules are never imported by the converter; detlight imports a `class_path` itself, so point "
     "model.model.class_path (or a callback class_path) at the class in those modules",
 }
+#: keyword arguments of ``torch.amp.GradScaler`` (a dict ``fp16.loss_scale`` is passed to it).
+GRAD_SCALER_ARGS = ("init_scale", "growth_factor", "backoff_factor", "growth_interval", "enabled")
 HELPER_NOTE = "helper variable, not a runtime key; its value is already inlined where the config used it"
 Status = Literal["mapped", "approximated", "dropped"]
 
@@ -102,6 +107,8 @@ class ConversionReport:
 
     source: str
     entries: list[ReportEntry] = field(default_factory=list)
+    #: text written, commented out, at the end of the YAML (e.g. a ``data:`` block for the user to fill).
+    yaml_notes: list[str] = field(default_factory=list)
 
     def add(self, key: str, status: Status, target: str = "", note: str = "") -> None:
         """Record what became of ``key``."""
@@ -114,6 +121,23 @@ class ConversionReport:
     def covers(self, key: str) -> bool:
         """Whether ``key`` or one of its sub-keys (``key.x``) has an entry."""
         return any(e.key == key or e.key.startswith(key + ".") for e in self.entries)
+
+    def unbacked(self, out: Mapping[str, Any]) -> list[ReportEntry]:
+        """The *mapped* entries whose target is not in ``out`` (the converted config); empty for an honest report.
+
+        A target is a dotted YAML path (``trainer.max_epochs``), a class path that must appear as a value
+        (``detlight.callbacks.lr_updater.LrUpdater``), several of those joined by `` + `` or ``: ``, or a
+        parenthesised phrase for behaviour that needs no YAML entry (``(Lightning automatic optimization)``).
+        """
+        values = set(_string_values(out))
+        bad = []
+        for entry in self.entries:
+            if entry.status != "mapped":
+                continue
+            pieces = [p for p in re.split(r" \+ |: ", entry.target) if p and not p.startswith("(")]
+            if not entry.target or any(not _present(out, values, p) for p in pieces):
+                bad.append(entry)
+        return bad
 
     def format(self) -> str:
         """A readable table: key | status | target | note."""
@@ -162,35 +186,94 @@ def convert_file(
     if missing:
         header.append("# model.model is missing: add `model: {model: {class_path: my_pkg.MyDetector}}`.")
     text = "\n".join(header) + "\n" + yaml.safe_dump(result, sort_keys=False, default_flow_style=None, width=120)
+    for note in report.yaml_notes:
+        text += "\n" + "".join(f"# {line}\n" for line in note.rstrip().splitlines())
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text, encoding="utf-8")
     return text, report.format()
 
 
-def print_config(yaml_path: str | Path, subcommand: str = "fit") -> str:
-    """Parse ``yaml_path`` with ``detlight <subcommand> --config yaml_path --print_config`` and return its output.
+def convert_py_configs(argv: Sequence[str]) -> list[str]:
+    """Replace each ``--config x.py`` (or ``--config=x.py``, ``-c x.py``) in ``argv`` by a YAML converted from it.
 
-    This is how a converted YAML is checked against the real CLI (jsonargparse validates every class_path and
-    init arg) without training.
+    This is what ``detlight fit --config x.py``, :mod:`detlight.api` and ``detlight check`` do with mmcv configs: the
+    config is read safely (nothing executed), converted, the mapping report is printed to stderr, and the YAML goes
+    to a temporary file that is deleted when the process exits. Other arguments are returned unchanged.
 
-    Raises:
-        ConfigError: the CLI rejected the file; the message holds the CLI's own error.
+    Example:
+        >>> convert_py_configs(["fit", "--config", "run.yaml", "--trainer.max_epochs=2"])
+        ['fit', '--config', 'run.yaml', '--trainer.max_epochs=2']
     """
-    from detlight.cli import main
+    argv = list(argv)
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        value = None
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            value, step = argv[i + 1], 2
+        elif arg.startswith("--config="):
+            value, step = arg.split("=", 1)[1], 1
+        if value is not None and value.endswith(".py"):
+            yaml_text, report = convert_file(value)
+            fd, path = tempfile.mkstemp(prefix=os.path.basename(value)[:-3] + ".", suffix=".yaml")
+            with os.fdopen(fd, "w") as f:
+                f.write(yaml_text)
+            atexit.register(_remove, path)
+            print(report, file=sys.stderr)
+            out += ["--config", path]
+            i += step
+            continue
+        out.append(arg)
+        i += 1
+    return out
 
-    buffer, errors = io.StringIO(), io.StringIO()
-    stderr = sys.stderr
-    try:
-        sys.stderr = errors
-        with redirect_stdout(buffer):
-            main([subcommand, "--config", str(yaml_path), "--print_config"])
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise ConfigError(f"`detlight {subcommand} --print_config` rejected {yaml_path}:\n{errors.getvalue()}") from None
-    finally:
-        sys.stderr = stderr
-    return buffer.getvalue()
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
+def _check_loss_scale(scale: Any, source: str) -> None:
+    """What :func:`detlight.precision.build_scaler` accepts, checked without importing torch."""
+    if isinstance(scale, str) and scale == "dynamic":
+        return
+    if isinstance(scale, Mapping):
+        unknown = sorted(set(scale) - set(GRAD_SCALER_ARGS))
+        if unknown:
+            raise ConfigError(f"{source}: fp16.loss_scale keys {unknown} are not GradScaler arguments; accepted: "
+                              f"{list(GRAD_SCALER_ARGS)}.")
+        return
+    if isinstance(scale, float) and scale > 0:
+        return
+    raise ConfigError(f"{source}: `fp16.loss_scale` must be a float > 0 (static scale, e.g. 512.), 'dynamic' or a dict "
+                      f"of GradScaler kwargs; got {scale!r} ({type(scale).__name__}). mmcv refuses ints too.")
+
+
+def _string_values(value: Any) -> Iterator[str]:
+    if isinstance(value, Mapping):
+        for item in value.values():
+            yield from _string_values(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _string_values(item)
+    elif isinstance(value, str):
+        yield value
+
+
+def _present(out: Mapping[str, Any], values: set[str], target: str) -> bool:
+    if target.split(".")[0] in ("detlight", "lightning", "torch"):
+        return target in values
+    node: Any = out
+    for part in target.split("."):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
 
 
 def _plain(value: Any) -> Any:
@@ -353,9 +436,7 @@ class _Converter:
         scale = (value or {}).get("loss_scale", 512.0)
         if isinstance(scale, Mapping):
             scale = dict(scale)
-        from detlight.precision import build_scaler
-
-        build_scaler(scale, "cpu")  # refuse what mmcv refuses (an int, an unknown string) at conversion time
+        _check_loss_scale(scale, self.source)  # refuse what mmcv refuses (an int, an unknown string) now
         self.trainer.pop("precision", None)  # the plugin sets 16-mixed; Lightning refuses both
         self.trainer["plugins"] = [{"class_path": FP16_PLUGIN, "init_args": {"loss_scale": scale}}]
         kind = {str: "dynamic GradScaler", dict: "GradScaler(**kwargs)"}.get(type(scale), "static scale, skipped "
@@ -404,7 +485,8 @@ class _Converter:
         interval = value.get("interval", 10)
         self.trainer["log_every_n_steps"] = interval
         self._callback(PRIORITIES["LOW"], ITER_TIMER)
-        self.report.add(f"{key}.interval", "mapped", "trainer.log_every_n_steps + logger intervals", str(interval))
+        self.report.add(f"{key}.interval", "mapped", "trainer.log_every_n_steps", f"{interval} (also the interval of "
+                        "the logger callbacks)")
         for i, hook in enumerate(value.get("hooks", [])):
             self._logger_hook(f"{key}.hooks.{i}", dict(hook), interval)
 
@@ -506,7 +588,7 @@ class _Converter:
         self.report.add(key, "mapped", "trainer.benchmark")
 
     def _strategy(self, key: str, value: Any) -> None:
-        from detlight.dist import DDP_STRATEGY_PATH, DistConfig
+        from detlight.dist_config import DDP_STRATEGY_PATH, DistConfig
 
         dist = DistConfig.from_mmcv(self.cfg)
         backend_name = dist.backend or "nccl"
@@ -517,8 +599,8 @@ class _Converter:
             if dist.port is not None:
                 self.report.add(f"{key}.port", "approximated", "MASTER_PORT", "set the MASTER_PORT env variable")
         else:
-            self.report.add(key, "mapped", "trainer.strategy.init_args.find_unused_parameters",
-                            str(dist.find_unused_parameters))
+            self.report.add(key, "mapped", "trainer.strategy.init_args.find_unused_parameters"
+                            if dist.find_unused_parameters else "(Lightning default)", str(dist.find_unused_parameters))
         if dist.sync_bn and "sync_batchnorm" not in self.trainer:
             self.trainer["sync_batchnorm"] = True
             self.report.add("model.norm_cfg", "mapped", "trainer.sync_batchnorm", "SyncBN in the model's norm_cfg")

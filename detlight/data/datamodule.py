@@ -77,6 +77,7 @@ class DetDataModule(pl.LightningDataModule):
         persistent_workers: Keep workers alive between epochs (only used when ``workers_per_gpu > 0``).
         val_samples_per_gpu: Val/test batch size per process.
         seed: Seed of the sampler permutations and of the worker RNGs.
+        repeat_times: Passes over the train set per epoch (mmdet's ``RepeatDataset(times=N)``), done by the sampler.
 
     Raises:
         ValueError: ``samples_per_gpu``/``val_samples_per_gpu`` < 1 or ``workers_per_gpu`` < 0.
@@ -94,7 +95,7 @@ class DetDataModule(pl.LightningDataModule):
     def __init__(self, train: CocoSplit | None = None, val: CocoSplit | None = None, test: CocoSplit | None = None,
                  synthetic: SyntheticCocoSpec | None = None, pipeline: PipelineConfig | None = None,
                  samples_per_gpu: int = 2, workers_per_gpu: int = 2, persistent_workers: bool = False,
-                 val_samples_per_gpu: int = 1, seed: int = 0) -> None:
+                 val_samples_per_gpu: int = 1, seed: int = 0, repeat_times: int = 1) -> None:
         super().__init__()
         for key, value, low in (("samples_per_gpu", samples_per_gpu, 1), ("val_samples_per_gpu", val_samples_per_gpu, 1),
                                 ("workers_per_gpu", workers_per_gpu, 0)):
@@ -110,6 +111,7 @@ class DetDataModule(pl.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.val_samples_per_gpu = val_samples_per_gpu
         self.seed = seed
+        self.repeat_times = repeat_times
         self.datasets: dict[str, CocoDataset] = {}
         self.train_sampler: DetSampler | None = None
 
@@ -189,11 +191,11 @@ class DetDataModule(pl.LightningDataModule):
             raise DatasetError(f"No `data.{name}` split is configured (and no `data.synthetic` to fill it).")
         return self.datasets[name]
 
-    def make_sampler(self, dataset: Dataset, shuffle: bool) -> DetSampler:
+    def make_sampler(self, dataset: Dataset, shuffle: bool, repeat: int = 1) -> DetSampler:
         """A :class:`DetSampler` over ``dataset`` for this process's rank."""
         rank, world_size = self._dist_info()
         return DetSampler(len(dataset), shuffle=shuffle, seed=self.seed, rank=rank,  # type: ignore[arg-type]
-                          world_size=world_size)
+                          world_size=world_size, repeat=repeat)
 
     def make_loader(self, dataset: Dataset, sampler: Sampler[int], batch_size: int,
                     stateful: bool = False) -> DataLoader:
@@ -213,7 +215,7 @@ class DetDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled train loader, ``samples_per_gpu`` images per batch; its sampler is kept as ``train_sampler``."""
         dataset = self._dataset("train")
-        self.train_sampler = self.make_sampler(dataset, shuffle=True)
+        self.train_sampler = self.make_sampler(dataset, shuffle=True, repeat=self.repeat_times)
         # Stateful: checkpoints record the position in the epoch and the RNG states (iteration-exact resume).
         loader = self.make_loader(dataset, self.train_sampler, self.samples_per_gpu, stateful=True)
         load_skipped_loader_state(self.trainer, loader)

@@ -49,6 +49,7 @@ class Det3DDataModule(pl.LightningDataModule):
         workers_per_gpu: DataLoader workers per process and loader.
         persistent_workers: keep workers alive between epochs (with ``workers_per_gpu > 0``).
         seed: seed of the sampler permutations and the worker RNGs.
+        repeat_times: passes over the train set per epoch (mmdet's ``RepeatDataset(times=N)``), done by the sampler.
     """
 
     def __init__(self, data_root: str | None = None, synthetic: SyntheticLidarSpec | None = None,
@@ -56,7 +57,8 @@ class Det3DDataModule(pl.LightningDataModule):
                  point_cloud_range: Sequence[float] = (0.0, -20.48, -3.0, 40.96, 20.48, 1.0),
                  train_split: str = "train", val_split: str = "val", test_split: str | None = None,
                  augment: Augment3D | None = Augment3D(), samples_per_gpu: int = 4, val_samples_per_gpu: int = 4,
-                 workers_per_gpu: int = 0, persistent_workers: bool = False, seed: int = 0) -> None:
+                 workers_per_gpu: int = 0, persistent_workers: bool = False, seed: int = 0,
+                 repeat_times: int = 1) -> None:
         super().__init__()
         for key, value, low in (("samples_per_gpu", samples_per_gpu, 1), ("val_samples_per_gpu", val_samples_per_gpu, 1),
                                 ("workers_per_gpu", workers_per_gpu, 0)):
@@ -81,6 +83,7 @@ class Det3DDataModule(pl.LightningDataModule):
         self.workers_per_gpu = workers_per_gpu
         self.persistent_workers = persistent_workers
         self.seed = seed
+        self.repeat_times = repeat_times
         self.datasets: dict[str, KittiDataset] = {}
         self.train_sampler: DetSampler | None = None
 
@@ -130,11 +133,12 @@ class Det3DDataModule(pl.LightningDataModule):
             self.setup({"train": "fit", "val": "validate", "test": "test"}[name])
         return self.datasets[name]
 
-    def make_loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> tuple[DataLoader, DetSampler]:
+    def make_loader(self, dataset: Dataset, shuffle: bool, batch_size: int,
+                    repeat: int = 1) -> tuple[DataLoader, DetSampler]:
         """A loader over ``dataset`` with a per-rank :class:`DetSampler`."""
         rank, world_size = self._dist_info()
         sampler = DetSampler(len(dataset), shuffle=shuffle, seed=self.seed, rank=rank,  # type: ignore[arg-type]
-                             world_size=world_size)
+                             world_size=world_size, repeat=repeat)
         workers = self.workers_per_gpu
         loader = DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_3d,
@@ -145,7 +149,8 @@ class Det3DDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, augmented train loader; its sampler is kept as ``train_sampler``."""
-        loader, self.train_sampler = self.make_loader(self._dataset("train"), True, self.samples_per_gpu)
+        loader, self.train_sampler = self.make_loader(self._dataset("train"), True, self.samples_per_gpu,
+                                                      self.repeat_times)
         return loader
 
     def val_dataloader(self) -> DataLoader | list[Any]:
