@@ -452,6 +452,10 @@ class _Converter:
         args = dict(value)
         if not self.by_epoch:
             args.setdefault("by_epoch", False)  # IterBasedRunner's register_training_hooks default
+        from detlight.optim.lr import build_lr_policy
+
+        if self._schedule_refused(key, args, build_lr_policy):
+            return
         self._callback(PRIORITIES["VERY_HIGH"], LR_UPDATER, args)
         self.report.add(key, "mapped", LR_UPDATER, f"policy={args.get('policy')!r}")
 
@@ -459,8 +463,23 @@ class _Converter:
         if value is None:
             self.report.add(key, "mapped", "(none)", "no momentum hook")
             return
+        from detlight.optim.momentum import build_momentum_policy
+
+        if self._schedule_refused(key, dict(value), build_momentum_policy):
+            return
         self._callback(PRIORITIES["HIGH"], MOMENTUM_UPDATER, dict(value))
         self.report.add(key, "mapped", MOMENTUM_UPDATER, f"policy={value.get('policy')!r}")
+
+    def _schedule_refused(self, key: str, args: Mapping[str, Any], build: Any) -> bool:
+        """Report ``key`` dropped (with the reason) when detlight's policy would refuse it at ``fit`` time."""
+        try:
+            build(**args)
+        except (ValueError, TypeError) as err:
+            what, cls = ("lr", LR_UPDATER) if key == "lr_config" else ("momentum", MOMENTUM_UPDATER)
+            self.report.add(key, "dropped", note=f"policy {args.get('policy')!r} cannot run in detlight: {err}; the "
+                            f"{what} stays at the optimizer's value unless you add a {cls} that detlight accepts")
+            return True
+        return False
 
     def _auto_scale_lr(self, key: str, value: Any) -> None:
         self.model["auto_scale_lr"] = value
