@@ -35,9 +35,10 @@ from typing import Any, Literal
 import yaml
 
 from detlight.compat._convert_parts import convert_data, convert_model
-from detlight.compat.config import ConfigError, load_config
+from detlight.compat.config import ConfigError, EvalNote, load_config
 
-__all__ = ["ConversionReport", "ReportEntry", "convert_config", "convert_file", "convert_py_configs"]
+__all__ = ["ConversionReport", "ReportEntry", "convert_config", "convert_file", "convert_py_configs",
+           "convert_to_yaml"]
 
 # ----------------------------------------------------------------------------------------------- target schema
 _CB = "detlight.callbacks."
@@ -175,8 +176,19 @@ def convert_file(
     path: str | Path, out: str | Path | None = None, cfg_options: Sequence[str] | Mapping[str, Any] | None = None
 ) -> tuple[str, str]:
     """Read ``path`` safely, convert it, optionally write the YAML to ``out``; return ``(yaml_text, report_text)``."""
-    cfg = load_config(path, cfg_options)
+    text, report = convert_to_yaml(path, out, cfg_options)
+    return text, report.format()
+
+
+def convert_to_yaml(
+    path: str | Path, out: str | Path | None = None, cfg_options: Sequence[str] | Mapping[str, Any] | None = None
+) -> tuple[str, ConversionReport]:
+    """As :func:`convert_file`, returning the :class:`ConversionReport` itself (for counts and checks)."""
+    notes: list[EvalNote] = []
+    cfg = load_config(path, cfg_options, notes=notes)
     result, report = convert_config(cfg, str(path))
+    for note in notes:
+        report.add(note.key or "(expression)", "approximated", "(evaluated by detlight)", f"{note.where}: {note.text}")
     header = [
         f"# Converted by `detlight convert` from {path}",
         f"# Run: detlight fit --config {out if out is not None else '<this file>'}",
@@ -191,7 +203,7 @@ def convert_file(
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text, encoding="utf-8")
-    return text, report.format()
+    return text, report
 
 
 def convert_py_configs(argv: Sequence[str]) -> list[str]:
@@ -276,6 +288,19 @@ def _present(out: Mapping[str, Any], values: set[str], target: str) -> bool:
     return True
 
 
+def _norm_types(value: Any) -> Iterator[str]:
+    """Every ``norm_cfg.type`` in a model config (nested dicts and lists)."""
+    if isinstance(value, Mapping):
+        norm = value.get("norm_cfg")
+        if isinstance(norm, Mapping) and isinstance(norm.get("type"), str):
+            yield norm["type"]
+        for item in value.values():
+            yield from _norm_types(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _norm_types(item)
+
+
 def _plain(value: Any) -> Any:
     """Tuples become lists and every container is copied, so the YAML has no tuples and no shared anchors."""
     if isinstance(value, Mapping):
@@ -327,6 +352,7 @@ class _Converter:
             self.report.add("evaluation", "approximated", "trainer.val_check_interval",
                             f"not set: mmcv's default EvalHook(interval=1) would evaluate after every iteration; "
                             f"detlight validates once, after iteration {max_iters}")
+        self._sync_bn()
         self.trainer.setdefault("use_distributed_sampler", False)
         self.trainer.setdefault("num_sanity_val_steps", 0)
         self.trainer.setdefault("logger", False)
@@ -609,7 +635,10 @@ class _Converter:
     def _strategy(self, key: str, value: Any) -> None:
         from detlight.dist_config import DDP_STRATEGY_PATH, DistConfig
 
-        dist = DistConfig.from_mmcv(self.cfg)
+        try:
+            dist = DistConfig.from_mmcv(self.cfg)
+        except ValueError as err:
+            raise ConfigError(f"{self.source}: {err}") from None
         backend_name = dist.backend or "nccl"
         if key == "dist_params":
             note = ("nccl is Lightning's default backend on CUDA (gloo on CPU), so no strategy is needed"
@@ -620,13 +649,19 @@ class _Converter:
         else:
             self.report.add(key, "mapped", "trainer.strategy.init_args.find_unused_parameters"
                             if dist.find_unused_parameters else "(Lightning default)", str(dist.find_unused_parameters))
-        if dist.sync_bn and "sync_batchnorm" not in self.trainer:
-            self.trainer["sync_batchnorm"] = True
-            self.report.add("model.norm_cfg", "mapped", "trainer.sync_batchnorm", "SyncBN in the model's norm_cfg")
         init = dist.strategy_init_args()
         if init and "strategy" not in self.trainer:
             # DetDDPStrategy keeps MMDistributedDataParallel's broadcast_buffers=False.
             self.trainer["strategy"] = {"class_path": DDP_STRATEGY_PATH, "init_args": init}
+
+    def _sync_bn(self) -> None:
+        from detlight.dist_config import SYNC_BN_TYPES
+
+        found = sorted({t for t in _norm_types(self.cfg.get("model")) if t in SYNC_BN_TYPES})
+        if found:
+            self.trainer["sync_batchnorm"] = True
+            self.report.add("model.norm_cfg", "mapped", "trainer.sync_batchnorm",
+                            f"{', '.join(found)} in the model's norm_cfg: every BatchNorm syncs across processes")
 
     def _device(self, key: str, value: Any) -> None:
         accelerator = {"cuda": "gpu", "cpu": "cpu", "mlu": None, "npu": None}.get(str(value))
