@@ -83,7 +83,14 @@ PIPELINE_STEPS_3D: dict[str, dict[str, str]] = {
 #: pipeline step args that change nothing in detlight's fixed loaders.
 HARMLESS_STEP_ARGS = {"type", "keys", "to_float32", "color_type", "with_bbox", "with_bbox_3d", "with_label_3d",
                       "class_names", "with_label", "file_client_args", "coord_type", "load_dim", "use_dim"}
-WRAPPERS = ("RepeatDataset", "ClassBalancedDataset", "CBGSDataset")
+#: dataset wrappers: the inner ``dataset`` is converted; what each wrapper did is reported (RepeatDataset is kept).
+WRAPPERS = {
+    "RepeatDataset": "",
+    "ClassBalancedDataset": "detlight samples every image uniformly (no class-balanced oversampling)",
+    "CBGSDataset": "detlight samples every frame uniformly (no class-balanced grouping and sampling)",
+    "MultiImageMixDataset": "its multi-image pipeline (Mosaic, MixUp, RandomAffine, ...) is not reproduced; "
+    "detlight's own pipeline reads the wrapped dataset",
+}
 #: what a datamodule section the user writes for an unknown dataset type should keep, per split.
 SPLIT_HINT_KEYS = ("type", "data_root", "ann_file", "img_prefix", "seg_prefix", "pts_prefix", "classes")
 
@@ -318,8 +325,9 @@ def _unwrap(key: str, ds: Any, report: ConversionReport, deferred: _Deferred | N
             report.add(f"{key}.type", "dropped", note=f"RepeatDataset({extra}) around a {key.split('.')[-1]} set "
                        "repeats evaluation images; detlight evaluates each image once")
         else:
-            report.add(f"{key}.type", "dropped", note=f"{kind}({extra}) is not reproduced: detlight samples every "
-                       "image uniformly (no class-balanced oversampling); the wrapped dataset is used as is")
+            shown = {k: v for k, v in extra.items() if k != "pipeline"}
+            report.add(f"{key}.type", "dropped", note=f"{kind}({shown}) is not reproduced: {WRAPPERS[kind]}; the "
+                       "wrapped dataset is used")
         ds = ds.get("dataset")
     return ds, times
 

@@ -46,7 +46,7 @@ PLACEHOLDER = "__detlight_base_ref_{}__"
 #: most elements (nested; string characters included) any value built by the file may hold.
 MAX_SIZE = 1_000_000
 #: most comprehension iterations one file may run (all comprehensions together).
-MAX_STEPS = 10_000_000
+MAX_STEPS = 1_000_000
 _MAX_EXPONENT = 256
 _MAX_INT_BITS = 4096
 _HUGE_WIDTH = re.compile(r"\d{5,}")
@@ -76,24 +76,22 @@ MUTATIONS: dict[str, type] = {"update": dict, "append": list, "extend": list}
 
 
 def size_of(value: Any, limit: int = MAX_SIZE) -> int:
-    """Number of elements in ``value`` (nested; a string counts its characters), counting stops past ``limit``.
+    """Number of elements in ``value``: scalars and containers count 1, strings and ranges their length; nested.
 
-    Shared sub-lists count every time they appear (``[[0] * 1000] * 1000`` is a million), which is what a copy or a
-    YAML dump of the value would cost.
+    Counting stops past ``limit``. Shared sub-lists count every time they appear (``[[0] * 1000] * 1000`` is about a
+    million), which is what a copy or a YAML dump of the value would cost.
     """
     total, stack = 0, [value]
     while stack and total <= limit:
         item = stack.pop()
-        if isinstance(item, str):
-            total += len(item)
-        elif isinstance(item, range):
-            total += len(item)
+        if isinstance(item, (str, range)):
+            total += max(1, len(item))
         elif isinstance(item, dict):
-            total += len(item)
+            total += 1
             stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, (list, tuple, set, frozenset)):
-            total += len(item)
+            total += 1
             stack.extend(item)
         else:
             total += 1
@@ -181,7 +179,7 @@ BUILTINS: dict[str, Callable[..., Any]] = {
     "dict": dict, "list": _seq_constructor(list), "tuple": _seq_constructor(tuple),
     "len": _on_data("len", len), "sum": _sum, "range": _range, "min": _min_max(min), "max": _min_max(max),
     "abs": abs, "round": round, "int": _int, "float": float, "str": _str, "bool": bool,
-    "zip": _as_list("zip", zip), "enumerate": _as_list("enumerate", enumerate),
+    "zip": _as_list("zip", zip), "enumerate": _on_data("enumerate", lambda *a, **k: list(enumerate(*a, **k))),
     "sorted": _sorted, "reversed": _as_list("reversed", reversed), "any": _on_data("any", any),
     "all": _on_data("all", all),
 }
@@ -279,6 +277,8 @@ class Evaluator:
                 self._assign(node.target, self._binop(node.op, current, self.eval(node.value), node), bound)
             elif isinstance(node, ast.Expr) and _is_mutation(node.value):
                 self._mutate(node.value, bound)  # type: ignore[arg-type]
+            elif isinstance(node, ast.Expr):
+                raise self._refuse(node.value)
             else:
                 raise self._refuse(node)
         return bound
@@ -454,14 +454,14 @@ class Evaluator:
     def _loop(self, generators: list[ast.comprehension]) -> Iterator[None]:
         gen, rest = generators[0], generators[1:]
         if gen.is_async:
-            raise self._disallowed(gen, "an async comprehension")
+            raise self._disallowed(gen.iter, "an async comprehension")
         iterable = self.eval(gen.iter)
         if not isinstance(iterable, _DATA):
             raise self._error(gen.iter, f"iterating over a {type(iterable).__name__}")
         for item in list(iterable):
             self._steps += 1
             if self._steps > MAX_STEPS:
-                raise self._disallowed(gen, f"comprehensions running more than {MAX_STEPS} iterations")
+                raise self._disallowed(gen.iter, f"comprehensions running more than {MAX_STEPS} iterations")
             self._assign(gen.target, item, {})
             if all(self.eval(cond) for cond in gen.ifs):
                 if rest:
