@@ -193,7 +193,7 @@ def convert_data(data: Any, report: ConversionReport, seed: int | None = None) -
         init["repeat_times"] = repeat
     kinds = {key: ds.get("type") if isinstance(ds, Mapping) else None for key, ds in splits.items()}
     unknown = [key for key, kind in kinds.items() if kind not in DATASET_TARGETS and kind not in COCO_LIKE]
-    targets = {_target(kind) for kind in kinds.values() if kind not in (None, *[kinds[k] for k in unknown])}
+    targets = {_target(kind) for key, kind in kinds.items() if kind is not None and key not in unknown}
     if unknown or len(targets) != 1:
         why = (f"dataset `{kinds[unknown[0]]}` has no detlight datamodule, so no `data:` section is written" if unknown
                else "no train/val/test dataset is given, so no `data:` section is written")

@@ -105,8 +105,9 @@ def convert_folder(folder: str | Path, out_dir: str | Path, cfg_options: Sequenc
                 f"{type(err).__name__}: {err} ({Path(where.filename).name}:{where.lineno})")))
             continue
         target.with_suffix(".report.txt").write_text(report.format() + "\n", encoding="utf-8")
-        counts = {s: sum(e.status == s for e in report.entries) for s in ("mapped", "approximated", "dropped")}
-        results.append(ConvertResult(str(rel), "converted", time.perf_counter() - start, **counts))
+        mapped, approximated, dropped = (sum(e.status == s for e in report.entries)
+                                         for s in ("mapped", "approximated", "dropped"))
+        results.append(ConvertResult(str(rel), "converted", time.perf_counter() - start, mapped, approximated, dropped))
     return results
 
 

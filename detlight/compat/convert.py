@@ -198,8 +198,8 @@ def convert_to_yaml(
     if missing:
         header.append("# model.model is missing: add `model: {model: {class_path: my_pkg.MyDetector}}`.")
     text = "\n".join(header) + "\n" + yaml.safe_dump(result, sort_keys=False, default_flow_style=None, width=120)
-    for note in report.yaml_notes:
-        text += "\n" + "".join(f"# {line}\n" for line in note.rstrip().splitlines())
+    for block in report.yaml_notes:
+        text += "\n" + "".join(f"# {line}\n" for line in block.rstrip().splitlines())
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text, encoding="utf-8")
@@ -465,8 +465,8 @@ class _Converter:
         _check_loss_scale(scale, self.source)  # refuse what mmcv refuses (an int, an unknown string) now
         self.trainer.pop("precision", None)  # the plugin sets 16-mixed; Lightning refuses both
         self.trainer["plugins"] = [{"class_path": FP16_PLUGIN, "init_args": {"loss_scale": scale}}]
-        kind = {str: "dynamic GradScaler", dict: "GradScaler(**kwargs)"}.get(type(scale), "static scale, skipped "
-                                                                                          "overflow steps")
+        kinds: dict[type, str] = {str: "dynamic GradScaler", dict: "GradScaler(**kwargs)"}
+        kind = kinds.get(type(scale), "static scale, skipped overflow steps")
         note = (f"loss_scale={scale!r}: {kind}, as Fp16OptimizerHook; Lightning autocasts the whole step where mmcv "
                 "autocast only @auto_fp16 methods. On a machine without CUDA pass `--trainer.plugins=[]`")
         self.report.add(key if report_key else f"{key}.loss_scale", "mapped", "trainer.plugins", note)
