@@ -13,8 +13,6 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from detlight.compat.convert import convert_py_configs
-
 if TYPE_CHECKING:
     from detlight.cli_app import DetLightCLI
 
@@ -27,10 +25,11 @@ def __getattr__(name: str) -> Any:
         from detlight import cli_app
 
         return getattr(cli_app, name)
+    if name == "_convert_py_configs":  # old private name; now detlight.compat.convert_py_configs
+        from detlight.compat.convert import convert_py_configs
+
+        return convert_py_configs
     raise AttributeError(f"module 'detlight.cli' has no attribute {name!r}")
-
-
-_convert_py_configs = convert_py_configs  # old private name, kept for callers
 
 
 def main(args: Sequence[str] | None = None) -> None:
@@ -87,6 +86,7 @@ def _main(argv: list[str]) -> None:
     # argv is sys.argv[1:] (or the caller's list) after .py conversion; LightningCLI warns when it sees both.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     from detlight.cli_app import DetLightCLI
+    from detlight.compat.convert import convert_py_configs
 
     DetLightCLI(args=convert_py_configs(argv), parser_class=FriendlyArgumentParser)
 
