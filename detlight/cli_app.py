@@ -1,8 +1,8 @@
 """The :class:`~lightning.pytorch.cli.LightningCLI` subclass behind ``detlight fit|validate|test|predict``.
 
 Replaces: the argument parsing and runner building of mmdet's ``tools/train.py`` / ``tools/test.py``. Kept apart from
-:mod:`detlight.cli` (the console entry point) so that ``detlight convert`` and ``detlight --help`` do not import
-Lightning; ``detlight.cli.DetLightCLI`` still resolves to this class.
+:mod:`detlight.cli` (the console entry point and :func:`~detlight.cli.build_cli`) so that ``detlight convert`` does
+not import Lightning; ``detlight.cli.DetLightCLI`` still resolves to this class.
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ from lightning.fabric.plugins.environments import (
 )
 from lightning.pytorch.strategies import DDPStrategy
 
-from detlight.dist_config import DDP_STRATEGY_PATH, DEFAULT_TIMEOUT_S, DistConfig, has_sync_bn
-from detlight.exceptions import LaunchConfigError
+from detlight.dist_config import DDP_STRATEGY_PATH, DEFAULT_TIMEOUT_S, DistSettings, has_sync_bn
+from detlight.exceptions import ConfigError, LaunchConfigError
 
 __all__ = [
     "DDP_STRATEGY_PATH",
@@ -109,13 +109,13 @@ class DetDDPStrategy(DDPStrategy):
         ddp_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if not timeout_s > 0:
-            raise ValueError(f"Expected `timeout_s` > 0 (seconds a rank waits for the others), but got {timeout_s!r}.")
+            raise ConfigError(f"Expected `timeout_s` > 0 (seconds a rank waits for the others), but got {timeout_s!r}.")
         extra = dict(ddp_kwargs or {})
         named = {"find_unused_parameters", "broadcast_buffers", "forward_sync_buffers", "static_graph",
                  "gradient_as_bucket_view"}
         clash = sorted(named & set(extra))
         if clash:
-            raise ValueError(f"`ddp_kwargs` repeats {clash}; set them as DetDDPStrategy arguments instead.")
+            raise ConfigError(f"`ddp_kwargs` repeats {clash}; set them as DetDDPStrategy arguments instead.")
         extra.update(find_unused_parameters=find_unused_parameters, static_graph=static_graph,
                      gradient_as_bucket_view=gradient_as_bucket_view, **_buffer_sync_kwargs(broadcast_buffers))
         super().__init__(
@@ -418,3 +418,19 @@ def check_cli_trainer_config(trainer_cfg: Any, env: Mapping[str, str] | None = N
 
     return check_launch_environment(devices=get("devices", "auto"), num_nodes=get("num_nodes", 1),
                                     accelerator=get("accelerator", "auto"), strategy=get("strategy", "auto"), env=env)
+
+
+class DistConfig(DistSettings):
+    """mmcv's distributed settings (:class:`~detlight.dist_config.DistSettings`) plus the built DDP strategy.
+
+    Example:
+        >>> DistConfig(backend="gloo", gpu_ids=[0, 1]).trainer_kwargs()["devices"]
+        [0, 1]
+    """
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """Same as :meth:`trainer_config` with the strategy built (``Trainer(**cfg.trainer_kwargs())``)."""
+        out = self.trainer_config()
+        if "strategy" in out:
+            out["strategy"] = DetDDPStrategy(**out["strategy"]["init_args"])
+        return out

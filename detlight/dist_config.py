@@ -2,7 +2,8 @@
 
 Replaces: the part of mmdet's ``tools/train.py`` / ``init_dist`` that reads those config keys. Kept apart from
 :mod:`detlight.dist` (the DDP strategy and launch checks) because it imports neither torch nor Lightning, so the
-config converter can use it and stay fast; :mod:`detlight.dist` re-exports every name.
+config converter can use it and stay fast. :class:`detlight.dist.DistConfig` is :class:`DistSettings` plus the
+built strategy (``trainer_kwargs``); :mod:`detlight.dist` re-exports the other names.
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["DDP_STRATEGY_PATH", "DEFAULT_TIMEOUT_S", "SYNC_BN_TYPES", "DistConfig", "has_sync_bn"]
+from typing_extensions import Self
+
+from detlight.exceptions import ConfigError
+
+__all__ = ["DDP_STRATEGY_PATH", "DEFAULT_TIMEOUT_S", "SYNC_BN_TYPES", "DistSettings", "has_sync_bn"]
 
 #: ``class_path`` of :class:`detlight.dist.DetDDPStrategy`, for YAML written by the converter.
 DDP_STRATEGY_PATH = "detlight.dist.DetDDPStrategy"
@@ -34,7 +39,7 @@ def has_sync_bn(cfg: Any) -> bool:
 
 
 @dataclass
-class DistConfig:
+class DistSettings:
     """mmcv's distributed settings, and the Trainer arguments they become.
 
     Replaces: ``dist_params``, ``--launcher``, ``gpu_ids``, ``find_unused_parameters`` and per-layer ``SyncBN``.
@@ -61,19 +66,19 @@ class DistConfig:
 
     def __post_init__(self) -> None:
         if self.launcher not in ("none", "pytorch", "slurm"):
-            raise ValueError(f"Unsupported launcher {self.launcher!r}; detlight maps 'none', 'pytorch' (torchrun) and "
-                             "'slurm' (srun). For MPI, start one process per device with torchrun instead.")
+            raise ConfigError(f"Unsupported launcher {self.launcher!r}; detlight maps 'none', 'pytorch' (torchrun) and "
+                              "'slurm' (srun). For MPI, start one process per device with torchrun instead.")
         if self.backend is not None and self.backend not in ("nccl", "gloo", "mpi"):
-            raise ValueError(f"Unknown dist_params.backend {self.backend!r}; expected 'nccl', 'gloo' or 'mpi'.")
+            raise ConfigError(f"Unknown dist_params.backend {self.backend!r}; expected 'nccl', 'gloo' or 'mpi'.")
 
     @classmethod
     def from_mmcv(cls, cfg: Mapping[str, Any], launcher: Literal["none", "pytorch", "slurm"] = "none",
-                  num_nodes: int = 1) -> DistConfig:
+                  num_nodes: int = 1) -> Self:
         """Read ``dist_params``, ``find_unused_parameters``, ``gpu_ids`` and the model's ``norm_cfg`` of an mmcv cfg."""
         dist_params = dict(cfg.get("dist_params") or {})
         unknown = sorted(set(dist_params) - {"backend", "port"})
         if unknown:
-            raise ValueError(f"Unknown key(s) {unknown} in `dist_params`; accepted: ['backend', 'port'].")
+            raise ConfigError(f"Unknown key(s) {unknown} in `dist_params`; accepted: ['backend', 'port'].")
         gpu_ids = cfg.get("gpu_ids")
         return cls(backend=dist_params.get("backend"), port=dist_params.get("port"), launcher=launcher,
                    gpu_ids=list(gpu_ids) if gpu_ids is not None else None, num_nodes=num_nodes,
@@ -109,15 +114,6 @@ class DistConfig:
             out["num_nodes"] = self.num_nodes
         if self.sync_bn:
             out["sync_batchnorm"] = True
-        return out
-
-    def trainer_kwargs(self) -> dict[str, Any]:
-        """Same as :meth:`trainer_config` with the strategy built (``Trainer(**cfg.trainer_kwargs())``)."""
-        out = self.trainer_config()
-        if "strategy" in out:
-            from detlight.dist import DetDDPStrategy
-
-            out["strategy"] = DetDDPStrategy(**out["strategy"]["init_args"])
         return out
 
     def env(self) -> dict[str, str]:

@@ -633,10 +633,10 @@ class _Converter:
         self.report.add(key, "mapped", "trainer.benchmark")
 
     def _strategy(self, key: str, value: Any) -> None:
-        from detlight.dist_config import DDP_STRATEGY_PATH, DistConfig
+        from detlight.dist_config import DDP_STRATEGY_PATH, DistSettings
 
         try:
-            dist = DistConfig.from_mmcv(self.cfg)
+            dist = DistSettings.from_mmcv(self.cfg)
         except ValueError as err:
             raise ConfigError(f"{self.source}: {err}") from None
         backend_name = dist.backend or "nccl"
