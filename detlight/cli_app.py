@@ -76,10 +76,10 @@ class DetLightCLI(LightningCLI):
         if trainer.global_rank != 0:
             return
         lines = [f"Run directory: {log_dir}"]
-        ckpt = trainer.checkpoint_callback
-        if ckpt is not None and getattr(ckpt, "best_model_path", ""):
+        ckpt: Any = trainer.checkpoint_callback
+        if getattr(ckpt, "best_model_path", None):
             lines.append(f"Best checkpoint: {ckpt.best_model_path}")
-        if ckpt is not None and getattr(ckpt, "last_model_path", ""):
+        if getattr(ckpt, "last_model_path", None):
             lines.append(f"Last checkpoint: {ckpt.last_model_path}")
         results = getattr(self.model, "eval_results", None)
         if results:
