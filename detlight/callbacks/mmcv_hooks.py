@@ -22,7 +22,7 @@ from typing_extensions import override
 
 from detlight.compat.hook_base import FALLBACKS, get_priority
 from detlight.compat.hook_registry import HookSpec, build_hook
-from detlight.compat.hook_table import OPTIMIZER_REFUSAL, lookup_standard_hook, standard_base
+from detlight.compat.hook_table import lookup_standard_hook, refusal, standard_base
 from detlight.compat.runner import RunnerView, plain_meta
 from detlight.exceptions import DetLightError, HookError
 
@@ -131,24 +131,17 @@ class MMCVHooks(Callback):
         return built
 
     def _check_standard(self, hook: Any) -> None:
+        reason = refusal(type(hook))
+        if reason is not None:
+            raise HookError(reason)
         name = standard_base(type(hook))
-        if name is None:
-            return
-        mapping = lookup_standard_hook(name)
-        assert mapping is not None
-        cls = type(hook).__name__
-        kind = f"`{cls}`" + ("" if cls == name else f" (a subclass of mmcv's `{name}`)")
-        if "OptimizerHook" in name:
-            raise HookError(f"mmcv-style hook {kind} cannot run in detlight: {OPTIMIZER_REFUSAL}; for clipping alone "
-                            "set model.grad_clip, for fp16 trainer.precision, for accumulation "
-                            "trainer.accumulate_grad_batches")
-        if mapping.as_user_hook == "refuse":
-            raise HookError(f"mmcv-style hook {kind} cannot run in detlight: {mapping.message(name)}")
-        if mapping.as_user_hook == "replace":
+        mapping = lookup_standard_hook(name) if name is not None else None
+        if mapping is not None and mapping.as_user_hook == "replace":
             other = self.replacements.get(mapping.target)
             if other is not None:
-                raise HookError(f"mmcv-style hooks `{type(other).__name__}` and {kind} would both replace "
-                                f"{mapping.target} (e.g. two LR updaters fighting over the learning rate); keep one")
+                raise HookError(f"mmcv-style hooks `{type(other).__name__}` and `{type(hook).__name__}` would both "
+                                f"replace {mapping.target} (e.g. two LR updaters fighting over the learning rate); "
+                                "keep one")
             self.replacements[mapping.target] = hook
 
     @property
@@ -301,13 +294,20 @@ class MMCVHooks(Callback):
         if self._train_epoch_closed:
             return
         self._train_epoch_closed = True
-        self.call_hook("after_train_epoch")
+        self.runner.closing_epoch = True
+        try:
+            self.call_hook("after_train_epoch")
+        finally:
+            self.runner.closing_epoch = False
         self.runner._epoch += 1
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.runner.by_epoch:
             self._close_train_epoch()
+        pending, self.runner.pending_ckpts = self.runner.pending_ckpts, []
+        for path, weights_only, latest in pending:
+            self.runner.write_lightning_checkpoint(path, weights_only, latest)
 
     def _val_active(self, trainer: pl.Trainer) -> bool:
         return self._dispatch_val and not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from detlight.compat.hook_base import DIRECT_STAGES, STAGES, get_priority
-from detlight.compat.hook_table import lookup_standard_hook
-from detlight.exceptions import ConfigError, HookError
+from detlight.compat.hook_table import lookup_standard_hook, refusal
+from detlight.exceptions import ConfigError, DetLightError, HookError
 
 __all__ = ["HookSpec", "build_hook", "check_hook", "register_hook", "registered_hooks", "resolve_hook_type"]
 
@@ -155,10 +155,16 @@ def build_hook(spec: HookSpec) -> tuple[Any, int]:
     cls = resolve_hook_type(name) if "type" in spec else _import(name)
     kwargs = dict(cfg.pop("init_args", None) or {})
     kwargs.update(cfg)
+    reason = refusal(cls) if isinstance(cls, type) else None
+    if reason is not None:  # before building: a refused logger need not have its tracker installed
+        raise HookError(reason)
     try:
         hook = cls(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"Cannot build hook `{name}` with arguments {sorted(kwargs)}: {err}") from err
+    except DetLightError:
+        raise
+    except Exception as err:  # the reason must reach the user: the CLI shows only this message
+        raise ConfigError(f"Cannot build hook `{name}` with arguments {sorted(kwargs)}: {type(err).__name__}: "
+                          f"{err}") from err
     check_hook(hook, f"Hook `{name}`")
     if priority is None:
         priority = getattr(hook, "priority", "NORMAL")

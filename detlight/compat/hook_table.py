@@ -27,6 +27,7 @@ __all__ = [
     "PRIORITIES",
     "HookMapping",
     "lookup_standard_hook",
+    "refusal",
     "standard_base",
     "standard_hook_table",
 ]
@@ -178,10 +179,6 @@ CUSTOM_HOOKS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
     name: mapping.convert for name, mapping in _STANDARD.items() if mapping.convert is not None
 }
 
-#: Modules whose classes count as standard hooks (a user's own class that happens to share a name does not).
-_STANDARD_MODULES = ("mmcv.", "mmdet.", "mmdet3d.", "detlight.compat.mmcv_shim")
-
-
 def standard_hook_table() -> dict[str, HookMapping]:
     """mmcv / mmdet standard hook type name -> :class:`HookMapping` (a copy)."""
     return dict(_STANDARD)
@@ -195,8 +192,8 @@ def lookup_standard_hook(hook_type: str) -> HookMapping | None:
 def standard_base(cls: type) -> str | None:
     """The name of the nearest standard mmcv / mmdet hook class ``cls`` is or derives from (``Hook`` excluded).
 
-    Only classes defined in mmcv, mmdet, mmdet3d or detlight's mmcv shim count, so a user's own ``EMAHook`` port is
-    not mistaken for mmdet's.
+    Matched by class name, wherever the class is defined: projects copy mmdet's hook files into their own packages,
+    and a class named like a standard hook does that hook's job (a copied ``EMAHook`` would fight detlight's EMA).
 
     Example:
         >>> from detlight.compat.hook_base import Hook
@@ -206,6 +203,21 @@ def standard_base(cls: type) -> str | None:
     """
     for klass in cls.__mro__:
         name = klass.__name__
-        if name != "Hook" and name in _STANDARD and klass.__module__.startswith(_STANDARD_MODULES):
+        if name != "Hook" and name in _STANDARD:
             return name
+    return None
+
+
+def refusal(cls: type) -> str | None:
+    """Why an instance of ``cls`` cannot run as a user hook (the message names the replacement), else ``None``."""
+    name = standard_base(cls)
+    mapping = lookup_standard_hook(name) if name is not None else None
+    if name is None or mapping is None:
+        return None
+    kind = f"`{cls.__name__}`" + ("" if cls.__name__ == name else f" (a subclass of mmcv's `{name}`)")
+    if "OptimizerHook" in name:
+        return (f"mmcv-style hook {kind} cannot run in detlight: {OPTIMIZER_REFUSAL}; for clipping alone set "
+                "model.grad_clip, for fp16 trainer.precision, for accumulation trainer.accumulate_grad_batches")
+    if mapping.as_user_hook == "refuse":
+        return f"mmcv-style hook {kind} cannot run in detlight: {mapping.message(name)}"
     return None

@@ -159,6 +159,10 @@ class RunnerView:
         self.meta: dict[str, Any] = dict(meta) if meta else {}
         self.meta.setdefault("hook_msgs", {})
         self._wrapper: ModelWrapper | None = None
+        #: set by MMCVHooks while it dispatches ``after_train_epoch`` from the epoch's last batch
+        self.closing_epoch = False
+        #: Lightning checkpoints to write at the end of the epoch: (path, weights_only, latest link or None)
+        self.pending_ckpts: list[tuple[str, bool, str | None]] = []
         self.timestamp = timestamp
         self.mode: str | None = None
         self.by_epoch = True
@@ -299,7 +303,7 @@ class RunnerView:
         Raises:
             HookError: ``meta`` is not a dict, or the view is not bound to a running Trainer.
         """
-        from detlight.callbacks.checkpoint import atomic_torch_save, export_mmcv_checkpoint, link_or_copy
+        from detlight.callbacks.checkpoint import export_mmcv_checkpoint, link_or_copy
 
         trainer, module = self._require_trainer(), self.pl_module
         if meta is not None and not isinstance(meta, dict):
@@ -314,12 +318,25 @@ class RunnerView:
         export_mmcv_checkpoint(path, trainer, module, save_optimizer=save_optimizer,
                                meta=plain_meta(merged, "runner.save_checkpoint meta"))
         ckpt = os.path.splitext(path)[0] + ".ckpt"
-        # Lightning's own checkpoint content, written without trainer.save_checkpoint's collective barrier.
-        atomic_torch_save(trainer._checkpoint_connector.dump_checkpoint(weights_only=not save_optimizer), ckpt)
+        latest = os.path.join(out_dir, "latest.ckpt") if create_symlink else None
         if create_symlink:
             link_or_copy(path, os.path.join(out_dir, "latest.pth"))
-            link_or_copy(ckpt, os.path.join(out_dir, "latest.ckpt"))
+        if self.closing_epoch:
+            # Written from on_train_epoch_end, so it resumes at the next epoch as MMCheckpoint's epoch files do.
+            self.pending_ckpts.append((ckpt, not save_optimizer, latest))
+        else:
+            self.write_lightning_checkpoint(ckpt, not save_optimizer, latest)
         return path
+
+    def write_lightning_checkpoint(self, path: str, weights_only: bool, latest: str | None) -> None:
+        """Write the Trainer's checkpoint to ``path`` on this rank (no collective), and point ``latest`` at it."""
+        from detlight.callbacks.checkpoint import atomic_torch_save, link_or_copy
+
+        trainer = self._require_trainer()
+        # Lightning's own checkpoint content, without trainer.save_checkpoint's barrier (hooks save on rank 0 only).
+        atomic_torch_save(trainer._checkpoint_connector.dump_checkpoint(weights_only=weights_only), path)
+        if latest is not None:
+            link_or_copy(path, latest)
 
     # ------------------------------------------------------------------ optimizer state
     def current_lr(self) -> list[float]:
