@@ -8,17 +8,22 @@ not installed at all when mmcv is importable. Nothing happens unless asked.
 Served modules and names (the classes are ports of mmcv 1.7.2 in :mod:`detlight.compat.mmcv_shim_runner`):
 
 - ``mmcv.runner`` / ``mmcv.runner.hooks``: ``Hook``, ``HOOKS``, ``Priority``, ``get_priority``, ``master_only``,
-  ``get_dist_info``, ``allreduce_params``, ``OptimizerHook``, ``CheckpointHook``, ``LoggerHook``, ``LrUpdaterHook`` and
-  its ``Fixed`` / ``Step`` / ``Exp`` / ``Poly`` / ``Inv`` / ``CosineAnnealing`` policies; also the submodules
+  ``get_dist_info``, ``allreduce_params``, ``OptimizerHook``, ``CheckpointHook``, ``LoggerHook``, ``EMAHook``,
+  ``EmptyCacheHook``, ``DistSamplerSeedHook``, ``ClosureHook``, ``SyncBuffersHook``, ``LrUpdaterHook`` and its
+  ``Fixed`` / ``Step`` / ``Exp`` / ``Poly`` / ``Inv`` / ``CosineAnnealing`` policies; also the submodules
   ``hooks.hook``, ``hooks.lr_updater`` (with ``annealing_cos`` / ``annealing_linear``), ``hooks.checkpoint``,
-  ``hooks.optimizer``, ``hooks.logger``, ``priority`` and ``dist_utils``.
+  ``hooks.optimizer``, ``hooks.logger`` (``.base``, ``.text``, ``.wandb``), ``hooks.ema``, ``hooks.evaluation``,
+  ``priority`` and ``dist_utils``.
+- Importable placeholders for mmcv's other standard hooks (the other LR policies, the momentum updaters, the
+  concrete loggers, the fp16 / cumulative optimizer hooks, ``IterTimerHook``, ``EvalHook``, ``ProfilerHook``): a file
+  that imports or subclasses them loads; building one raises a ``HookError`` naming detlight's replacement.
 - ``mmcv.parallel``: ``is_module_wrapper``. ``mmcv.utils`` (and ``mmcv``): ``Registry``, ``digit_version``,
   ``is_str``, ``is_seq_of``, ``is_list_of``, ``get_logger``, ``print_log``; ``mmcv.__version__`` is ``"1.7.2"``.
 
 Limits: no ``mmcv.cnn``, ``mmcv.ops``, ``mmcv.fileio``, ``mmcv.image``, runners or other hooks (importing any other
 ``mmcv`` submodule raises an ``ImportError`` that says so); ``HOOKS`` is detlight's registry and does not hold
-mmcv's standard hooks, so ``{type: StepLrUpdaterHook}`` still gets the sentence naming detlight's counterpart while
-a *subclass* of the shim's ``LrUpdaterHook`` runs in place of ``LrUpdater``; ``OptimizerHook`` can be subclassed but
+mmcv's standard hooks, so ``{type: StepLrUpdaterHook}`` gets the sentence naming detlight's counterpart while an
+*instance* of the shim's ``StepLrUpdaterHook`` (or a subclass of ``LrUpdaterHook``) runs in place of ``LrUpdater``; ``OptimizerHook`` can be subclassed but
 :class:`~detlight.callbacks.mmcv_hooks.MMCVHooks` refuses it; ``CheckpointHook`` writes local files only; LR updaters
 drive a single optimizer (mmcv's dict of optimizers is not supported).
 """
@@ -37,10 +42,19 @@ from detlight.exceptions import UsageError
 __all__ = ["install_mmcv_shim", "mmcv_shim_installed", "real_mmcv_available", "uninstall_mmcv_shim"]
 
 _VERSION = "1.7.2"
+_UNSERVED_NAMES = ("FlatCosineAnnealingLrUpdaterHook", "CosineRestartLrUpdaterHook", "CyclicLrUpdaterHook",
+                   "OneCycleLrUpdaterHook", "LinearAnnealingLrUpdaterHook", "MomentumUpdaterHook",
+                   "StepMomentumUpdaterHook", "CosineAnnealingMomentumUpdaterHook",
+                   "LinearAnnealingMomentumUpdaterHook", "CyclicMomentumUpdaterHook", "OneCycleMomentumUpdaterHook",
+                   "TextLoggerHook", "TensorboardLoggerHook", "WandbLoggerHook", "MlflowLoggerHook",
+                   "NeptuneLoggerHook", "DvcliveLoggerHook", "PaviLoggerHook", "SegmindLoggerHook",
+                   "ClearMLLoggerHook", "Fp16OptimizerHook", "GradientCumulativeOptimizerHook",
+                   "GradientCumulativeFp16OptimizerHook", "IterTimerHook", "EvalHook", "DistEvalHook", "ProfilerHook")
 _RUNNER_NAMES = ("Hook", "HOOKS", "Priority", "get_priority", "master_only", "get_dist_info", "allreduce_params",
                  "OptimizerHook", "CheckpointHook", "LoggerHook", "LrUpdaterHook", "FixedLrUpdaterHook",
                  "StepLrUpdaterHook", "ExpLrUpdaterHook", "PolyLrUpdaterHook", "InvLrUpdaterHook",
-                 "CosineAnnealingLrUpdaterHook")
+                 "CosineAnnealingLrUpdaterHook", "EMAHook", "EmptyCacheHook", "DistSamplerSeedHook", "ClosureHook",
+                 "SyncBuffersHook", *_UNSERVED_NAMES)
 _UTILS_NAMES = ("Registry", "digit_version", "is_str", "is_seq_of", "is_list_of", "get_logger", "print_log")
 #: module name -> (is a package, names it exports)
 _MODULES: dict[str, tuple[bool, tuple[str, ...]]] = {
@@ -56,7 +70,11 @@ _MODULES: dict[str, tuple[bool, tuple[str, ...]]] = {
                                              "annealing_linear")),
     "mmcv.runner.hooks.checkpoint": (False, ("HOOKS", "Hook", "CheckpointHook")),
     "mmcv.runner.hooks.optimizer": (False, ("HOOKS", "Hook", "OptimizerHook")),
-    "mmcv.runner.hooks.logger": (True, ("LoggerHook",)),
+    "mmcv.runner.hooks.logger": (True, ("LoggerHook", *[n for n in _UNSERVED_NAMES if n.endswith("LoggerHook")])),
+    "mmcv.runner.hooks.logger.wandb": (False, ("WandbLoggerHook",)),
+    "mmcv.runner.hooks.logger.text": (False, ("TextLoggerHook",)),
+    "mmcv.runner.hooks.ema": (False, ("EMAHook",)),
+    "mmcv.runner.hooks.evaluation": (False, ("EvalHook", "DistEvalHook")),
     "mmcv.runner.hooks.logger.base": (False, ("Hook", "LoggerHook")),
     "mmcv.runner.priority": (False, ("Priority", "get_priority")),
     "mmcv.runner.dist_utils": (False, ("get_dist_info", "master_only", "allreduce_params")),
@@ -66,6 +84,8 @@ _MODULES: dict[str, tuple[bool, tuple[str, ...]]] = {
 def _value(name: str) -> Any:
     from detlight.compat import hook_base, mmcv_shim_runner
 
+    if name in mmcv_shim_runner.UNSERVED:
+        return mmcv_shim_runner.UNSERVED[name]
     return getattr(hook_base, name, None) or getattr(mmcv_shim_runner, name)
 
 

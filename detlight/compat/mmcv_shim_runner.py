@@ -27,6 +27,12 @@ from detlight.exceptions import HookError
 
 __all__ = [
     "HOOKS",
+    "UNSERVED",
+    "ClosureHook",
+    "DistSamplerSeedHook",
+    "EMAHook",
+    "EmptyCacheHook",
+    "SyncBuffersHook",
     "CheckpointHook",
     "CosineAnnealingLrUpdaterHook",
     "ExpLrUpdaterHook",
@@ -499,3 +505,121 @@ class LoggerHook(Hook):
         self.log(runner)
         if self.reset_flag:
             runner.log_buffer.clear_output()
+
+
+# ---------------------------------------------------------------------------------------------------- small hooks
+class EMAHook(Hook):
+    """mmcv 1.7's ``EMAHook`` (``ema_*`` buffers on the model, swapped in around each train epoch)."""
+
+    def __init__(self, momentum: float = 0.0002, interval: int = 1, warm_up: int = 100,
+                 resume_from: str | None = None) -> None:
+        if not (isinstance(interval, int) and interval > 0 and 0 < momentum < 1):
+            raise ValueError(f"EMAHook needs 0 < momentum < 1 and a positive int interval, got {momentum}, {interval}")
+        if resume_from is not None:
+            raise ValueError("EMAHook(resume_from=...) is not supported by detlight's mmcv shim; resume with "
+                             "`fit(ckpt_path=...)`, which restores the ema_* buffers")
+        self.warm_up, self.interval, self.momentum = warm_up, interval, momentum**interval
+
+    def before_run(self, runner: Any) -> None:
+        model = runner.model.module if is_module_wrapper(runner.model) else runner.model
+        self.param_ema_buffer: dict[str, str] = {}
+        self.model_parameters = dict(model.named_parameters(recurse=True))
+        for name, value in self.model_parameters.items():
+            buffer_name = f"ema_{name.replace('.', '_')}"
+            self.param_ema_buffer[name] = buffer_name
+            model.register_buffer(buffer_name, value.data.clone())
+        self.model_buffers = dict(model.named_buffers(recurse=True))
+
+    def after_train_iter(self, runner: Any) -> None:
+        step = runner.iter
+        momentum = min(self.momentum, (1 + step) / (self.warm_up + step))
+        if step % self.interval != 0:
+            return
+        for name, parameter in self.model_parameters.items():
+            self.model_buffers[self.param_ema_buffer[name]].mul_(1 - momentum).add_(parameter.data, alpha=momentum)
+
+    def after_train_epoch(self, runner: Any) -> None:
+        self._swap_ema_parameters()
+
+    def before_train_epoch(self, runner: Any) -> None:
+        self._swap_ema_parameters()
+
+    def _swap_ema_parameters(self) -> None:
+        for name, value in self.model_parameters.items():
+            temp = value.data.clone()
+            buffer = self.model_buffers[self.param_ema_buffer[name]]
+            value.data.copy_(buffer.data)
+            buffer.data.copy_(temp)
+
+
+class EmptyCacheHook(Hook):
+    def __init__(self, before_epoch: bool = False, after_epoch: bool = True, after_iter: bool = False) -> None:
+        self._before_epoch, self._after_epoch, self._after_iter = before_epoch, after_epoch, after_iter
+
+    def after_iter(self, runner: Any) -> None:
+        if self._after_iter:
+            torch.cuda.empty_cache()
+
+    def before_epoch(self, runner: Any) -> None:
+        if self._before_epoch:
+            torch.cuda.empty_cache()
+
+    def after_epoch(self, runner: Any) -> None:
+        if self._after_epoch:
+            torch.cuda.empty_cache()
+
+
+class DistSamplerSeedHook(Hook):
+    def before_epoch(self, runner: Any) -> None:
+        if hasattr(runner.data_loader.sampler, "set_epoch"):
+            runner.data_loader.sampler.set_epoch(runner.epoch)
+        elif hasattr(runner.data_loader.batch_sampler.sampler, "set_epoch"):
+            runner.data_loader.batch_sampler.sampler.set_epoch(runner.epoch)
+
+
+class ClosureHook(Hook):
+    def __init__(self, fn_name: str, fn: Callable[..., Any]) -> None:
+        if not hasattr(self, fn_name) or not callable(fn):
+            raise ValueError(f"ClosureHook needs a stage name and a callable, got {fn_name!r}, {fn!r}")
+        setattr(self, fn_name, fn)
+
+
+class SyncBuffersHook(Hook):
+    def __init__(self, distributed: bool = True) -> None:
+        self.distributed = distributed
+
+    def after_epoch(self, runner: Any) -> None:
+        if self.distributed:
+            allreduce_params(runner.model.buffers())
+
+
+# ---------------------------------------------------------------------------------------------------- not served
+def _unserved(name: str, base: type, replacement: str) -> type:
+    """A class hook files can import and subclass; building it raises with the replacement (or "install mmcv")."""
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise HookError(f"mmcv's `{name}` is not served by detlight's mmcv shim: {replacement}")
+
+    return type(name, (base,), {"__init__": __init__, "__module__": __name__,
+                                "__doc__": f"Placeholder for mmcv's ``{name}``: {replacement}."})
+
+
+_INSTALL = "install mmcv 1.7 to run it unchanged, or use "
+UNSERVED: dict[str, type] = {
+    **{f"{p}LrUpdaterHook": _unserved(f"{p}LrUpdaterHook", LrUpdaterHook, _INSTALL + "detlight.callbacks.LrUpdater")
+       for p in ("FlatCosineAnnealing", "CosineRestart", "Cyclic", "OneCycle", "LinearAnnealing")},
+    **{f"{p}MomentumUpdaterHook": _unserved(f"{p}MomentumUpdaterHook", Hook,
+                                            _INSTALL + "detlight.callbacks.MomentumUpdater")
+       for p in ("", "Step", "CosineAnnealing", "LinearAnnealing", "Cyclic", "OneCycle")},
+    **{name: _unserved(name, LoggerHook, "detlight.callbacks.TextLogger / IntervalLogger with a Lightning logger")
+       for name in ("TextLoggerHook", "TensorboardLoggerHook", "WandbLoggerHook", "MlflowLoggerHook",
+                    "NeptuneLoggerHook", "DvcliveLoggerHook", "PaviLoggerHook", "SegmindLoggerHook",
+                    "ClearMLLoggerHook")},
+    **{name: _unserved(name, OptimizerHook, "trainer.precision / trainer.accumulate_grad_batches")
+       for name in ("Fp16OptimizerHook", "GradientCumulativeOptimizerHook", "GradientCumulativeFp16OptimizerHook")},
+    "IterTimerHook": _unserved("IterTimerHook", Hook, "detlight.callbacks.IterTimer"),
+    "EvalHook": _unserved("EvalHook", Hook, "detlight.callbacks.Evaluation"),
+    "DistEvalHook": _unserved("DistEvalHook", Hook, "detlight.callbacks.Evaluation"),
+    "ProfilerHook": _unserved("ProfilerHook", Hook, _INSTALL + "trainer.profiler: pytorch"),
+}
+globals().update(UNSERVED)  # importable as detlight.compat.mmcv_shim_runner.<Name> too (class_path)

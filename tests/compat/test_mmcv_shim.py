@@ -104,3 +104,15 @@ def test_shim_never_shadows_an_importable_mmcv(monkeypatch: pytest.MonkeyPatch, 
         assert mmcv.REAL is True
     finally:
         del sys.modules["mmcv"]
+
+
+@pytest.mark.slow
+def test_every_standard_hook_runs_or_is_refused_through_the_shim(shim: None) -> None:
+    from hook_matrix import matrix
+
+    rows = matrix()
+    outcomes = {name: outcome for name, _, outcome, _ in rows}
+    assert len(rows) == 49
+    assert all(o == "runs" or o.startswith("runs, replaces") or o == "refused" for o in outcomes.values()), outcomes
+    assert sum(o.startswith("runs") for o in outcomes.values()) == 21  # 28 refused, each naming a replacement
+    assert outcomes["YOLOXLrUpdaterHook"] == "runs, replaces LrUpdater" and outcomes["TextLoggerHook"] == "refused"
