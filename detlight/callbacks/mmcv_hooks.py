@@ -21,7 +21,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from typing_extensions import override
 
 from detlight.compat.hook_base import FALLBACKS, get_priority
-from detlight.compat.hook_registry import HookSpec, build_hook
+from detlight.compat.hook_registry import HookSpec, build_hook, import_hook_module
 from detlight.compat.hook_table import lookup_standard_hook, refusal, standard_base
 from detlight.compat.runner import RunnerView, plain_meta
 from detlight.exceptions import DetLightError, HookError
@@ -73,6 +73,8 @@ class MMCVHooks(Callback):
         timestamp: ``runner.timestamp``; default: the time the callback is built, ``%Y%m%d_%H%M%S``.
         mmcv_shim: install :func:`detlight.compat.install_mmcv_shim` before building the hooks, so hook files that
             import ``mmcv.runner`` load without mmcv (a real mmcv, when installed, is used instead).
+        custom_imports: modules to import before building the hooks (mmcv's ``custom_imports=dict(imports=[...])``),
+            so the ``type`` names they register with ``@HOOKS.register_module()`` are found.
 
     Raises:
         ConfigError: a hook cannot be built (the message carries the reason, e.g. the ImportError of its module).
@@ -96,6 +98,7 @@ class MMCVHooks(Callback):
         meta: dict[str, Any] | None = None,
         timestamp: str | None = None,
         mmcv_shim: bool = False,
+        custom_imports: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if isinstance(hooks, (str, bytes, Mapping)) or not isinstance(hooks, Sequence):
@@ -105,6 +108,9 @@ class MMCVHooks(Callback):
             from detlight.compat.mmcv_shim import install_mmcv_shim
 
             install_mmcv_shim()
+        self.custom_imports = list(custom_imports)
+        for module_name in self.custom_imports:  # mmcv's custom_imports: modules whose import registers hook types
+            import_hook_module(module_name)
         #: detlight callback class path -> the standard hook running in its place
         self.replacements: dict[str, Any] = {}
         self.by_epoch = by_epoch

@@ -19,7 +19,8 @@ from detlight.compat.hook_base import DIRECT_STAGES, STAGES, get_priority
 from detlight.compat.hook_table import lookup_standard_hook, refusal
 from detlight.exceptions import ConfigError, DetLightError, HookError
 
-__all__ = ["HookSpec", "build_hook", "check_hook", "register_hook", "registered_hooks", "resolve_hook_type"]
+__all__ = ["HookSpec", "build_hook", "check_hook", "import_hook_module", "register_hook", "registered_hooks",
+           "resolve_hook_type"]
 
 HookSpec = Any  # an mmcv-style hook object, or {type | class_path, priority?, init_args? | **kwargs}
 
@@ -59,18 +60,28 @@ def registered_hooks() -> dict[str, type]:
     return dict(_REGISTRY)
 
 
+def import_hook_module(module_name: str, what: str | None = None) -> Any:
+    """Import a module of hooks; any failure becomes a :class:`ConfigError` that carries the reason.
+
+    Raises:
+        ConfigError: the import failed (an ``mmcv`` import gets the hint to use the shim).
+    """
+    what = what or f"hook module `{module_name}`"
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as err:
+        hint = f"; {_SHIM_HINT}" if (err.name or "").split(".")[0] == "mmcv" else ""
+        raise ConfigError(f"Cannot import {what}: {type(err).__name__}: {err}{hint}") from err
+    except Exception as err:  # the user's hook module itself failed while importing
+        raise ConfigError(f"Cannot import {what}: importing `{module_name}` raised {type(err).__name__}: "
+                          f"{err}") from err
+
+
 def _import(path: str) -> Any:
     module_name, _, attr = path.rpartition(".")
     if not module_name:
         raise ConfigError(f"Hook class_path `{path}` must be a full import path such as `my_pkg.hooks.MyHook`")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        hint = f"; {_SHIM_HINT}" if (err.name or "").split(".")[0] == "mmcv" else ""
-        raise ConfigError(f"Cannot import hook class_path `{path}`: {type(err).__name__}: {err}{hint}") from err
-    except Exception as err:  # the user's hook module itself failed while importing
-        raise ConfigError(f"Cannot import hook class_path `{path}`: importing `{module_name}` raised "
-                          f"{type(err).__name__}: {err}") from err
+    module = import_hook_module(module_name, f"hook class_path `{path}`")
     if not hasattr(module, attr):
         raise ConfigError(f"Cannot import hook class_path `{path}`: module `{module_name}` has no attribute `{attr}`")
     return getattr(module, attr)
@@ -113,8 +124,8 @@ def resolve_hook_type(hook_type: Any) -> Any:
     known = ", ".join(sorted(_REGISTRY)) or "none registered"
     mmcv_note = " (mmcv's HOOKS registry was searched first)" if "mmcv.runner" in sys.modules else ""
     raise ConfigError(f"Unknown hook type `{hook_type}`{mmcv_note}. Registered hook types: {known}. Decorate the "
-                      "class with detlight.compat.register_hook or mmcv's @HOOKS.register_module() (and import its "
-                      "module first), or give `class_path: my_pkg.hooks.MyHook` instead of `type`")
+                      "class with detlight.compat.register_hook or mmcv's @HOOKS.register_module() and list its module "
+                      "in MMCVHooks(custom_imports=[...]), or give `class_path: my_pkg.hooks.MyHook` instead of `type`")
 
 
 def check_hook(hook: Any, where: str) -> None:
@@ -150,8 +161,11 @@ def build_hook(spec: HookSpec) -> tuple[Any, int]:
         raise ConfigError(f"A hook dict needs exactly one of `type` (registered name) or `class_path` (import path); "
                           f"got keys {sorted(spec)}")
     name = cfg.pop("type") if "type" in cfg else cfg.pop("class_path")
-    if priority is not None:
-        priority = get_priority(priority)  # a bad priority fails before the hook is built
+    if priority is not None:  # a bad priority fails before the hook is built, naming the hook
+        try:
+            priority = get_priority(priority)
+        except ConfigError as err:
+            raise ConfigError(f"Hook `{name}`: {err}") from None
     cls = resolve_hook_type(name) if "type" in spec else _import(name)
     kwargs = dict(cfg.pop("init_args", None) or {})
     kwargs.update(cfg)

@@ -67,7 +67,7 @@ def is_str(x: Any) -> bool:
 def is_seq_of(seq: Any, expected_type: type | tuple[type, ...], seq_type: type | None = None) -> bool:
     if not isinstance(seq, seq_type or Sequence):
         return False
-    return all(isinstance(item, expected_type) for item in seq)
+    return all(isinstance(item, expected_type) for item in list(seq))
 
 
 def is_list_of(seq: Any, expected_type: type | tuple[type, ...]) -> bool:

@@ -47,8 +47,17 @@ def test_mmdet_and_mmcv_hooks_through_the_shim(case: str, shim: None, tmp_path: 
 
 def test_shim_serves_what_hook_files_import(shim: None) -> None:
     from mmcv.parallel import is_module_wrapper
-    from mmcv.runner import (HOOKS, CheckpointHook, Hook, LrUpdaterHook, OptimizerHook, Priority, get_dist_info,
-                             get_priority, master_only)
+    from mmcv.runner import (
+        HOOKS,
+        CheckpointHook,
+        Hook,
+        LrUpdaterHook,
+        OptimizerHook,
+        Priority,
+        get_dist_info,
+        get_priority,
+        master_only,
+    )
     from mmcv.runner.hooks.lr_updater import CosineAnnealingLrUpdaterHook, annealing_cos
     from mmcv.utils import digit_version
 
@@ -116,3 +125,26 @@ def test_every_standard_hook_runs_or_is_refused_through_the_shim(shim: None) -> 
     assert all(o == "runs" or o.startswith("runs, replaces") or o == "refused" for o in outcomes.values()), outcomes
     assert sum(o.startswith("runs") for o in outcomes.values()) == 21  # 28 refused, each naming a replacement
     assert outcomes["YOLOXLrUpdaterHook"] == "runs, replaces LrUpdater" and outcomes["TextLoggerHook"] == "refused"
+
+
+def test_custom_imports_register_type_names(shim: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "my_upload_hooks.py").write_text(textwrap.dedent('''
+        from mmcv.runner import HOOKS, Hook
+
+        @HOOKS.register_module()
+        class UploadHook(Hook):
+            def after_run(self, runner):
+                runner.meta["uploaded"] = runner.iter
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from detlight.callbacks.mmcv_hooks import MMCVHooks
+
+    try:
+        with pytest.raises(ConfigError, match=r"Unknown hook type `UploadHook`.*custom_imports"):
+            MMCVHooks(hooks=[{"type": "UploadHook"}])
+        with pytest.raises(ConfigError, match=r"Hook `UploadHook`: Unknown hook priority 'SOON'"):
+            MMCVHooks(hooks=[{"type": "UploadHook", "priority": "SOON"}], custom_imports=["my_upload_hooks"])
+        cb = MMCVHooks(hooks=[{"type": "UploadHook", "priority": "LOW"}], custom_imports=["my_upload_hooks"])
+        assert type(cb.hooks[0]).__name__ == "UploadHook" and cb.priorities == [70]
+    finally:
+        sys.modules.pop("my_upload_hooks", None)

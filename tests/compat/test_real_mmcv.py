@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from mmcv_hook_cases import CASES, FIXTURES, Detector, fit, hook_cls
+from mmcv_hook_cases import CASES, FIXTURES, Detector, fit
 
 from detlight.callbacks.lr_updater import LrUpdater
 from detlight.callbacks.mmcv_hooks import MMCVHooks
