@@ -13,7 +13,7 @@ import functools
 import logging
 import numbers
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from math import cos, pi
 from typing import Any
 
@@ -65,9 +65,9 @@ def is_str(x: Any) -> bool:
 
 
 def is_seq_of(seq: Any, expected_type: type | tuple[type, ...], seq_type: type | None = None) -> bool:
-    if not isinstance(seq, seq_type or Sequence):
+    if not isinstance(seq, seq_type or Sequence) or not isinstance(seq, Iterable):
         return False
-    return all(isinstance(item, expected_type) for item in list(seq))
+    return all(isinstance(item, expected_type) for item in seq)
 
 
 def is_list_of(seq: Any, expected_type: type | tuple[type, ...]) -> bool:
