@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class MMCVHooks(Callback):
     """Runs mmcv-style hooks in mmcv's priority order, each stage at the matching point of Lightning's fit loop.
 
-    Replaces: ``BaseRunner.register_hook`` / ``call_hook`` for ``custom_hooks`` that are not standard mmcv hooks.
+    Replaces: ``BaseRunner.register_hook`` / ``call_hook`` for ``custom_hooks``.
     Hooks are sorted by priority (lower first; ties keep registration order, mmcv's insertion rule) and receive a
     :class:`~detlight.compat.runner.RunnerView` whose counters are mmcv's at that stage.
 
@@ -46,7 +46,7 @@ class MMCVHooks(Callback):
     stages; ``before_epoch`` once after ``before_run`` and ``after_epoch`` once before ``after_run``, as
     IterBasedRunner calls them.
 
-    Standard hooks (classes from mmcv, mmdet or the shim, and subclasses of them): ``OptimizerHook`` and its
+    Standard hooks (a class named like one of mmcv's or mmdet's, or a subclass of one): ``OptimizerHook`` and its
     subclasses are refused (Lightning owns backward and the step: put that code in
     ``LightningModule.configure_gradient_clipping`` or a callback's ``on_before_optimizer_step``), and so are mmcv's
     concrete loggers, ``IterTimerHook`` and ``EvalHook`` (the message names the detlight callback); LR / momentum
@@ -82,6 +82,7 @@ class MMCVHooks(Callback):
             replacement).
 
     Example:
+        >>> from detlight.compat.hook_base import Hook
         >>> class Count(Hook):
         ...     def __init__(self): self.seen = []
         ...     def before_run(self, runner): self.seen.append(runner.iter)

@@ -226,7 +226,7 @@ def annealing_linear(start: float, end: float, factor: float) -> float:
 
 
 class LrUpdaterHook(Hook):
-    """mmcv 1.7's ``LrUpdaterHook`` (one optimizer): warmup ``constant`` / ``linear`` / ``exp``, ``get_lr`` per policy."""
+    """mmcv 1.7's ``LrUpdaterHook`` for one optimizer: constant / linear / exp warmup, ``get_lr`` per policy."""
 
     def __init__(self, by_epoch: bool = True, warmup: str | None = None, warmup_iters: int = 0,
                  warmup_ratio: float = 0.1, warmup_by_epoch: bool = False) -> None:

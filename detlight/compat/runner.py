@@ -1,8 +1,9 @@
 """The runner that mmcv-style hooks see: a read-mostly view of Lightning's state with mmcv's names and counters.
 
 Replaces: the ``runner`` argument of ``mmcv.runner.Hook`` methods (``BaseRunner`` / ``EpochBasedRunner`` /
-``IterBasedRunner`` state, mmcv-semantics §3.1-3.3). :class:`detlight.compat.hooks.MMCVHooks` owns one view and moves
-its counters at the points where mmcv's runners move theirs, so a hook reads the values mmcv would have shown it:
+``IterBasedRunner`` state, mmcv-semantics §3.1-3.3). :class:`detlight.callbacks.mmcv_hooks.MMCVHooks` owns one view
+and moves its counters at the points where mmcv's runners move theirs, so a hook reads the values mmcv would have
+shown it:
 
 - ``epoch``: finished train epochs. It grows right after ``after_train_epoch``, so a val phase and ``after_run`` see
   the number of finished epochs (Lightning's ``current_epoch`` is one less there). Under an iteration-based run it is
@@ -20,7 +21,10 @@ What else a hook gets, as mmcv gave it: ``model`` is a :class:`ModelWrapper` (mm
 *and* a Lightning ``.ckpt`` beside it that ``fit(ckpt_path=...)`` resumes; ``meta['hook_msgs']`` holds
 ``last_ckpt`` / ``best_score`` / ``best_ckpt`` (from detlight's checkpoint and evaluation callbacks, or from hooks);
 attribute writes through ``data_loader`` reach the real loader, or fail with a :class:`~detlight.exceptions.HookError`
-that says what to do instead.
+that says what to do instead. ``log_buffer`` is the module's :class:`~detlight.logbuffer.LogBuffer`: detlight's logger
+callbacks average into ``output`` at their interval and the last one clears it, as mmcv's loggers did (the last
+``LoggerHook`` has ``reset_flag``), so a hook sees ``output`` as it would have after mmcv's loggers, and a
+``LoggerHook`` subclass given as a user hook averages and reads it itself.
 """
 
 from __future__ import annotations
@@ -141,12 +145,12 @@ class RunnerView:
     """Stands in for an mmcv runner inside mmcv-style hooks (see the module docstring for the counters).
 
     Replaces: ``mmcv.runner.EpochBasedRunner`` / ``IterBasedRunner`` as seen from a hook. Everything a hook reads is
-    taken from the Trainer and the LightningModule at call time: ``model`` is the bare detector
-    (``pl_module.model``), ``optimizer`` is ``trainer.optimizers[0]``, ``log_buffer`` / ``outputs`` are the module's
-    (its validation buffer and outputs while ``mode == 'val'``, when it has them), ``work_dir`` is
-    ``trainer.log_dir`` or ``default_root_dir``. ``meta`` is a plain dict that :class:`~detlight.compat.hooks.MMCVHooks`
-    stores in Lightning checkpoints. The private spellings mmcv's own ``Hook`` helpers use (``_max_epochs``,
-    ``_max_iters``, ``_epoch``, ...) are attributes of the view too.
+    taken from the Trainer and the LightningModule at call time: ``model`` is a :class:`ModelWrapper` around the bare
+    detector (``pl_module.model``), ``optimizer`` is ``trainer.optimizers[0]``, ``log_buffer`` / ``outputs`` are the
+    module's (its validation buffer and outputs while ``mode == 'val'``, when it has them), ``work_dir`` is
+    ``trainer.log_dir`` or ``default_root_dir``. ``meta`` is a plain dict that
+    :class:`~detlight.callbacks.mmcv_hooks.MMCVHooks` stores in Lightning checkpoints. The private spellings mmcv's
+    own ``Hook`` helpers use (``_max_epochs``, ``_max_iters``, ``_epoch``, ...) are attributes of the view too.
 
     Args:
         meta: initial ``runner.meta``.

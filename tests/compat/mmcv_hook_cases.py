@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import types
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ def loader(batches: int = 2) -> DataLoader:
     return DataLoader(ToyDataset(batches * 2), batch_size=2, collate_fn=_collate)
 
 
-def fit(tmp_path: Path, hooks: list[Any], extra: list[pl.Callback] = (), max_epochs: int = 2,  # type: ignore[assignment]
+def fit(tmp_path: Path, hooks: list[Any], extra: Sequence[pl.Callback] = (), max_epochs: int = 2,
         ckpt_path: str | None = None, **trainer_kwargs: Any) -> tuple[pl.Trainer, Module, MMCVHooks]:
     cb = MMCVHooks(hooks=hooks)
     module = Module()

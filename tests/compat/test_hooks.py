@@ -313,3 +313,20 @@ def test_hook_written_against_mmcv_runs_when_mmcv_is_importable(tmp_path: Path,
     make_trainer(tmp_path, [cb], max_epochs=2).fit(ToyModule(), train_dataloaders=loader(2))
     assert hook.flags == [(False, False, False), (True, False, True), ("epoch_end", False),
                           (False, False, False), (True, True, True), ("epoch_end", True)]
+
+
+def test_old_import_paths_still_work() -> None:
+    import detlight.compat
+    from detlight.callbacks.mmcv_hooks import MMCVHooks as Home
+    from detlight.compat.hook_base import Hook as BaseHook
+
+    assert hooks_mod_paths() == (Home, Home, Home, BaseHook, BaseHook)
+    assert detlight.compat.MMCVHooks is Home
+
+
+def hooks_mod_paths() -> tuple[type, ...]:
+    import detlight.callbacks
+    import detlight.compat
+    import detlight.compat.hooks as old
+
+    return old.MMCVHooks, MMCVHooks, detlight.callbacks.MMCVHooks, old.Hook, detlight.compat.Hook
