@@ -308,9 +308,13 @@ def test_hook_written_against_mmcv_runs_when_mmcv_is_importable(tmp_path: Path,
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     for name in ("mmcv", "mmcv.runner", "mmcv.runner.hook", "user_hooks"):
         monkeypatch.delitem(sys.modules, name, raising=False)
-    cb = MMCVHooks(hooks=[{"class_path": "user_hooks.Flags"}])
-    (hook,) = cb.hooks
-    make_trainer(tmp_path, [cb], max_epochs=2).fit(ToyModule(), train_dataloaders=loader(2))
+    try:
+        cb = MMCVHooks(hooks=[{"class_path": "user_hooks.Flags"}])
+        (hook,) = cb.hooks
+        make_trainer(tmp_path, [cb], max_epochs=2).fit(ToyModule(), train_dataloaders=loader(2))
+    finally:  # the stand-in mmcv must not outlive this test
+        for name in ("mmcv", "mmcv.runner", "mmcv.runner.hook", "user_hooks"):
+            sys.modules.pop(name, None)
     assert hook.flags == [(False, False, False), (True, False, True), ("epoch_end", False),
                           (False, False, False), (True, True, True), ("epoch_end", True)]
 
