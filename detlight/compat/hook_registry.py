@@ -19,8 +19,8 @@ from detlight.compat.hook_base import DIRECT_STAGES, STAGES, get_priority
 from detlight.compat.hook_table import lookup_standard_hook, refusal
 from detlight.exceptions import ConfigError, DetLightError, HookError
 
-__all__ = ["HookSpec", "build_hook", "check_hook", "import_hook_module", "register_hook", "registered_hooks",
-           "resolve_hook_type"]
+__all__ = ["HookSpec", "build_hook", "check_hook", "import_hook_module", "real_mmcv_available", "register_hook",
+           "registered_hooks", "resolve_hook_type"]
 
 HookSpec = Any  # an mmcv-style hook object, or {type | class_path, priority?, init_args? | **kwargs}
 
@@ -87,10 +87,25 @@ def _import(path: str) -> Any:
     return getattr(module, attr)
 
 
+def real_mmcv_available() -> bool:
+    """Whether a real mmcv is imported or importable (detlight's shim, :mod:`detlight.compat.mmcv_shim`, does not
+    count)."""
+    loaded = sys.modules.get("mmcv")
+    if loaded is not None:
+        return not getattr(loaded, "__detlight_shim__", False)
+    for finder in sys.meta_path:
+        if getattr(finder, "detlight_mmcv_shim", False) or not hasattr(finder, "find_spec"):
+            continue
+        try:
+            if finder.find_spec("mmcv", None) is not None:
+                return True
+        except (ImportError, ValueError):
+            continue
+    return False
+
+
 def _mmcv_registry_get(hook_type: str) -> Any:
     """The class a real mmcv's ``HOOKS`` registry holds under ``hook_type`` (``None``: no real mmcv, or absent)."""
-    from detlight.compat.mmcv_shim import real_mmcv_available
-
     if not real_mmcv_available():
         return None
     try:

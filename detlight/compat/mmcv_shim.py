@@ -38,6 +38,8 @@ import types
 from collections.abc import Sequence
 from typing import Any
 
+from detlight.compat.hook_registry import real_mmcv_available
+
 __all__ = ["install_mmcv_shim", "mmcv_shim_installed", "real_mmcv_available", "uninstall_mmcv_shim"]
 
 _VERSION = "1.7.2"
@@ -105,6 +107,8 @@ class _ShimLoader(importlib.abc.Loader):
 class _ShimFinder(importlib.abc.MetaPathFinder):
     """Serves the modules in ``_MODULES``; refuses other ``mmcv.*`` names with a message saying what it has."""
 
+    detlight_mmcv_shim = True  # real_mmcv_available() skips this finder
+
     def find_spec(self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None,
                   ) -> importlib.machinery.ModuleSpec | None:
         if fullname != "mmcv" and not fullname.startswith("mmcv."):
@@ -121,22 +125,6 @@ class _ShimFinder(importlib.abc.MetaPathFinder):
 
 
 _FINDER = _ShimFinder()
-
-
-def real_mmcv_available() -> bool:
-    """Whether a real mmcv is imported or importable (detlight's shim does not count)."""
-    loaded = sys.modules.get("mmcv")
-    if loaded is not None:
-        return not getattr(loaded, "__detlight_shim__", False)
-    for finder in sys.meta_path:
-        if finder is _FINDER or not hasattr(finder, "find_spec"):
-            continue
-        try:
-            if finder.find_spec("mmcv", None) is not None:
-                return True
-        except (ImportError, ValueError):
-            continue
-    return False
 
 
 def mmcv_shim_installed() -> bool:
