@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from detlight.exceptions import DatasetError
+
 __all__ = ["GENERATOR_VERSION", "SHAPES", "SyntheticCocoPaths", "SyntheticCocoSpec", "ensure_synthetic_coco"]
 
 #: Bump whenever the drawing code changes what is written, so old caches are not reused.
@@ -148,7 +150,7 @@ def ensure_synthetic_coco(spec: SyntheticCocoSpec | None = None) -> SyntheticCoc
     partial dataset and concurrent runs (several DDP ranks, parallel tests) agree on one complete copy.
 
     Raises:
-        RuntimeError: the cache folder exists but was not written by this generator (no completion marker).
+        DatasetError: the cache folder exists but was not written by this generator (no completion marker).
 
     Example:
         >>> import tempfile
@@ -182,7 +184,7 @@ def ensure_synthetic_coco(spec: SyntheticCocoSpec | None = None) -> SyntheticCoc
 
 def _check_complete(folder: Path) -> None:
     if not (folder / _COMPLETE_MARKER).is_file():
-        raise RuntimeError(
+        raise DatasetError(
             f"Synthetic dataset folder {folder} exists but has no {_COMPLETE_MARKER} marker, so it was not written "
             "by detlight's generator. Delete the folder to regenerate it, or point `synthetic.root` elsewhere."
         )
