@@ -10,16 +10,19 @@ Two things a plain ``DataLoader`` does badly with ``workers_per_gpu > 0``:
   "Caught DatasetError in DataLoader worker process 0." followed by the worker's traceback; :class:`DetDataLoader`
   re-raises detlight's own errors with their original one-line message (file, dataset index, reason);
 * workers share the main process's process group, so a SIGTERM sent to the whole group (what schedulers do) killed
-  them before the main process could write its preemption checkpoint. :func:`worker_init_fn` makes workers ignore
-  SIGTERM and SIGINT: the main process handles both and shuts its workers down itself. A worker killed by SIGKILL
-  (the out-of-memory killer) is reported with its likely cause and the settings that reduce memory.
+  them before the main process could write its preemption checkpoint. :func:`worker_init_fn` makes workers leave
+  SIGTERM (unless their own main process sends it) and SIGINT to the main process, which handles both and shuts its
+  workers down itself. A worker killed by SIGKILL (the out-of-memory killer) is reported with its likely cause and
+  the settings that reduce memory.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +33,7 @@ from typing_extensions import override
 
 from detlight import exceptions
 
-__all__ = ["DetDataLoader", "explain_worker_death", "worker_init_fn"]
+__all__ = ["DetDataLoader", "explain_worker_death", "leave_signals_to_main_process", "worker_init_fn"]
 
 _WORKER_PREFIX = re.compile(r"^Caught (\w+) in DataLoader worker process (\d+)\.")
 _KILLED = re.compile(r"DataLoader worker \(pid\(?s?\)? ?([\d, ]+)\) (?:is killed by signal: (.+?)\.|exited unexpectedly)")
@@ -39,14 +42,37 @@ _KILLED = re.compile(r"DataLoader worker \(pid\(?s?\)? ?([\d, ]+)\) (?:is killed
 def worker_init_fn(worker_id: int, num_workers: int, rank: int, seed: int) -> None:
     """mmdet's ``worker_init_fn``: seed numpy, ``random`` and torch with ``num_workers * rank + worker_id + seed``.
 
-    Also makes the worker ignore SIGTERM and SIGINT (see the module docstring).
+    Also leaves SIGTERM and SIGINT to the main process (see :func:`leave_signals_to_main_process`).
     """
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, signal.SIG_IGN)
+    leave_signals_to_main_process()
     worker_seed = num_workers * rank + worker_id + seed
     np.random.seed(worker_seed % 2**32)
     random.seed(worker_seed)
     torch.manual_seed(worker_seed)
+
+
+def leave_signals_to_main_process() -> None:
+    """In a DataLoader worker: ignore SIGINT, and SIGTERM unless the main process itself sends it.
+
+    A SIGTERM sent to the whole process group (a scheduler's preemption, ``kill -TERM -PGID``) must not kill the
+    workers while the main process finishes its batch and writes its checkpoint. The main process still ends its
+    workers with SIGTERM (``Process.terminate`` when it shuts them down or exits), so SIGTERM is blocked and a
+    thread waits for it: sent by the parent, the worker exits; sent by anyone else, it is dropped. Where
+    ``sigwaitinfo`` is missing (macOS), SIGTERM keeps its default action.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "sigwaitinfo"):
+        return
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def wait_for_parent_sigterm() -> None:
+        while True:
+            info = signal.sigwaitinfo({signal.SIGTERM})
+            if info.si_pid == parent or os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=wait_for_parent_sigterm, name="detlight-worker-sigterm", daemon=True).start()
 
 
 def original_worker_error(err: BaseException) -> BaseException | None:
