@@ -129,11 +129,21 @@ class DetDataLoader(DataLoader):
             except StopIteration:
                 return
             except Exception as err:
+                self._shut_down(base)
                 explained = self.explain(err)
                 if explained is err:
                     raise
                 raise explained from err
             yield batch
+
+    def _shut_down(self, base: Iterator[Any]) -> None:
+        # Stop the workers now: left to garbage collection, an iterator whose worker raised takes ~5 s per worker
+        # to shut down (torch joins each with a timeout), at some unrelated later point.
+        shutdown = getattr(base, "_shutdown_workers", None)
+        if callable(shutdown):
+            shutdown()
+            if getattr(self, "_iterator", None) is base:
+                self._iterator = None  # a persistent-workers loader must build a fresh iterator next time
 
     def explain(self, err: BaseException) -> BaseException:
         """The error to raise in place of ``err`` caught while fetching a batch (``err`` itself when it is clear)."""
