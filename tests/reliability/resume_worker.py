@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,29 @@ class TinyNet(nn.Module):
         scores = self._feat(img).sigmoid()[:, 0]
         return [{"boxes": torch.tensor([[0.0, 0.0, 8.0, 8.0]]), "scores": s.reshape(1),
                  "labels": torch.zeros(1, dtype=torch.int64)} for s in scores]
+
+
+class Progress(pl.Callback):
+    """Writes the global batch index to ``path`` after each batch, ``saving`` when a preemption save starts, and
+    sleeps ``pause`` seconds per batch / ``save_pause`` in that save (so a test can signal at a known point)."""
+
+    def __init__(self, path: str, pause: float, save_pause: float) -> None:
+        self.path, self.pause, self.save_pause = path, pause, save_pause
+
+    def _write(self, text: str) -> None:
+        with open(self.path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(self.path + ".tmp", self.path)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._write(str(trainer.fit_loop.epoch_loop.total_batch_idx))
+        time.sleep(self.pause)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        if trainer.received_sigterm:
+            self._write("saving")
+            time.sleep(self.save_pause)
 
 
 class Crash(BaseException):
@@ -149,6 +173,10 @@ def main(argv: list[str]) -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--kind", choices=("2d", "3d"), default="2d")
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--progress", default="")
+    p.add_argument("--pause", type=float, default=0.0)
+    p.add_argument("--save-pause", type=float, default=0.0)
+    p.add_argument("--no-ckpt", action="store_true", help="no ModelCheckpoint (only the preemption save)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     pl.seed_everything(0, verbose=False)
@@ -159,6 +187,10 @@ def main(argv: list[str]) -> None:
         Preemption(),
         ModelCheckpoint(dirpath=os.path.join(args.root, "ckpt"), every_n_train_steps=1, save_last=True),
     ]
+    if args.no_ckpt:
+        callbacks.pop()
+    if args.progress:
+        callbacks.append(Progress(args.progress, args.pause, args.save_pause))
     if args.kill_at >= 0:
         sig = signal.SIGTERM if args.sigterm else signal.SIGKILL
         callbacks.insert(0, Killer(args.kill_at, args.kill_in, sig))
