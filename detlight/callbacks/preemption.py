@@ -10,8 +10,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -43,8 +42,9 @@ class Preemption(Callback):
     The save goes through :class:`~detlight.checkpoint_io.AtomicCheckpointIO` (installed in ``setup`` when the
     strategy uses the plain ``TorchCheckpointIO``): a temporary file beside the target, renamed into place once it
     reads back complete. Success is reported only then; a failed save (read-only folder, disk full) raises one
-    :class:`~detlight.exceptions.SaveError` naming the path, and the previous checkpoints stay. While the save runs,
-    SIGTERM and ``signals`` are ignored, so an impatient scheduler's second SIGTERM does not cut it short.
+    :class:`~detlight.exceptions.SaveError` naming the path, and the previous checkpoints stay. From the preemption on,
+    SIGTERM and ``signals`` are ignored until the process exits (it is stopping already), so an impatient scheduler's
+    second SIGTERM during the save or the shutdown after it does not kill the run with status -15.
 
     Args:
         dirpath: Where to write. Default: the first checkpoint callback's directory, else ``default_root_dir``.
@@ -94,9 +94,9 @@ class Preemption(Callback):
         if not isinstance(exception, SIGTERMException):
             return
         path = self.ckpt_path(trainer)
-        with _signals_ignored((signal.SIGTERM, *(getattr(signal, name) for name in self.signals))):
-            trainer.save_checkpoint(path)
-            problem = checkpoint_problem(path) if trainer.is_global_zero else None
+        self._ignore_from_now_on(trainer, (signal.SIGTERM, *(getattr(signal, name) for name in self.signals)))
+        trainer.save_checkpoint(path)
+        problem = checkpoint_problem(path) if trainer.is_global_zero else None
         if problem is not None:
             raise SaveError(f"Preemption checkpoint {path} was not written completely: {problem}.")
         self.saved_path = path
@@ -104,6 +104,17 @@ class Preemption(Callback):
             print(f"detlight: preempted at epoch {trainer.current_epoch}, iteration "
                   f"{trainer.fit_loop.epoch_loop.total_batch_idx + 1}; checkpoint written to {path}. Resume with "
                   "`--ckpt_path last` (or the path).", file=sys.stderr, flush=True)
+
+    def _ignore_from_now_on(self, trainer: pl.Trainer, signums: Sequence[signal.Signals]) -> None:
+        """Ignore ``signums`` until the process exits, also after Lightning restores its pre-fit signal handlers."""
+        if sys.platform == "win32" or not _in_main_thread():
+            return
+        originals = getattr(getattr(trainer, "_signal_connector", None), "_original_handlers", None)
+        for signum in dict.fromkeys(signums):
+            signal.signal(signum, signal.SIG_IGN)
+            self._previous.pop(signum, None)
+            if isinstance(originals, dict) and signum in originals:
+                originals[signum] = signal.SIG_IGN  # what Lightning's teardown puts back
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -115,20 +126,6 @@ class Preemption(Callback):
 def _raise_flag(trainer: pl.Trainer) -> None:
     log.info("Preemption signal received; stopping after the current batch")
     trainer._signal_connector.received_sigterm = True
-
-
-@contextmanager
-def _signals_ignored(signums: Sequence[signal.Signals]) -> Iterator[None]:
-    """Ignore ``signums`` inside the block (main thread only; elsewhere a no-op), then restore their handlers."""
-    if sys.platform == "win32" or not _in_main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in dict.fromkeys(signums)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def _in_main_thread() -> bool:

@@ -29,14 +29,14 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
-from detlight.checkpoint_io import AtomicCheckpointIO
 from detlight.callbacks.ema import EMA
 from detlight.callbacks.lr_updater import LrUpdater
+from detlight.callbacks.preemption import Preemption
+from detlight.checkpoint_io import AtomicCheckpointIO
 from detlight.data.datamodule import DetDataModule
 from detlight.data.synthetic import SyntheticCocoSpec
 from detlight.data.transforms import PipelineConfig
 from detlight.module import DetectorModule
-from detlight.callbacks.preemption import Preemption
 from detlight.resume import resolve_ckpt_path
 
 
@@ -176,6 +176,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--progress", default="")
     p.add_argument("--pause", type=float, default=0.0)
     p.add_argument("--save-pause", type=float, default=0.0)
+    p.add_argument("--exit-pause", type=float, default=0.0, help="after a preempted fit: write `exiting`, sleep")
     p.add_argument("--no-ckpt", action="store_true", help="no ModelCheckpoint (only the preemption save)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -199,7 +200,13 @@ def main(argv: list[str]) -> None:
                          use_distributed_sampler=False, default_root_dir=args.root, log_every_n_steps=1,
                          plugins=[AtomicCheckpointIO()])
     ckpt = resolve_ckpt_path("last", trainer) if args.resume else None
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    except SystemExit:
+        if args.progress and args.exit_pause:  # a slow shutdown after the preemption save (workers, loggers)
+            Progress(args.progress, 0, 0)._write("exiting")
+            time.sleep(args.exit_pause)
+        raise
     torch.save({k: v.clone() for k, v in module.model.state_dict().items()}, args.out)
 
 

@@ -222,13 +222,16 @@ def _wait_for(proc: subprocess.Popen, progress: Path, done: Any, timeout: float 
 
 @pytest.mark.slow
 def test_sigterm_to_the_process_group_with_workers_twice_saves_and_exits_0(tmp_path):
-    """A scheduler's SIGTERM to the whole group (workers_per_gpu=2), then a second one during the save."""
-    proc, progress = _start(tmp_path, "--workers", "2", "--pause", "0.2", "--save-pause", "1.0", "--no-ckpt")
+    """A scheduler's SIGTERM to the whole group (workers_per_gpu=2), then more during the save and the shutdown."""
+    proc, progress = _start(tmp_path, "--workers", "2", "--pause", "0.2", "--save-pause", "1.0", "--exit-pause",
+                            "1.0", "--no-ckpt")
     try:
         _wait_for(proc, progress, lambda t: t.isdigit() and int(t) >= 3)
         os.killpg(proc.pid, signal.SIGTERM)
         _wait_for(proc, progress, lambda t: t == "saving")
         os.killpg(proc.pid, signal.SIGTERM)  # the impatient second signal lands inside the save
+        _wait_for(proc, progress, lambda t: t == "exiting")
+        os.killpg(proc.pid, signal.SIGTERM)  # and a third one after it, while the process shuts down
         output = proc.communicate(timeout=240)[0]
     finally:
         if proc.poll() is None:
