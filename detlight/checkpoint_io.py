@@ -189,7 +189,7 @@ def _free_space(directory: str) -> str:
             break
         probe = parent
     try:
-        free = shutil.disk_usage(probe).free
+        free = float(shutil.disk_usage(probe).free)
     except OSError:
         return "free space unknown"
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -11,9 +11,8 @@ same :class:`~detlight.data.loader_state.StatefulDataLoader` path and report wor
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -48,8 +47,10 @@ class BaseDataModule(pl.LightningDataModule):
         ConfigError: a batch size < 1 or ``workers_per_gpu`` < 0.
     """
 
-    #: ``collate_fn`` of every loader (set by the subclass).
-    collate_fn: ClassVar[Callable[[list[Any]], Any]]
+    @staticmethod
+    def collate_fn(samples: Any) -> Any:
+        """``collate_fn`` of every loader (the subclass sets its own)."""
+        raise NotImplementedError
 
     def __init__(self, samples_per_gpu: int, val_samples_per_gpu: int, workers_per_gpu: int,
                  persistent_workers: bool, seed: int) -> None:
