@@ -80,8 +80,7 @@ def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer, stage: str = "
     returned unchanged once it is known to exist and read as a complete checkpoint.
 
     Raises:
-        FileNotFoundError: ``ckpt_path`` is a path that does not exist.
-        CheckpointError: ``ckpt_path`` is truncated or corrupt; every checkpoint found for ``last`` is; or
+        CheckpointError: ``ckpt_path`` is a path that does not exist, or is truncated or corrupt; every checkpoint found for ``last`` is; or
             ``last`` found nothing for a stage other than ``fit``.
     """
     if ckpt_path is None or ckpt_path in ("best", "hpc", "registry"):
@@ -89,7 +88,7 @@ def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer, stage: str = "
     if ckpt_path not in AUTO_RESUME_VALUES:
         if "://" not in ckpt_path:
             if not os.path.isfile(ckpt_path):
-                raise FileNotFoundError(f"Checkpoint to resume from not found: ckpt_path={ckpt_path}")
+                raise CheckpointError(f"Checkpoint to resume from not found: ckpt_path={ckpt_path}")
             problem = checkpoint_problem(ckpt_path)
             if problem is not None:
                 raise CheckpointError(f"Checkpoint {ckpt_path} (ckpt_path) cannot be read: {problem}.")

@@ -60,7 +60,7 @@ class Det3DDataModule(BaseDataModule):
             raise ConfigError("Give `data.data_root` (a KITTI-format folder) or `data.synthetic`, not both.")
         if len(point_cloud_range) != 6 or not all(point_cloud_range[i] < point_cloud_range[i + 3] for i in range(3)):
             raise ConfigError(f"`data.point_cloud_range` must be [x0, y0, z0, x1, y1, z1] with x0 < x1, y0 < y1, "
-                             f"z0 < z1, got {list(point_cloud_range)}")
+                              f"z0 < z1, got {list(point_cloud_range)}")
         if not classes:
             raise ConfigError("`data.classes` must name at least one class")
         self.data_root = data_root
@@ -84,7 +84,7 @@ class Det3DDataModule(BaseDataModule):
         if self.data_root is not None:
             return Path(self.data_root)
         if self.synthetic is None:  # unreachable through __init__; guards attribute edits
-            raise ValueError("Det3DDataModule has neither `data_root` nor `synthetic` set")
+            raise ConfigError("Det3DDataModule has neither `data_root` nor `synthetic` set")
         return ensure_synthetic_kitti(self.synthetic, self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:

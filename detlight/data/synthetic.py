@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from detlight.exceptions import DatasetError
+from detlight.exceptions import ConfigError, DatasetError
 
 __all__ = ["GENERATOR_VERSION", "SHAPES", "SyntheticCocoPaths", "SyntheticCocoSpec", "ensure_synthetic_coco"]
 
@@ -98,7 +98,7 @@ class SyntheticCocoSpec:
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise ValueError(
+                raise ConfigError(
                     f"Expected `synthetic.{name}` to be {expected}, but got {getattr(self, name)!r}."
                 )
 
@@ -324,5 +324,5 @@ def _shape_mask(shape: str, w: int, h: int) -> np.ndarray:
         draw.rectangle([(w - tw) // 2, 0, (w - tw) // 2 + tw - 1, h - 1], fill=1)
         draw.rectangle([0, (h - th) // 2, w - 1, (h - th) // 2 + th - 1], fill=1)
     else:
-        raise ValueError(f"Unknown shape {shape!r}; expected one of {SHAPES}")
+        raise ConfigError(f"Unknown shape {shape!r}; expected one of {SHAPES}")
     return np.asarray(mask, dtype=bool)
