@@ -197,3 +197,25 @@ def test_train_dataset_keeps_working_after_the_wrapper(tmp_path: Path) -> None:
     ann, img_dir = _split(tmp_path, n=2)
     ds = CocoDataset(str(ann), str(img_dir), pipeline=LoadImage())
     assert ds[1]["img"].shape == (3, 32, 32)
+
+
+def test_cli_with_workers_prints_the_worker_error_as_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from detlight.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    ann, img_dir = _split(tmp_path)
+    _break(img_dir, "truncated_png")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(Path(__file__).resolve().parents[2] / "configs/quickstart.yaml"),
+              f"--data.init_args.train.ann_file={ann}", f"--data.init_args.train.img_prefix={img_dir}",
+              f"--data.init_args.val.ann_file={ann}", f"--data.init_args.val.img_prefix={img_dir}",
+              "--data.init_args.samples_per_gpu=1", "--data.init_args.workers_per_gpu=2",
+              "--data.init_args.pipeline.img_scale=[32, 32]", "--model.model.init_args.num_classes=1",
+              f"--trainer.default_root_dir={tmp_path / 'wd'}", f"--trainer.logger.init_args.save_dir={tmp_path}",
+              "--trainer.max_epochs=1", "--trainer.limit_val_batches=0"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    [line] = [x for x in err.splitlines() if x.startswith("detlight: error:")]
+    assert f"Image file {img_dir / '2.png'} cannot be read" in line and "dataset index 2" in line, err
+    assert "Caught" not in err and "Traceback" not in err, err
