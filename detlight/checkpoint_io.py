@@ -51,7 +51,7 @@ def atomic_torch_save(obj: Any, path: str) -> None:
             f.flush()
             os.fsync(f.fileno())
             written = f.tell()
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint gets the usual file mode
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a checkpoint gets the usual file mode
         problem = checkpoint_problem(tmp, expected_size=written)
         if problem is not None:
             raise SaveError(_save_message(path, directory, f"the written file does not read back: {problem}"))
@@ -152,9 +152,13 @@ def _fsync_dir(directory: str) -> None:
 
 
 def _umask() -> int:
+    # Read once, at import: os.umask can only be read by setting it, which is not thread-safe later on.
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _umask()
 
 
 def _os_error(err: BaseException) -> OSError | None:

@@ -313,3 +313,24 @@ def test_limit_batches_1_is_one_batch_and_1_0_is_all(tmp_path):
                                 f"--trainer.limit_train_batches={text}"], run=False)
         for value in (cli.trainer.limit_val_batches, cli.trainer.limit_train_batches):
             assert value == expected and type(value) is type(expected), (text, value)
+
+
+def test_old_import_paths_and_yaml_class_paths_still_work():
+    import importlib
+
+    import detlight.callbacks.checkpoint as old_ckpt
+    import detlight.data.datamodule as old_dm
+    import detlight.resume as old_resume
+    from detlight.data import loader, loader_state
+
+    assert old_resume.Preemption is Preemption
+    assert old_resume.StatefulDataLoader is loader_state.StatefulDataLoader
+    assert old_resume.get_rng_state is loader_state.get_rng_state
+    assert old_resume.load_skipped_loader_state is loader_state.load_skipped_loader_state
+    assert old_ckpt.atomic_torch_save is atomic_torch_save and old_ckpt.AtomicCheckpointIO is AtomicCheckpointIO
+    assert old_ckpt.link_or_copy is checkpoint_io.link_or_copy
+    assert old_dm.worker_init_fn is loader.worker_init_fn
+    for class_path in ("detlight.resume.Preemption", "detlight.callbacks.preemption.Preemption",
+                       "detlight.callbacks.Preemption"):
+        module, _, name = class_path.rpartition(".")
+        assert getattr(importlib.import_module(module), name) is Preemption
