@@ -52,6 +52,11 @@ class DetLightCLI(LightningCLI):
         only = getattr(self, "_only_subcommand", None)
         return {only: full[only]} if only in full else full
 
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        """``--trainer.limit_val_batches=1`` means one batch (an int), ``=1.0`` the whole set, as in Python."""
+        _int_before_float(parser, [f"--trainer.limit_{s}_batches" for s in ("train", "val", "test", "predict")]
+                          + ["--trainer.val_check_interval"])
+
     def before_instantiate_classes(self) -> None:
         """Fail fast when ``devices x num_nodes`` does not fit torchrun/srun or MASTER_ADDR/PORT are missing."""
         from detlight.dist import check_cli_trainer_config
@@ -63,11 +68,27 @@ class DetLightCLI(LightningCLI):
     def before_fit(self) -> None:
         """``ckpt_path: last`` (mmcv ``auto_resume``): the newest checkpoint of any earlier run in the work dir."""
         from detlight.errors import check_work_dir
-        from detlight.resume import resolve_ckpt_path
 
         check_work_dir(str(self.trainer.default_root_dir))
+        self._resolve_ckpt_path("fit")
+
+    def before_validate(self) -> None:
+        """``ckpt_path: last``: evaluate the newest readable checkpoint of the run (not Lightning's in-memory one)."""
+        self._resolve_ckpt_path("validate")
+
+    def before_test(self) -> None:
+        """As :meth:`before_validate`."""
+        self._resolve_ckpt_path("test")
+
+    def before_predict(self) -> None:
+        """As :meth:`before_validate`."""
+        self._resolve_ckpt_path("predict")
+
+    def _resolve_ckpt_path(self, stage: str) -> None:
+        from detlight.resume import resolve_ckpt_path
+
         key = f"{self.subcommand}.ckpt_path"
-        self.config_init[key] = resolve_ckpt_path(self.config_init.get(key), self.trainer)
+        self.config_init[key] = resolve_ckpt_path(self.config_init.get(key), self.trainer, stage=stage)
 
     def after_fit(self) -> None:
         """Say where the run's outputs are (mmcv printed its work_dir)."""
@@ -87,3 +108,20 @@ class DetLightCLI(LightningCLI):
         if log_dir:
             lines.append(f"TensorBoard: tensorboard --logdir {log_dir}")
         print("\n".join(lines), flush=True)
+
+
+def _int_before_float(parser: Any, options: Sequence[str]) -> None:
+    """Make the ``Union[int, float]`` of ``options`` try ``int`` first.
+
+    Python's typing cache hands out an earlier ``Union[float, int]`` for Lightning's ``Optional[Union[int, float]]``
+    annotations, so jsonargparse parsed ``1`` as ``1.0``, which Lightning reads as 100 %.
+    """
+    import typing
+
+    for option in options:
+        action = parser._option_string_actions.get(option)
+        hint = getattr(action, "_typehint", None)
+        args = getattr(hint, "__args__", None)
+        if typing.get_origin(hint) is typing.Union and args and float in args and int in args:
+            ordered = (int, float, *(a for a in args if a not in (int, float)))
+            action._typehint = type(hint)(typing.Union, ordered, name=getattr(hint, "_name", None))  # type: ignore

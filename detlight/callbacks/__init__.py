@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "MMCheckpoint": "checkpoint",
     "MomentumUpdater": "lr_updater",
     "NumClassCheck": "misc",
+    "Preemption": "preemption",
     "SetEpochInfo": "misc",
     "SyncBuffers": "misc",
     "TextLogger": "text_logger",

@@ -342,6 +342,7 @@ class _Converter:
         self.trainer.setdefault("use_distributed_sampler", False)
         self.trainer.setdefault("num_sanity_val_steps", 0)
         self.trainer.setdefault("logger", False)
+        self._callback(PRIORITIES["LOWEST"], _CB + "preemption.Preemption")  # SIGTERM: checkpoint, exit 0
         if self.callbacks:
             self.trainer["callbacks"] = [cb for _, cb in sorted(self.callbacks, key=lambda pc: pc[0])]
         self.out.setdefault("ckpt_path", None)

@@ -307,6 +307,7 @@ def test_standard_custom_hooks() -> None:
     assert out["trainer"]["callbacks"] == [  # sorted by the configs' priorities: 49 before VERY_LOW (90)
         {"class_path": EMA, "init_args": {"total_iter": 100, "momentum_schedule": "exp"}},
         {"class_path": "detlight.callbacks.misc.CheckInvalidLoss", "init_args": {"interval": 10}},
+        {"class_path": "detlight.callbacks.preemption.Preemption"},  # every converted config gets it (LOWEST)
     ]
     [seed_hook] = [e for e in report.entries if e.key == "custom_hooks.0"]
     assert seed_hook.status == "dropped" and "set_epoch" in seed_hook.note
