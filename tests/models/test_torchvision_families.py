@@ -13,7 +13,8 @@ SMALL = {"min_size": 64, "max_size": 64}
 RCNN = {**SMALL, "rpn_pre_nms_top_n_train": 100, "rpn_pre_nms_top_n_test": 100, "rpn_post_nms_top_n_train": 50,
         "rpn_post_nms_top_n_test": 50, "box_batch_size_per_image": 32, "box_detections_per_img": 8}
 DENSE = {**SMALL, "detections_per_img": 8, "topk_candidates": 50}
-# builder, options that keep it small on CPU, expected family, background shift
+# builder, options that keep it small on CPU, expected family, background shift. ResNet-50 families are built around
+# a ResNet-18 (the same family class, see `backbone`) to keep the CPU test short.
 FAMILIES = [
     ("fasterrcnn_mobilenet_v3_large_320_fpn", RCNN, "FasterRCNN", 1),
     ("retinanet_resnet50_fpn", DENSE, "RetinaNet", 0),
@@ -41,7 +42,8 @@ def _batch(num_classes: int = 3) -> dict:
 @pytest.mark.parametrize(("builder", "options", "family", "offset"), FAMILIES, ids=[f[2] for f in FAMILIES])
 def test_family_first_train_step_and_eval_step(builder, options, family, offset):
     torch.manual_seed(0)
-    model = torchvision_detector(builder, num_classes=3, options=options)
+    backbone = "resnet18" if "resnet50" in builder else None
+    model = torchvision_detector(builder, num_classes=3, options=options, backbone=backbone)
     adapter = DetectorAdapter(model)
     assert adapter.family is not None and adapter.family.name == family
     assert adapter.label_offset == offset and adapter.num_classes() == 3
@@ -65,7 +67,7 @@ def test_family_first_train_step_and_eval_step(builder, options, family, offset)
 
 
 def test_masks_family_without_masks_names_the_key_and_the_fix():
-    model = torchvision_detector("maskrcnn_resnet50_fpn", num_classes=3, options=RCNN)
+    model = torchvision_detector("maskrcnn_resnet50_fpn", num_classes=3, options=RCNN, backbone="resnet18")
     batch = _batch()
     del batch["gt_masks"]
     with pytest.raises(ModelContractError, match=r"MaskRCNN.*gt_masks.*pipeline.with_mask: true"):
