@@ -39,7 +39,7 @@ from detlight.exceptions import ConfigError, DatasetError
 __all__ = ["GENERATOR_VERSION", "SHAPES", "SyntheticCocoPaths", "SyntheticCocoSpec", "ensure_synthetic_coco"]
 
 #: Bump whenever the drawing code changes what is written, so old caches are not reused.
-GENERATOR_VERSION = 2  # 2: annotations carry polygon `segmentation` and 3 `keypoints`
+GENERATOR_VERSION = 3  # 2: polygon `segmentation`; 3: plus 3 `keypoints` per annotation
 #: Shape names in label order; a spec with ``num_classes=k`` uses the first ``k``.
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 _COMPLETE_MARKER = ".complete"
