@@ -6,7 +6,8 @@ Replaces: mmdet's ``build_detector(cfg.model)`` registry lookup, for the types d
 backbone and the test-time thresholds); mmdet3d PointPillars-style types map to detlight's ``PointPillars``
 (with :class:`~detlight.metrics.CenterDistanceMAP` as evaluator). Every mapped model is reported "approximated",
 saying what differs. Any other type gets the nearest supported family named in the report, and a ``model.model``
-(:class:`UnmappedDetector`) whose construction stops ``fit`` with that message.
+(:class:`~detlight.compat.unmapped_detector.UnmappedDetector`) whose construction stops ``fit`` with that message.
+This module imports neither torch nor Lightning, so ``detlight convert`` stays light.
 """
 
 from __future__ import annotations
@@ -14,17 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from detlight.exceptions import ConfigError
-
 if TYPE_CHECKING:
     from detlight.compat.convert import ConversionReport
 
-__all__ = ["FAMILY_TABLE", "NEAREST", "UnmappedDetector", "apply_model_map", "map_model"]
+__all__ = ["FAMILY_TABLE", "NEAREST", "apply_model_map", "map_model"]
 
 TV_FACTORY = "detlight.models.torchvision_detector"
-UNMAPPED = "detlight.compat.model_map.UnmappedDetector"
+UNMAPPED = "detlight.compat.unmapped_detector.UnmappedDetector"  # imported by the CLI only (it needs torch)
 POINTPILLARS = "detlight.models.pointpillars.PointPillars"
 CENTER_DISTANCE = "detlight.metrics.CenterDistanceMAP"
 
@@ -61,18 +58,6 @@ NEAREST: dict[str, str] = {
 _RESNETS: dict[tuple[Any, Any], str] = {("ResNet", 18): "resnet18", ("ResNet", 34): "resnet34", ("ResNet", 50): "resnet50",
             ("ResNet", 101): "resnet101", ("ResNet", 152): "resnet152", ("ResNetV1d", 50): "resnet50",
             ("ResNetV1d", 101): "resnet101", ("ResNeXt", 50): "resnext50_32x4d", ("ResNeXt", 101): "resnext101_32x8d"}
-
-
-class UnmappedDetector(nn.Module):
-    """Stands in a converted YAML for an mmdet detector type detlight cannot build; building it stops the run.
-
-    Raises:
-        ConfigError: always, with the conversion's message (the type, the nearest supported family, what to do).
-    """
-
-    def __init__(self, mmdet_type: str, message: str) -> None:
-        super().__init__()
-        raise ConfigError(message)
 
 
 def _get(src: Any, dotted: str) -> Any:

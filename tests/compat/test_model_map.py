@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from detlight.compat.convert import ConversionReport, convert_config
-from detlight.compat.model_map import FAMILY_TABLE, NEAREST, UnmappedDetector, map_model
+from detlight.compat.model_map import FAMILY_TABLE, NEAREST, map_model
+from detlight.compat.unmapped_detector import UnmappedDetector
 from detlight.exceptions import ConfigError
 
 ZOO = Path("/work/zoo/mmdet/mmdet/.mim/configs")
@@ -57,7 +58,7 @@ def test_unknown_type_names_nearest_family_and_stops_fit():
     cfg = {"model": {"type": "CascadeRCNN", "roi_head": {}}}
     out, report = convert_config(cfg, "cascade.py")
     model = out["model"]["model"]
-    assert model["class_path"] == "detlight.compat.model_map.UnmappedDetector"
+    assert model["class_path"] == "detlight.compat.unmapped_detector.UnmappedDetector"
     (entry,) = [e for e in report.entries if e.key == "model"]
     assert entry.status == "dropped" and "CascadeRCNN" in entry.note and "nearest supported family is FasterRCNN" in entry.note
     with pytest.raises(ConfigError, match=r"`CascadeRCNN` has no detlight counterpart.*FasterRCNN"):
