@@ -15,20 +15,21 @@ from detlight._lazy import lazy_exports
 _EXPORTS: dict[str, str] = {
     "AtomicCheckpointIO": "checkpoint",
     "BEVVisualization": "bev_visualization",
-    "CheckInvalidLoss": "misc",
+    "CheckInvalidLoss": "check_invalid_loss",
     "DetVisualization": "visualization",
     "EMA": "ema",
-    "EmptyCache": "misc",
+    "EmptyCache": "empty_cache",
     "Evaluation": "evaluation",
     "IntervalLogger": "interval_logger",
     "IterTimer": "iter_timer",
     "LrUpdater": "lr_updater",
     "MMCheckpoint": "checkpoint",
     "MomentumUpdater": "lr_updater",
-    "NumClassCheck": "misc",
-    "SetEpochInfo": "misc",
-    "SyncBuffers": "misc",
+    "NumClassCheck": "num_class_check",
+    "SetEpochInfo": "set_epoch_info",
+    "SyncBuffers": "sync_buffers",
     "TextLogger": "text_logger",
+    "Workflow": "workflow",
 }
 
 __all__ = sorted(_EXPORTS)

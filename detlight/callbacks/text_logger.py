@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 import torch
 
 from detlight.callbacks._reduce import reduce_max
-from detlight.callbacks.interval_logger import (
+from detlight.callbacks.logger_callback import (
     LoggerCallback,
     completed_iters,
     current_lrs,

@@ -1,0 +1,235 @@
+"""mmcv's ``runner`` and ``workflow`` config keys as Trainer settings, plus the ``('val', n)`` validation-loss phase.
+
+Replaces: ``EpochBasedRunner.run`` / ``IterBasedRunner.run`` with a workflow (mmcv-semantics §3.2-3.3):
+
+- ``runner=dict(type='EpochBasedRunner', max_epochs=N)`` -> ``max_epochs=N``.
+- ``runner=dict(type='IterBasedRunner', max_iters=N)`` -> ``max_steps=N, max_epochs=-1``: Lightning repeats the
+  train loader (re-seeding the sampler each pass, as ``IterLoader`` does), and ``RunnerView.epoch`` counts passes.
+- ``workflow=[('train', k), ('val', n)]``: a validation-loss phase (the detector's losses on the val split, mmcv
+  ``val_step``) after every ``k`` train epochs (``n`` must be 1), or after every ``k`` train iterations over ``n``
+  val batches (iteration-based). As in mmcv, the last cycle always ends with a val phase, even when the run length
+  is not a multiple of ``k``; Lightning's ``check_val_every_n_epoch`` / ``val_check_interval`` alone would skip it.
+
+Known differences from mmcv (mmcv-semantics §4.1-4.2):
+
+- The val phase is Lightning's validation loop, so it also feeds the module's evaluator (mAP) and sees the val
+  loader's pipeline; mmcv's tools build a separate val dataset with the *train* pipeline for it.
+- Lightning validates *inside* the train epoch, before ``on_train_epoch_end``: a Lightning callback's
+  ``on_train_epoch_end`` runs after the val phase, where mmcv's ``after_train_epoch`` ran before it.
+  :class:`~detlight.compat.hooks.MMCVHooks` keeps mmcv's order for mmcv-style hooks.
+- Iteration-based: each val phase restarts the val loader (the first ``n`` batches every time); mmcv's
+  ``IterLoader`` continues where the previous phase stopped. Gradient accumulation is rejected there, because
+  ``max_steps`` counts optimizer steps, not iterations.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+from typing_extensions import override
+
+__all__ = ["RUNNER_TYPES", "Workflow"]
+
+log = logging.getLogger(__name__)
+
+RUNNER_TYPES = ("EpochBasedRunner", "IterBasedRunner")
+_RUNNER_KEYS = {"type", "max_epochs", "max_iters"}
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"Expected `{where}` to be a positive int, but got {value!r}")
+    return value
+
+
+def _parse_runner(runner: Mapping[str, Any] | None, total_epochs: int | None) -> tuple[bool, int]:
+    """Return ``(by_epoch, length)`` from mmcv's ``runner`` dict (or the legacy ``total_epochs``)."""
+    if runner is None:
+        if total_epochs is None:
+            raise ValueError("Workflow needs `runner`, e.g. {type: EpochBasedRunner, max_epochs: 12} or "
+                             "{type: IterBasedRunner, max_iters: 90000} (or the legacy `total_epochs`)")
+        return True, _positive_int(total_epochs, "total_epochs")
+    if not isinstance(runner, Mapping):
+        raise TypeError(f"Expected `runner` to be a dict like {{type: EpochBasedRunner, max_epochs: 12}}, "
+                        f"but got {type(runner).__name__}")
+    unknown = set(runner) - _RUNNER_KEYS
+    if unknown:
+        raise ValueError(f"Unknown key(s) {sorted(unknown)} in `runner`; accepted: {sorted(_RUNNER_KEYS)} "
+                         "(a custom runner `constructor` has no detlight counterpart)")
+    kind = runner.get("type", "EpochBasedRunner")
+    if kind not in RUNNER_TYPES:
+        raise ValueError(f"Unknown `runner.type` {kind!r}; expected one of {list(RUNNER_TYPES)}")
+    if "max_epochs" in runner and "max_iters" in runner:
+        raise ValueError("Only one of `runner.max_epochs` and `runner.max_iters` can be set (as in mmcv)")
+    if kind == "EpochBasedRunner":
+        if "max_epochs" not in runner:
+            raise ValueError("`runner` of type EpochBasedRunner needs `max_epochs`")
+        length = _positive_int(runner["max_epochs"], "runner.max_epochs")
+        if total_epochs is not None and total_epochs != length:
+            raise ValueError(f"`total_epochs` ({total_epochs}) and `runner.max_epochs` ({length}) disagree")
+        return True, length
+    if "max_iters" not in runner:
+        raise ValueError("`runner` of type IterBasedRunner needs `max_iters`")
+    return False, _positive_int(runner["max_iters"], "runner.max_iters")
+
+
+def _parse_workflow(workflow: Sequence[Any], by_epoch: bool) -> tuple[int, int | None]:
+    """Return ``(train_n, val_n or None)`` for ``[('train', k)]`` or ``[('train', k), ('val', n)]``."""
+    if isinstance(workflow, (str, bytes)) or not isinstance(workflow, Sequence):
+        raise TypeError(f"Expected `workflow` to be a list of (mode, n) pairs, but got {workflow!r}")
+    phases = []
+    for i, phase in enumerate(workflow):
+        if isinstance(phase, (str, bytes)) or not isinstance(phase, Sequence) or len(phase) != 2:
+            raise ValueError(f"`workflow[{i}]` must be a (mode, n) pair such as ('train', 1), but got {phase!r}")
+        mode, n = phase
+        if mode not in ("train", "val"):
+            raise ValueError(f"`workflow[{i}]` has mode {mode!r}; expected 'train' or 'val'")
+        phases.append((mode, _positive_int(n, f"workflow[{i}][1]")))
+    modes = [m for m, _ in phases]
+    if modes not in (["train"], ["train", "val"]):
+        raise ValueError(f"Unsupported workflow {phases}: detlight runs [('train', k)] or [('train', k), ('val', n)] "
+                         "(Lightning validates after training, so a val-first or multi-train cycle has no counterpart)")
+    val_n = phases[1][1] if len(phases) == 2 else None
+    if by_epoch and val_n not in (None, 1):
+        raise ValueError(f"`workflow` ('val', {val_n}) with an EpochBasedRunner would run {val_n} full val passes in "
+                         "a row; detlight runs one. Use ('val', 1)")
+    return phases[0][1], val_n
+
+
+class Workflow(Callback):
+    """Applies mmcv's ``runner`` / ``workflow`` to the Trainer and runs the ``('val', n)`` validation-loss phase.
+
+    Replaces: ``EpochBasedRunner`` / ``IterBasedRunner`` ``run(data_loaders, workflow)``. See the module docstring
+    for the mapping and the known differences. At ``setup`` (fit only) it sets ``max_epochs`` / ``max_steps``,
+    ``check_val_every_n_epoch`` / ``val_check_interval``, ``limit_val_batches`` and ``num_sanity_val_steps=0`` on
+    the Trainer (the runner config wins over Trainer arguments; a conflicting explicit value is reported), switches
+    on the module's ``val_losses`` when there is a val phase, and sets ``by_epoch`` on
+    :class:`~detlight.compat.hooks.MMCVHooks` callbacks that left it unset. :meth:`trainer_kwargs` gives the same
+    settings for building a Trainer in Python.
+
+    Args:
+        workflow: mmcv's ``workflow``: ``[('train', k)]`` or ``[('train', k), ('val', n)]``.
+        runner: mmcv's ``runner`` dict: ``{type: EpochBasedRunner, max_epochs}`` or
+            ``{type: IterBasedRunner, max_iters}``.
+        total_epochs: legacy spelling of ``max_epochs`` (used when ``runner`` is absent; must agree with it).
+
+    Raises:
+        ValueError: an unsupported or malformed ``workflow`` / ``runner`` (the message names the key).
+
+    Example:
+        >>> wf = Workflow(workflow=[("train", 2), ("val", 1)], runner={"type": "EpochBasedRunner", "max_epochs": 3})
+        >>> sorted(wf.trainer_kwargs().items())
+        [('check_val_every_n_epoch', 2), ('max_epochs', 3), ('max_steps', -1), ('num_sanity_val_steps', 0)]
+    """
+
+    def __init__(
+        self,
+        workflow: Sequence[tuple[str, int]] = (("train", 1),),
+        runner: dict[str, Any] | None = None,
+        total_epochs: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.by_epoch, length = _parse_runner(runner, total_epochs)
+        self.max_epochs: int | None = length if self.by_epoch else None
+        self.max_iters: int | None = None if self.by_epoch else length
+        self.train_n, self.val_n = _parse_workflow(workflow, self.by_epoch)
+        self.workflow = [("train", self.train_n)] + ([("val", self.val_n)] if self.val_n else [])
+        self._saved_check_val: int | None = None
+        self._saved_val_check_batch: Any = None
+
+    @classmethod
+    def from_mmcv_config(cls, cfg: Mapping[str, Any]) -> Workflow:
+        """Build from a resolved mmcv config dict (its ``workflow``, ``runner`` and ``total_epochs`` keys)."""
+        return cls(workflow=cfg.get("workflow") or (("train", 1),), runner=cfg.get("runner"),
+                   total_epochs=cfg.get("total_epochs"))
+
+    @property
+    def has_val_phase(self) -> bool:
+        return self.val_n is not None
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """Trainer arguments equivalent to this runner and workflow."""
+        if self.by_epoch:
+            kwargs: dict[str, Any] = {"max_epochs": self.max_epochs, "max_steps": -1}
+            if self.has_val_phase:
+                kwargs.update(check_val_every_n_epoch=self.train_n, num_sanity_val_steps=0)
+            return kwargs
+        kwargs = {"max_steps": self.max_iters, "max_epochs": -1}
+        if self.has_val_phase:
+            kwargs.update(check_val_every_n_epoch=None, val_check_interval=self.train_n,
+                          limit_val_batches=self.val_n, num_sanity_val_steps=0)
+        return kwargs
+
+    # ------------------------------------------------------------------ set-up
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._apply_to_trainer(trainer)
+        if self.has_val_phase:
+            if not hasattr(pl_module, "val_losses"):
+                raise TypeError(f"workflow {self.workflow} has a ('val', n) phase, which needs a module with a "
+                                f"`val_losses` switch such as detlight.module.DetectorModule; got "
+                                f"{type(pl_module).__name__}")
+            setattr(pl_module, "val_losses", True)  # noqa: B010 - any module with the switch, not only DetectorModule
+        from detlight.compat.hooks import MMCVHooks
+
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]
+            if isinstance(callback, MMCVHooks) and callback.by_epoch is None:
+                callback.by_epoch = self.by_epoch
+
+    def _apply_to_trainer(self, trainer: pl.Trainer) -> None:
+        kwargs = self.trainer_kwargs()
+        current_epochs, current_steps = trainer.max_epochs, trainer.max_steps
+        if self.by_epoch and current_epochs not in (None, -1, 1000, self.max_epochs):
+            rank_zero_warn(f"Workflow: runner.max_epochs={self.max_epochs} overrides trainer.max_epochs="
+                           f"{current_epochs}")
+        if not self.by_epoch and current_steps not in (-1, self.max_iters):
+            rank_zero_warn(f"Workflow: runner.max_iters={self.max_iters} overrides trainer.max_steps={current_steps}")
+        if not self.by_epoch and trainer.accumulate_grad_batches != 1:
+            raise ValueError(f"An IterBasedRunner workflow counts iterations, but Lightning's max_steps counts "
+                             f"optimizer steps; trainer.accumulate_grad_batches={trainer.accumulate_grad_batches} "
+                             "would change the run length. Use accumulate_grad_batches: 1 with IterBasedRunner")
+        trainer.fit_loop.max_epochs = kwargs.pop("max_epochs")
+        trainer.fit_loop.epoch_loop.max_steps = kwargs.pop("max_steps")
+        for key, value in kwargs.items():
+            setattr(trainer, key, value)
+        log.info("Workflow %s: %s", self.workflow, self.trainer_kwargs())
+
+    # ------------------------------------------------------------------ the final val phase
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not (self.by_epoch and self.has_val_phase):
+            return
+        epoch = trainer.current_epoch
+        if epoch + 1 == self.max_epochs and (epoch + 1) % self.train_n != 0:
+            # mmcv ends the last (partial) cycle with its val phase; Lightning reads this flag per epoch.
+            self._saved_check_val = trainer.check_val_every_n_epoch
+            trainer.check_val_every_n_epoch = 1
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._saved_check_val is not None:
+            trainer.check_val_every_n_epoch = self._saved_check_val
+            self._saved_check_val = None
+
+    @override
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self.by_epoch or not self.has_val_phase or self.max_iters is None:
+            return
+        last = trainer.fit_loop.epoch_loop.total_batch_idx + 1 == self.max_iters
+        if last and self.max_iters % self.train_n != 0:
+            self._saved_val_check_batch = trainer.val_check_batch
+            trainer.val_check_batch = 1  # validate after this batch: the final val phase
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._saved_val_check_batch is not None:
+            trainer.val_check_batch = self._saved_val_check_batch
+            self._saved_val_check_batch = None
