@@ -235,11 +235,11 @@ class Evaluation(Callback):
             self._save_best(trainer, pl_module, key, score)
 
     def best_filename(self, key: str, trainer: pl.Trainer) -> str:
-        """``best_{key}_epoch_{E+1}`` / ``best_{key}_iter_{I}`` without extension; ``/`` in the key becomes ``_``."""
+        """``best_{key}_epoch_{E+1}`` / ``best_{key}_iter_{I+1}`` without extension; ``/`` in the key becomes ``_``."""
         safe = key.replace("/", "_").replace(os.sep, "_")
         if self.by_epoch:
             return f"best_{safe}_epoch_{trainer.current_epoch + 1}"
-        return f"best_{safe}_iter_{batches_done(trainer)}"
+        return f"best_{safe}_iter_{batches_done(trainer)}"  # batches_done = I + 1 inside iteration I
 
     def _resolve_dir(self, trainer: pl.Trainer) -> str:
         if self.out_dir is not None:
@@ -261,11 +261,17 @@ class Evaluation(Callback):
         self.best_ckpt_path = path
         trainer.save_checkpoint(path, weights_only=False)  # all ranks; the strategy writes on rank 0
         if self.export_mmcv and trainer.is_global_zero:
-            meta = {"hook_msgs": {"best_score": score, "best_ckpt": path[: -len(".ckpt")] + ".pth"}}
-            export_mmcv_checkpoint(os.path.join(directory, f"{stem}.pth"), trainer, pl_module, meta=meta)
+            hook_msgs: dict[str, Any] = {"best_score": score, "best_ckpt": path[: -len(".ckpt")] + ".pth"}
+            last = next((cb.last_ckpt for cb in trainer.callbacks  # type: ignore[attr-defined]
+                         if isinstance(cb, MMCheckpoint) and cb.last_ckpt), None)
+            if last:
+                hook_msgs["last_ckpt"] = last
+            export_mmcv_checkpoint(os.path.join(directory, f"{stem}.pth"), trainer, pl_module, by_epoch=self.by_epoch,
+                                   hook_msgs=hook_msgs)
         unit = "epoch" if self.by_epoch else "iter"
-        log.info("Now best checkpoint is saved as %s. Best %s is %.4f at %s %s.", os.path.basename(path), key,
-                 score, stem.rsplit("_", 1)[-1], unit)
+        # mmcv's two lines (EvalHook._save_ckpt)
+        log.info("Now best checkpoint is saved as %s.", os.path.basename(path))
+        log.info("Best %s is %.4f at %s %s.", key, score, stem.rsplit("_", 1)[-1], unit)
 
     # ------------------------------------------------------------------ state
     @override
