@@ -17,8 +17,12 @@ Known differences from mmcv (mmcv-semantics §4.1-4.2):
 - Lightning validates *inside* the train epoch, before ``on_train_epoch_end``: a Lightning callback's
   ``on_train_epoch_end`` runs after the val phase, where mmcv's ``after_train_epoch`` ran before it.
   :class:`~detlight.compat.hooks.MMCVHooks` keeps mmcv's order for mmcv-style hooks.
+- With an :class:`~detlight.callbacks.evaluation.Evaluation` callback, validation runs when either the val phase
+  or the evaluation is due (mmcv's two cadences); the losses are computed only in runs the workflow asked for and
+  the metrics only in runs the evaluation asked for.
 - Iteration-based: each val phase restarts the val loader (the first ``n`` batches every time); mmcv's
-  ``IterLoader`` continues where the previous phase stopped. Gradient accumulation is rejected there, because
+  ``IterLoader`` continues where the previous phase stopped. ``limit_val_batches = n`` also limits an evaluation
+  that shares the run (Lightning has one validation loader length per run). Gradient accumulation is rejected there, because
   ``max_steps`` counts optimizer steps, not iterations.
 """
 
@@ -32,6 +36,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
+
+from detlight.callbacks._val_gate import apply_validation_gate
 
 __all__ = ["RUNNER_TYPES", "Workflow"]
 
@@ -139,8 +145,7 @@ class Workflow(Callback):
         self.max_iters: int | None = None if self.by_epoch else length
         self.train_n, self.val_n = _parse_workflow(workflow, self.by_epoch)
         self.workflow = [("train", self.train_n)] + ([("val", self.val_n)] if self.val_n else [])
-        self._saved_check_val: int | None = None
-        self._saved_val_check_batch: Any = None
+        self._saved_gate: tuple[int | None, Any] | None = None
 
     @classmethod
     def from_mmcv_config(cls, cfg: Mapping[str, Any]) -> Workflow:
@@ -201,35 +206,48 @@ class Workflow(Callback):
             setattr(trainer, key, value)
         log.info("Workflow %s: %s", self.workflow, self.trainer_kwargs())
 
-    # ------------------------------------------------------------------ the final val phase
+    # ------------------------------------------------------------------ the val phase's cadence
+    def validation_due(self, trainer: pl.Trainer) -> bool:
+        """Whether the ``('val', n)`` phase follows this train epoch (asked at its start) or batch (at its end).
+
+        Every ``k``-th epoch / iteration, and, as in mmcv, after the final one even when the run length is not a
+        multiple of ``k``. ``False`` without a val phase.
+        """
+        if not self.has_val_phase:
+            return False
+        if self.by_epoch:
+            progress, total = trainer.current_epoch + 1, self.max_epochs
+        else:
+            progress, total = trainer.fit_loop.epoch_loop.total_batch_idx + 1, self.max_iters
+        return progress % self.train_n == 0 or progress == total
+
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not (self.by_epoch and self.has_val_phase):
-            return
-        epoch = trainer.current_epoch
-        if epoch + 1 == self.max_epochs and (epoch + 1) % self.train_n != 0:
-            # mmcv ends the last (partial) cycle with its val phase; Lightning reads this flag per epoch.
-            self._saved_check_val = trainer.check_val_every_n_epoch
-            trainer.check_val_every_n_epoch = 1
+        if self.by_epoch and self.has_val_phase:
+            self._save_gate(trainer)
+            apply_validation_gate(trainer, iteration_based=False)
 
     @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._saved_check_val is not None:
-            trainer.check_val_every_n_epoch = self._saved_check_val
-            self._saved_check_val = None
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not self.by_epoch and self.has_val_phase:
+            self._save_gate(trainer)
+            apply_validation_gate(trainer, iteration_based=True)  # just before the loop's validation check
 
     @override
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
-        if self.by_epoch or not self.has_val_phase or self.max_iters is None:
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Run the detector's losses only in validation runs the workflow asked for (not in evaluation-only ones)."""
+        if not self.has_val_phase or trainer.sanity_checking or not hasattr(pl_module, "val_losses"):
             return
-        last = trainer.fit_loop.epoch_loop.total_batch_idx + 1 == self.max_iters
-        if last and self.max_iters % self.train_n != 0:
-            self._saved_val_check_batch = trainer.val_check_batch
-            trainer.val_check_batch = 1  # validate after this batch: the final val phase
+        after_training = trainer.fit_loop.epoch_loop.batch_progress.current.completed > 0
+        setattr(pl_module, "val_losses", after_training and self.validation_due(trainer))  # noqa: B010
+
+    def _save_gate(self, trainer: pl.Trainer) -> None:
+        if self._saved_gate is None:
+            self._saved_gate = (trainer.check_val_every_n_epoch, trainer.val_check_batch)
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._saved_val_check_batch is not None:
-            trainer.val_check_batch = self._saved_val_check_batch
-            self._saved_val_check_batch = None
+        if self._saved_gate is not None:
+            trainer.check_val_every_n_epoch, trainer.val_check_batch = self._saved_gate
+            self._saved_gate = None
