@@ -34,7 +34,8 @@ class IntervalLogger(LoggerCallback):
     ``learning_rate`` and ``momentum`` (first parameter group of the first optimizer; ``momentum`` is ``betas[0]``
     for Adam-style optimizers and 0 when there is none), plus ``learning_rate/group<i>`` for every group when the
     groups' learning rates differ. Evaluation results after each validation go in as ``val/<key>`` (with the lr
-    tags) at step ``iters_done + 1``, as mmcv logged them after the epoch.
+    tags) at mmcv's step: ``iters_done + 1`` after an epoch (``by_epoch``), ``iters_done`` after an iteration (not
+    ``by_epoch``, where mmcv evaluates before counting the iteration).
 
     Values stay on the device between logging steps; a logging step costs one host copy (and, under DDP, one
     ``all_gather_object`` of the key names plus one ``all_reduce``). Only rank 0 writes.
@@ -80,7 +81,10 @@ class IntervalLogger(LoggerCallback):
         if not self.log_eval_results:
             return
         metrics = {f"val/{k}": float(v) for k, v in results.items()}
-        self._write(trainer, {**metrics, **optimizer_tags(trainer)}, completed_iters(trainer) + 1)
+        # mmcv's step is runner.iter + 1: after an epoch (EpochBasedRunner) runner.iter counts every batch; inside
+        # IterBasedRunner's after_train_iter it is still the index of the batch just trained.
+        done = completed_iters(trainer)
+        self._write(trainer, {**metrics, **optimizer_tags(trainer)}, done + 1 if self.by_epoch else done)
 
     @staticmethod
     def _write(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:

@@ -19,7 +19,10 @@ from detlight.callbacks._reduce import cached_averages, invalidate, log_buffer_o
 from detlight.callbacks.iter_timer import IterTimer
 from detlight.logbuffer import LogBuffer
 
-__all__ = ["LoggerCallback", "completed_iters", "current_lrs", "current_momentums", "max_iters", "train_iter"]
+#: the value COCO evaluation reports for a metric it could not compute (e.g. ``bbox_mAP_l`` without large objects)
+NOT_COMPUTED = -1.0
+
+__all__ = ["NOT_COMPUTED", "LoggerCallback", "completed_iters", "current_lrs", "current_momentums", "max_iters", "train_iter"]
 
 
 class LoggerCallback(Callback):
@@ -34,6 +37,9 @@ class LoggerCallback(Callback):
     empty) go to :meth:`log_eval`, as mmcv's ``EvalHook`` results did; then, if the module has a ``val_log_buffer``
     (validation losses of a ``('val', n)`` workflow phase), its average over the whole validation run goes to
     :meth:`log_eval` as a second record, as mmcv's val phase logged it.
+
+    Evaluation results equal to ``-1`` (COCO's "not computed", e.g. ``bbox_mAP_l`` when the set has no large objects)
+    are left out of every logger; mmcv printed them as ``bbox_mAP_l: -1.0000``.
 
     Like mmcv, the averages are also put into ``log_buffer.output`` (``ready`` set) and the last logger callback in
     the Trainer's list clears that output after logging (mmcv's ``reset_flag``), so every logger sees the same values.
@@ -116,7 +122,10 @@ class LoggerCallback(Callback):
             return
         results = getattr(pl_module, "eval_results", None)
         if isinstance(results, Mapping) and results:
-            self.log_eval(trainer, pl_module, OrderedDict(results))
+            # COCO reports -1 for an area range without ground truth: "not computed", not a result; left out.
+            kept = OrderedDict((k, v) for k, v in results.items() if float(v) != NOT_COMPUTED)
+            if kept:
+                self.log_eval(trainer, pl_module, kept)
         if self._val_losses:  # a ('val', n) workflow phase: mmcv logged it after the evaluation, as its own line
             self.log_eval(trainer, pl_module, self._val_losses)
             self._val_losses = OrderedDict()
