@@ -41,6 +41,9 @@ class DetLightCLI(LightningCLI):
         kwargs.setdefault("trainer_defaults", dict(TRAINER_DEFAULTS))
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
+        from detlight.callbacks.progress_bar import quiet_lightning
+
+        quiet_lightning()
         super().__init__(
             DetectorModule,
             LightningDataModule,
@@ -64,6 +67,14 @@ class DetLightCLI(LightningCLI):
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         if config is not None and config.get("trainer") is not None:
             check_cli_trainer_config(config.get("trainer"))
+
+    def after_instantiate_classes(self) -> None:
+        """A plain ``TQDMProgressBar`` becomes detlight's (1-based epochs, loss on the bar)."""
+        super().after_instantiate_classes()
+        from detlight.callbacks.progress_bar import use_detlight_progress_bar
+
+        if getattr(self, "trainer", None) is not None:
+            use_detlight_progress_bar(self.trainer)
 
     def before_fit(self) -> None:
         """``ckpt_path: last`` (mmcv ``auto_resume``): the newest checkpoint of any earlier run in the work dir."""

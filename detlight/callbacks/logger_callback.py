@@ -68,6 +68,9 @@ class LoggerCallback(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != TrainerFn.FITTING:
             return
+        from detlight.callbacks.progress_bar import quiet_log_every_n_steps
+
+        quiet_log_every_n_steps()  # this callback logs by its own interval, not Lightning's log_every_n_steps
         log_buffer_of(pl_module, type(self).__name__)
         callbacks = list(getattr(trainer, "callbacks", []))
         after = callbacks[callbacks.index(self) + 1:] if self in callbacks else []

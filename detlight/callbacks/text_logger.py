@@ -22,6 +22,7 @@ from detlight.callbacks.logger_callback import (
     current_lrs,
     max_iters,
 )
+from detlight.callbacks.progress_bar import TqdmLoggingHandler
 from detlight.callbacks.run_meta import run_meta
 
 __all__ = ["TextLogger", "preamble", "read_json_log", "run_meta"]
@@ -87,7 +88,8 @@ class TextLogger(LoggerCallback):
         json: also write ``{timestamp}.log.json``.
         meta: extra json-serialisable entries for the meta line (they win over the defaults).
         timestamp: the ``%Y%m%d_%H%M%S`` stem of the files; by default the time the training starts.
-        console: add a stderr handler to the ``detlight`` logger when no handler would otherwise print its lines.
+        console: add a stderr handler to the ``detlight`` logger when no handler would otherwise print its lines;
+            it writes through ``tqdm.write``, so the lines appear above the progress bar, not on its line.
     """
 
     def __init__(
@@ -158,7 +160,7 @@ class TextLogger(LoggerCallback):
     def _open_log_file(self, path: str) -> None:
         logger = logging.getLogger(LOGGER_NAME)
         if self.console and not logger.hasHandlers():
-            self._handlers.append(logging.StreamHandler(sys.stderr))
+            self._handlers.append(TqdmLoggingHandler(sys.stderr))  # printed above an active progress bar
         self._handlers.append(logging.FileHandler(path, mode="a", encoding="utf-8"))
         for handler in self._handlers:
             handler.setFormatter(logging.Formatter(LOG_FORMAT))
