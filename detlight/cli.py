@@ -8,6 +8,7 @@ directory. An mmcv ``.py`` config given to ``--config`` is converted on the fly 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -20,7 +21,10 @@ from lightning.pytorch.cli import LightningCLI
 
 from detlight.module import DetectorModule
 
-__all__ = ["DetLightCLI", "main"]
+__all__ = ["CKPT_PATH_KEYWORDS", "DetLightCLI", "main"]
+
+#: ``--ckpt_path`` values that name a checkpoint to find rather than a file (checked later, not as a path)
+CKPT_PATH_KEYWORDS = ("last", "auto", "best", "hpc", "registry", "null")
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     # mmdet samplers are per process and do not reshuffle validation; detlight's DetSampler does the splitting.
@@ -93,20 +97,26 @@ class DetLightCLI(LightningCLI):
             return
         lines = [f"Run directory: {log_dir}"]
         ckpt = trainer.checkpoint_callback
-        if ckpt is not None and getattr(ckpt, "best_model_path", ""):
-            lines.append(f"Best checkpoint: {ckpt.best_model_path}")
+        best = next((cb.best_ckpt_path for cb in trainer.callbacks  # type: ignore[attr-defined]
+                     if isinstance(getattr(cb, "best_ckpt_path", None), str)), None)  # detlight's Evaluation
+        best = best or (getattr(ckpt, "best_model_path", "") if ckpt is not None else "")
+        if best:
+            lines.append(f"Best checkpoint: {best}")
         if ckpt is not None and getattr(ckpt, "last_model_path", ""):
             lines.append(f"Last checkpoint: {ckpt.last_model_path}")
         results = getattr(self.model, "eval_results", None)
-        if results:
-            lines.append("Final evaluation: " + ", ".join(f"{k}: {v:.4f}" for k, v in results.items()))
+        if results:  # the names of Run.metrics; COCO's -1 ("not computed") left out
+            lines.append("Final evaluation: " + ", ".join(f"val/{k}: {v:.4f}" for k, v in results.items() if v != -1))
         if log_dir:
             lines.append(f"TensorBoard: tensorboard --logdir {log_dir}")
         print("\n".join(lines), flush=True)
 
 
-def _convert_py_configs(argv: list[str]) -> list[str]:
-    """Replace each ``--config x.py`` by a YAML converted from the mmcv config (safe reader, nothing executed)."""
+def _convert_py_configs(argv: list[str], created: list[str] | None = None) -> list[str]:
+    """Replace each ``--config x.py`` by a YAML converted from the mmcv config (safe reader, nothing executed).
+
+    The YAML files are temporary: their paths are appended to ``created`` for the caller to delete after the run.
+    """
     out: list[str] = []
     i = 0
     while i < len(argv):
@@ -123,6 +133,8 @@ def _convert_py_configs(argv: list[str]) -> list[str]:
             fd, path = tempfile.mkstemp(prefix=os.path.basename(value)[:-3] + ".", suffix=".yaml")
             with os.fdopen(fd, "w") as f:
                 f.write(yaml_text)
+            if created is not None:
+                created.append(path)
             print(report, file=sys.stderr)
             out += ["--config", path]
             i += step
@@ -176,11 +188,22 @@ def _main(argv: list[str]) -> None:
     from detlight.errors import FriendlyArgumentParser, check_checkpoint_file
 
     ckpt = _option_value(argv, "--ckpt_path")
-    if ckpt and ckpt not in ("last", "auto", "best", "hpc", "registry", "null"):
+    if ckpt and ckpt not in CKPT_PATH_KEYWORDS:
         check_checkpoint_file(ckpt)  # before building anything: missing, corrupt or unsafe files fail fast
     # argv is sys.argv[1:] (or the caller's list) after .py conversion; LightningCLI warns when it sees both.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    DetLightCLI(args=_convert_py_configs(argv), parser_class=FriendlyArgumentParser)
+    created: list[str] = []
+    try:
+        DetLightCLI(args=_convert_py_configs(argv, created), parser_class=FriendlyArgumentParser)
+    finally:
+        remove_files(created)
+
+
+def remove_files(paths: Sequence[str]) -> None:
+    """Delete the given files, ignoring ones already gone (the temporary YAML of a converted ``.py`` config)."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 def _option_value(argv: list[str], name: str) -> str | None:

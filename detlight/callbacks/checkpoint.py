@@ -227,6 +227,8 @@ class MMCheckpoint(ModelCheckpoint):
     """
 
     CHECKPOINT_NAME_LAST = "latest"
+    #: the mmcv stages this callback acts in (for the preamble's hook table; mmcv's CheckpointHook's)
+    MMCV_STAGES = ("before_run", "after_train_iter", "after_train_epoch", "after_run")
 
     def __init__(
         self,

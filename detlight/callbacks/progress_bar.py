@@ -18,7 +18,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 from typing_extensions import override
 
 __all__ = ["ProgressBar", "TqdmLoggingHandler", "in_notebook", "quiet_lightning", "use_detlight_progress_bar"]
@@ -71,9 +71,13 @@ class ProgressBar(TQDMProgressBar):
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
-        super().on_train_epoch_start(trainer)
+        # Lightning's, with the description set before the first draw (no "Epoch 0" flashing in captured output).
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
         total = f"/{trainer.max_epochs}" if trainer.max_epochs is not None and trainer.max_epochs > 0 else ""
-        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}{total}")
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}{total}", refresh=False)
+        self.train_progress_bar.reset(total=convert_inf(self.total_train_batches))
+        self.train_progress_bar.initial = 0
 
     @override
     def init_validation_tqdm(self) -> Tqdm:

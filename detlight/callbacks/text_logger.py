@@ -318,15 +318,24 @@ def preamble(trainer: pl.Trainer, work_dir: str) -> list[str]:
 
 
 def hook_table(trainer: pl.Trainer) -> str:
-    """mmcv's ``runner.get_hook_info()``: per stage, ``(PRIORITY    ) ClassName`` of every callback acting there."""
-    from lightning.pytorch.callbacks import Callback
+    """mmcv's ``runner.get_hook_info()``: per stage, ``(PRIORITY    ) ClassName`` of every callback acting there.
+
+    A callback acts at a stage when it overrides one of the Lightning hooks that play it (see :data:`STAGES`), or,
+    when its class declares ``MMCV_STAGES``, when the stage is listed there. Progress bars are left out.
+    """
+    from lightning.pytorch.callbacks import Callback, ProgressBar
 
     blocks = []
     for stage, hooks in STAGES:
         rows = []
         for cb in trainer.callbacks:  # type: ignore[attr-defined]
             cls = type(cb)
-            if any(getattr(cls, h, None) is not getattr(Callback, h) for h in hooks):
+            if isinstance(cb, ProgressBar):  # terminal output, not a hook
+                continue
+            declared = getattr(cls, "MMCV_STAGES", None)
+            acts = stage in declared if declared is not None else any(
+                getattr(cls, h, None) is not getattr(Callback, h) for h in hooks)
+            if acts:
                 priority = PRIORITY_OF.get(cls.__name__, "NORMAL")
                 rows.append(f"({priority:<12}) {cls.__name__:<35}")
         if rows:
