@@ -241,8 +241,7 @@ def _run(subcommand: Subcommand, config: ConfigArg, overrides: Overrides, callba
             if ckpt_path is not None:
                 args.append(f"--ckpt_path={ckpt_path}")
             return _launch(subcommand, args, callbacks, {**_cli_kwargs(ckpt_path)})
-        cfg = _object_config(config, overrides, created)
-        module = _place_objects(cfg, model, datamodule)
+        cfg, module = _object_config(config, overrides, created, model, datamodule)
         if ckpt_path is not None:
             _cli_kwargs(ckpt_path)  # the early checkpoint check
             cfg["ckpt_path"] = ckpt_path
@@ -294,8 +293,10 @@ def _holds_objects(overrides: Overrides) -> bool:
     return isinstance(overrides, Mapping) and not _is_plain(dict(overrides))
 
 
-def _object_config(config: ConfigArg, overrides: Overrides, created: list[str]) -> dict[str, Any]:
-    """The configs merged in order (nested keys merged, last wins), then the overrides set key by key."""
+def _object_config(config: ConfigArg, overrides: Overrides, created: list[str], model: Any = None,
+                   datamodule: Any = None) -> tuple[dict[str, Any], pl.LightningModule | None]:
+    """The configs merged in order (nested keys merged, last wins), the objects put in, then the overrides set key by
+    key; also the LightningModule object that replaces the built one (see :func:`_place_objects`)."""
     import yaml
 
     cfg: dict[str, Any] = {}
@@ -313,9 +314,10 @@ def _object_config(config: ConfigArg, overrides: Overrides, created: list[str]) 
     if overrides is not None and not isinstance(overrides, Mapping):
         raise UsageError("With Python objects, give `overrides` as a dict ({'trainer.max_epochs': 2}), not as "
                          "command-line strings")
+    module = _place_objects(cfg, model, datamodule)
     for key, value in _flatten(overrides or {}, ""):
         _set_dotted(cfg, key, value)
-    return cfg
+    return cfg, module
 
 
 def _merge(into: dict[str, Any], data: Mapping[str, Any]) -> None:
