@@ -353,6 +353,19 @@ class MMCheckpoint(ModelCheckpoint):
         else:
             self._save(trainer, pl_module, done, stem_prefix="iter")
 
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """After a preemption checkpoint (``Preemption`` wrote one for this exception), point the links at it."""
+        if not (trainer.is_global_zero and self.create_symlink and self.dirpath):
+            return
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]
+            saved = getattr(callback, "saved_path", None)
+            if isinstance(saved, str) and saved.endswith(".ckpt") and os.path.isfile(saved):
+                for name in ("latest.ckpt", "last.ckpt"):
+                    link_or_copy(saved, os.path.join(str(self.dirpath), name))
+                self.last_model_path = saved
+                return
+
     # ------------------------------------------------------------------ saving
     def _save(self, trainer: pl.Trainer, pl_module: pl.LightningModule, number: int,
               stem_prefix: str | None = None) -> None:

@@ -114,3 +114,23 @@ def test_preamble_lists_hooks_by_stage(tmp_path: Path) -> None:
     assert log.count("Exp name:") == 1
     meta = json.loads(Path(text.json_log_path).read_text().splitlines()[0])
     assert meta["hook_msgs"] == {} and "epoch" not in meta
+
+
+def test_links_follow_a_preemption_checkpoint(tmp_path: Path) -> None:
+    import lightning.pytorch as pl
+
+    class Stop(pl.Callback):  # what detlight.resume.Preemption does for SIGTERM: save in on_exception
+        saved_path: str | None = None
+
+        def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+            if trainer.global_step == 3:
+                raise RuntimeError("stop here")
+
+        def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exc: BaseException) -> None:
+            self.saved_path = str(tmp_path / "preempted.ckpt")
+            trainer.save_checkpoint(self.saved_path)
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        trainer(tmp_path, [Stop(), MMCheckpoint(interval=1)], max_epochs=3).fit(module(), loader(2))
+    assert os.readlink(tmp_path / "last.ckpt") == "preempted.ckpt" == os.readlink(tmp_path / "latest.ckpt")
+    assert _global_step(tmp_path / "last.ckpt") == 3
