@@ -22,7 +22,7 @@ from detlight.callbacks.logger_callback import (
     current_lrs,
     max_iters,
 )
-from detlight.callbacks.progress_bar import TqdmLoggingHandler
+from detlight.callbacks.progress_bar import TqdmLoggingHandler, in_notebook
 from detlight.callbacks.run_meta import run_meta
 
 __all__ = ["TextLogger", "preamble", "read_json_log", "run_meta"]
@@ -72,7 +72,7 @@ class TextLogger(LoggerCallback):
     At train start it writes mmcv's preamble (:func:`preamble`): ``Start running, host: ..., work_dir: ...``, the
     hook-order table by stage (the Trainer's callbacks in the order they run, each with the mmcv priority it stands
     for), ``workflow: [('train', 1)], max: 12 epochs`` and ``Checkpoints will be saved to ... by
-    HardDiskBackend.``, then ``Exp name: ...`` once.
+    HardDiskBackend.``, then ``Exp name: ...`` once. In a notebook the hook table goes to the ``.log`` file only.
 
     ``memory`` is ``torch.cuda.max_memory_allocated`` in MB (maximum over ranks), only when the module is on CUDA.
     ETA is mmcv's: the running mean of ``time`` (times ``interval`` per log) times the iterations left to
@@ -145,7 +145,9 @@ class TextLogger(LoggerCallback):
         self.exp_name = meta.get("exp_name")
         self._dump(meta)
         for line in preamble(trainer, log_dir):
-            self._info(line)
+            # The hook table is long: in a notebook it goes to the .log file only .
+            long = line.startswith("Hooks will be executed")
+            logging.getLogger(LOGGER_NAME).info(line, extra={"detlight_file_only": long and in_notebook()})
         self._exp_name_line(True)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -160,7 +162,9 @@ class TextLogger(LoggerCallback):
     def _open_log_file(self, path: str) -> None:
         logger = logging.getLogger(LOGGER_NAME)
         if self.console and not logger.hasHandlers():
-            self._handlers.append(TqdmLoggingHandler(sys.stderr))  # printed above an active progress bar
+            console = TqdmLoggingHandler(sys.stderr)  # printed above an active progress bar
+            console.addFilter(lambda record: not getattr(record, "detlight_file_only", False))
+            self._handlers.append(console)
         self._handlers.append(logging.FileHandler(path, mode="a", encoding="utf-8"))
         for handler in self._handlers:
             handler.setFormatter(logging.Formatter(LOG_FORMAT))
