@@ -38,6 +38,9 @@ from detlight.exceptions import ConfigError, UsageError
 
 __all__ = ["Run", "describe_object", "fit", "overrides_to_args", "predict", "test", "train_detector", "validate"]
 
+#: jsonargparse's warning for an object in the config (its message starts with a newline and holds the repr)
+_UNSERIALIZABLE = r"(?s)\s*Unable to serialize instance"
+
 Subcommand = Literal["fit", "validate", "test", "predict"]
 ConfigArg = str | os.PathLike[str] | Mapping[str, Any] | Sequence[str | os.PathLike[str] | Mapping[str, Any]] | None
 Overrides = Mapping[str, Any] | Sequence[str] | None
@@ -246,8 +249,10 @@ def _run(subcommand: Subcommand, config: ConfigArg, overrides: Overrides, callba
             _cli_kwargs(ckpt_path)  # the early checkpoint check
             cfg["ckpt_path"] = ckpt_path
         note = _object_note(cfg, module)
-        return _launch(subcommand, {subcommand: cfg}, callbacks, {"save_config_callback": None}, module=module,
-                       config_note=note)
+        with warnings.catch_warnings():  # jsonargparse would print each object whole; config.yaml says it instead
+            warnings.filterwarnings("ignore", message=_UNSERIALIZABLE)
+            return _launch(subcommand, {subcommand: cfg}, callbacks, {"save_config_callback": None}, module=module,
+                           config_note=note)
     finally:
         remove_files(created)
 
@@ -625,7 +630,7 @@ def train_detector(model: torch.nn.Module, dataset: Any, cfg: Any, distributed: 
                       "trainer.devices / strategy in cfg (or run `detlight fit`) for DDP", stacklevel=2)
     train_set = dataset[0] if isinstance(dataset, (list, tuple)) else dataset
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Unable to serialize instance.*")
+        warnings.filterwarnings("ignore", message=_UNSERIALIZABLE)
         return _launch("fit", {"fit": converted}, (), {"save_config_callback": None}, cli_class=_GivenDatasetCLI,
                        train_set=train_set, config_note=_object_note(converted, None))
 

@@ -6,6 +6,7 @@ import json
 import logging
 import multiprocessing
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -270,8 +271,11 @@ def test_an_object_in_overrides_works(tmp_path):
     from detlight.models.centernet import CenterNet
 
     model = CenterNet(num_classes=4)
-    run = api.validate(QUICKSTART, {**tiny(tmp_path), "model.model": model})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        run = api.validate(QUICKSTART, {**tiny(tmp_path), "model.model": model})
     assert run.module.model is model and "val/bbox_mAP" in run.metrics
+    assert not [w for w in seen if "serialize" in str(w.message)]  # no whole-model printout
 
 
 def test_overriding_inside_an_object_is_a_clear_error(tmp_path):

@@ -37,9 +37,13 @@ def in_notebook() -> bool:
 
 class TqdmLoggingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A console handler that writes each record with ``tqdm.write``: active bars are cleared, the line printed above
-    them and the bars redrawn (without a bar it is a plain ``print`` to the stream)."""
+    them and the bars redrawn (without a bar it is a plain ``print`` to the stream). In a notebook it writes plainly:
+    a redraw there would leave a copy of the bar for every line."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if in_notebook():  # a notebook keeps stdout (the bar) and stderr (these lines) apart: no redraw needed
+            super().emit(record)
+            return
         try:
             from tqdm import tqdm
 
