@@ -149,17 +149,21 @@ def run_checks(trainer: pl.Trainer, module: Any, datamodule: Any) -> CheckReport
 
 def check_main(argv: Sequence[str]) -> int:
     """``detlight check [fit options]``: build like ``detlight fit``, print the report, return the exit status."""
-    from detlight.cli import DetLightCLI, _convert_py_configs
+    from detlight.cli import DetLightCLI, _convert_py_configs, remove_files
     from detlight.errors import FriendlyArgumentParser
 
     args = list(argv)
     if args and args[0] == "fit":
         args = args[1:]
     # run=False: the parser has no subcommands, so the fit options are given without "fit".
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
-        cli = DetLightCLI(args=_convert_py_configs(args), run=False, parser_class=FriendlyArgumentParser,
-                          save_config_callback=None)
+    created: list[str] = []  # temporary YAML of a converted .py config
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
+            cli = DetLightCLI(args=_convert_py_configs(args, created), run=False,
+                              parser_class=FriendlyArgumentParser, save_config_callback=None)
+    finally:
+        remove_files(created)
     report = run_checks(cli.trainer, cli.model, cli.datamodule)
     print(report.render(), flush=True)
     return 1 if report.problems else 0
