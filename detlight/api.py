@@ -390,8 +390,11 @@ def describe_object(obj: Any) -> tuple[dict[str, Any], list[str]]:
 
     Example:
         >>> import torch
-        >>> describe_object(torch.nn.Linear(2, 3))
-        ({'class_path': 'torch.nn.modules.linear.Linear', 'init_args': {'in_features': 2, 'out_features': 3}}, ['bias', 'device', 'dtype'])
+        >>> described, not_recorded = describe_object(torch.nn.Linear(2, 3))
+        >>> described
+        {'class_path': 'torch.nn.modules.linear.Linear', 'init_args': {'in_features': 2, 'out_features': 3}}
+        >>> not_recorded
+        ['bias', 'device', 'dtype']
     """
     cls = type(obj)
     hparams = getattr(obj, "hparams", None)

@@ -258,7 +258,8 @@ def test_fit_takes_a_model_and_a_datamodule_and_says_what_config_yaml_lacks(tmp_
     assert run.module.model is model and run.datamodule is dm and run.trainer.global_step == 2
     assert run.results and set(run.results[0]) <= set(run.metrics) and "val/bbox_mAP" in run.results[0]
     saved = (Path(run.log_dir) / "config.yaml").read_text()
-    assert "# - model.model: detlight.models.centernet.CenterNet (init args not recorded: width, head_channels)" in saved
+    assert ("# - model.model: detlight.models.centernet.CenterNet (init args not recorded: width, head_channels)"
+            in saved)
     assert "# - data: detlight.data.datamodule.DetDataModule (init args not recorded: " in saved
     parsed = yaml.safe_load(saved)
     assert parsed["model"]["model"]["class_path"] == "detlight.models.centernet.CenterNet"

@@ -182,10 +182,11 @@ class MMCheckpoint(ModelCheckpoint):
     therefore saves only the final one. When training stops anywhere else (``max_steps``, ``max_time``, early
     stopping, ``trainer.should_stop``), the state at the stop is saved too, as ``iter_{I}.ckpt`` (or
     ``epoch_{E+1}.ckpt`` when the stop falls on an epoch boundary), so the newest file is always the state training
-    ended in. ``latest.ckpt`` (mmcv's name) and ``last.ckpt`` (Lightning's) link to the newest file, so
-    ``fit(ckpt_path="last")`` resumes from it (mmcv ``auto_resume``). ``max_keep_ckpts > 0`` deletes older files exactly as mmcv does: walking
-    back from ``current - max_keep_ckpts * interval`` in steps of ``interval`` and stopping at the first missing
-    file. With ``export_mmcv`` each save also writes ``epoch_{E+1}.pth`` / ``iter_{I+1}.pth`` in mmcv's layout
+    ended in. ``latest.ckpt`` (mmcv's name) and ``last.ckpt`` (Lightning's) link to the newest file (also to a
+    ``Preemption`` checkpoint), so ``fit(ckpt_path="last")`` resumes from it (mmcv ``auto_resume``).
+    ``max_keep_ckpts > 0`` deletes older files exactly as mmcv does: walking back from
+    ``current - max_keep_ckpts * interval`` in steps of ``interval`` and stopping at the first missing file. With
+    ``export_mmcv`` each save also writes ``epoch_{E+1}.pth`` / ``iter_{I+1}.pth`` in mmcv's layout
     (:func:`export_mmcv_checkpoint`) and a ``latest.pth`` link.
 
     Files go to the run directory, so a re-run never overwrites an earlier run's files: ``<log_dir>/checkpoints``
@@ -202,8 +203,8 @@ class MMCheckpoint(ModelCheckpoint):
     ``epoch_N.ckpt`` is written *after* that epoch's evaluation (and after a ``best_*`` checkpoint of the same epoch).
     The weights are the same; the ``.ckpt`` additionally carries the evaluation callback's best score, and
     ``hook_msgs.best_score`` of ``epoch_N.pth`` already includes epoch N's evaluation (mmcv's holds the best up to
-    epoch N-1). Iteration
-    checkpoints are written in ``on_train_batch_end``, before a validation triggered at that batch, as in mmcv.
+    epoch N-1). Iteration checkpoints are written in ``on_train_batch_end``, before a validation triggered at that
+    batch, as in mmcv.
 
     Args:
         interval: save period in epochs (``by_epoch``) or training batches; ``<= 0`` disables periodic saving.
