@@ -305,7 +305,7 @@ def test_describe_object_records_what_it_can():
 def test_quickstart_last_checkpoint_is_the_final_state(tmp_path):
     # The reported case: 2 epochs x 16 batches must leave last.ckpt at step 32, whatever the mAP did.
     overrides = tiny(tmp_path, **{"trainer.max_epochs": 2, "trainer.limit_train_batches": 16,
-                                  "data.init_args.synthetic.num_train": 32, "data.init_args.samples_per_gpu": 2,
+                                  "data.init_args.synthetic.num_train": 48, "data.init_args.samples_per_gpu": 2,
                                   "data.init_args.synthetic.image_size": 64})
     run = api.fit(QUICKSTART, overrides)
     last = Path(run.log_dir) / "checkpoints" / "last.ckpt"
