@@ -33,7 +33,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from detlight.callbacks.logger_callback import NOT_COMPUTED
-from detlight.cli import CKPT_PATH_KEYWORDS, DetLightCLI, _convert_py_configs, remove_files
+from detlight.cli import CKPT_PATH_KEYWORDS, DetLightCLI, _convert_py_configs, build_cli, remove_files
 from detlight.exceptions import ConfigError, UsageError
 
 __all__ = ["Run", "describe_object", "fit", "overrides_to_args", "predict", "test", "train_detector", "validate"]
@@ -240,13 +240,14 @@ def _run(subcommand: Subcommand, config: ConfigArg, overrides: Overrides, callba
     created: list[str] = []  # temporary YAML files of converted .py configs
     try:
         if model is None and datamodule is None and not _holds_objects(overrides):
-            args = _convert_py_configs(_config_args(config), created) + overrides_to_args(overrides)
+            # build_cli converts .py configs (deleting the temporary YAML) and checks the checkpoint file early
+            args = _config_args(config) + overrides_to_args(overrides)
             if ckpt_path is not None:
                 args.append(f"--ckpt_path={ckpt_path}")
-            return _launch(subcommand, args, callbacks, {**_cli_kwargs(ckpt_path)})
+            return _launch(subcommand, args, callbacks, {})
         cfg, module = _object_config(config, overrides, created, model, datamodule)
         if ckpt_path is not None:
-            _cli_kwargs(ckpt_path)  # the early checkpoint check
+            _check_ckpt_path(ckpt_path)
             cfg["ckpt_path"] = ckpt_path
         note = _object_note(cfg, module)
         with warnings.catch_warnings():  # jsonargparse would print each object whole; config.yaml says it instead
@@ -268,7 +269,7 @@ def _launch(subcommand: str, args: list[str] | dict[str, Any], callbacks: Sequen
         args_list, args = list(args), [subcommand, *args]
     try:
         with _parse_errors_raised(subcommand), _quiet_argv():
-            cli = cls(extra_callbacks=callbacks, args=args, **cli_kwargs, **extra)
+            cli = build_cli(args, cli_class=cls, extra_callbacks=callbacks, **cli_kwargs, **extra)
     finally:
         if not had_group and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -467,15 +468,12 @@ def _saved_config(cli: DetLightCLI, note: list[str]) -> str:
     return "".join(f"# {line}\n" for line in note) + text
 
 
-def _cli_kwargs(ckpt_path: str | None) -> dict[str, Any]:
-    """What ``detlight.cli.main`` adds around DetLightCLI: the friendly parser and the early checkpoint check."""
-    try:
-        from detlight.errors import FriendlyArgumentParser, check_checkpoint_file
-    except ImportError:  # pragma: no cover - older layout without detlight.errors
-        return {}
-    if ckpt_path and ckpt_path not in CKPT_PATH_KEYWORDS:
+def _check_ckpt_path(ckpt_path: str) -> None:
+    """The CLI's early check of a ``ckpt_path`` file (missing, corrupt or unsafe files fail before any build)."""
+    from detlight.errors import check_checkpoint_file
+
+    if ckpt_path not in CKPT_PATH_KEYWORDS:
         check_checkpoint_file(ckpt_path)
-    return {"parser_class": FriendlyArgumentParser}
 
 
 @contextlib.contextmanager

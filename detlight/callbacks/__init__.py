@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "IntervalLogger": "interval_logger",
     "IterTimer": "iter_timer",
     "LrUpdater": "lr_updater",
+    "MMCVHooks": "mmcv_hooks",
     "MMCheckpoint": "checkpoint",
     "MomentumUpdater": "lr_updater",
     "NumClassCheck": "num_class_check",

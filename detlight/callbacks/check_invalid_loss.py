@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from detlight.callbacks.checkpoint import every_n
+from detlight.exceptions import ConfigError
 
 __all__ = ["CheckInvalidLoss"]
 
@@ -33,7 +34,7 @@ class CheckInvalidLoss(Callback):
 
     def __init__(self, interval: int = 50) -> None:
         if not isinstance(interval, int) or interval <= 0:
-            raise ValueError(f"`interval` must be a positive int, got {interval!r}")
+            raise ConfigError(f"`interval` must be a positive int, got {interval!r}")
         self.interval = interval
 
     @override

@@ -15,6 +15,7 @@ from torch import nn
 from typing_extensions import override
 
 from detlight.callbacks.checkpoint import bare_model
+from detlight.exceptions import ConfigError
 
 __all__ = ["DEFAULT_NUM_CLASS_EXCLUDE", "NumClassCheck", "check_num_classes"]
 
@@ -63,12 +64,12 @@ def check_num_classes(model: nn.Module, dataset: Any, exclude: Sequence[str] = D
                     name)
         return
     if isinstance(classes, str):
-        raise ValueError(f"`CLASSES` in {name} should be a tuple of str, got the string {classes!r}. Add a comma "
-                         f"if there is one class: CLASSES = ({classes!r},)")
+        raise ConfigError(f"`CLASSES` in {name} should be a tuple of str, got the string {classes!r}. Add a comma "
+                          f"if there is one class: CLASSES = ({classes!r},)")
     for path, module in model.named_modules():
         num = getattr(module, "num_classes", None)
         if isinstance(num, int) and type(module).__name__ not in exclude and num != len(classes):
-            raise ValueError(
+            raise ConfigError(
                 f"The `num_classes` ({num}) of {type(module).__name__} `{path or 'model'}` does not match the length "
                 f"of `CLASSES` ({len(classes)}) in {name}: {tuple(classes)}. Set num_classes: {len(classes)}."
             )

@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from detlight.callbacks.checkpoint import bare_model
+from detlight.exceptions import ModelContractError
 
 __all__ = ["SetEpochInfo"]
 
@@ -22,7 +23,7 @@ class SetEpochInfo(Callback):
         model = bare_model(pl_module)
         set_epoch = getattr(model, "set_epoch", None)
         if not callable(set_epoch):
-            raise AttributeError(
+            raise ModelContractError(
                 f"SetEpochInfo calls `set_epoch(epoch)` on the detector, but {type(model).__name__} has no such "
                 "method. Add one or remove the callback."
             )

@@ -9,13 +9,15 @@ from detlight._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "ConfigError": "config",
-    "Hook": "hooks",
-    "MMCVHooks": "hooks",
+    "Hook": "hook_base",
+    "MMCVHooks": "detlight.callbacks.mmcv_hooks",
+    "Priority": "hook_base",
     "RunnerView": "runner",
     "convert_config": "convert",
+    "install_mmcv_shim": "mmcv_shim",
     "convert_file": "convert",
     "load_config": "config",
-    "register_hook": "hooks",
+    "register_hook": "hook_registry",
 }
 
 __all__ = sorted(_EXPORTS)

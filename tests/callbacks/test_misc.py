@@ -16,6 +16,7 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSample
 
 from detlight.callbacks import empty_cache, misc, sync_buffers
 from detlight.callbacks.misc import CheckInvalidLoss, EmptyCache, NumClassCheck, SetEpochInfo, SyncBuffers
+from detlight.exceptions import ModelContractError
 
 # ---------------------------------------------------------------------------------------------------- CheckInvalidLoss
 
@@ -115,7 +116,7 @@ def test_set_epoch_info(tmp_path: Path) -> None:
 
 def test_set_epoch_info_needs_the_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(TinyDet, "set_epoch")
-    with pytest.raises(AttributeError, match="TinyDet has no such method"):
+    with pytest.raises(ModelContractError, match="TinyDet has no such method"):
         trainer(tmp_path, [SetEpochInfo()], max_epochs=1, enable_checkpointing=False).fit(module(), loader(1))
 
 
