@@ -21,8 +21,15 @@ __all__ = ["checkpoint_meta", "exp_name", "mmcv_epoch_iter", "run_meta", "run_di
 
 
 def run_dir(trainer: pl.Trainer) -> str:
-    """The run directory: the logger's ``log_dir`` (``<save_dir>/<name>/version_N``), else ``default_root_dir``."""
-    return str(trainer.log_dir or trainer.default_root_dir)
+    """The run directory: the logger's ``log_dir`` (``<save_dir>/<name>/version_N``), else ``default_root_dir``.
+
+    What ``trainer.log_dir`` gives, without its broadcast: callable on rank 0 alone (checkpoint export).
+    """
+    for logger in trainer.loggers[:1]:
+        path = getattr(logger, "log_dir", None) or logger.save_dir
+        if path:
+            return str(path)
+    return str(trainer.default_root_dir)
 
 
 def exp_name(log_dir: str) -> str:
