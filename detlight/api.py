@@ -33,7 +33,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from detlight.callbacks.logger_callback import NOT_COMPUTED
-from detlight.cli import CKPT_PATH_KEYWORDS, DetLightCLI, _convert_py_configs, build_cli, remove_files
+from detlight.cli import CKPT_PATH_KEYWORDS, DetLightCLI, build_cli, remove_files
+from detlight.compat.convert import convert_py_configs
 from detlight.exceptions import ConfigError, UsageError
 
 __all__ = ["Run", "describe_object", "fit", "overrides_to_args", "predict", "test", "train_detector", "validate"]
@@ -311,7 +312,10 @@ def _object_config(config: ConfigArg, overrides: Overrides, created: list[str], 
         if isinstance(item, Mapping):
             data: Any = dict(item)
         else:
-            path = _convert_py_configs(_config_args(item), created)[1]
+            given = _config_args(item)[1]
+            path = convert_py_configs(["--config", given])[1]
+            if path != given:
+                created.append(path)  # the temporary YAML of a converted .py config
             with open(path, encoding="utf-8") as f:
                 data = yaml.safe_load(f) or {}
         if not isinstance(data, Mapping):

@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "MMCheckpoint": "checkpoint",
     "MomentumUpdater": "lr_updater",
     "NumClassCheck": "num_class_check",
+    "Preemption": "preemption",
     "ProgressBar": "progress_bar",
     "SetEpochInfo": "set_epoch_info",
     "SyncBuffers": "sync_buffers",

@@ -16,6 +16,7 @@ _EXPORTS: dict[str, str] = {
     "convert_config": "convert",
     "install_mmcv_shim": "mmcv_shim",
     "convert_file": "convert",
+    "convert_py_configs": "convert",
     "load_config": "config",
     "register_hook": "hook_registry",
 }

@@ -8,14 +8,17 @@ from __future__ import annotations
 from detlight._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
+    "BaseDataModule": "base",
     "CocoDataset": "coco",
     "CocoSplit": "datamodule",
     "DatasetError": "coco",
     "Det3DDataModule": "datamodule3d",
+    "DetDataLoader": "loader",
     "DetDataModule": "datamodule",
     "DetSampler": "sampler",
     "KittiDataset": "kitti",
     "PipelineConfig": "transforms",
+    "StatefulDataLoader": "loader_state",
     "SyntheticCocoSpec": "synthetic",
     "SyntheticLidarSpec": "synthetic_lidar",
     "collate": "collate",
