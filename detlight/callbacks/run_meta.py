@@ -86,7 +86,8 @@ def checkpoint_meta(trainer: pl.Trainer, by_epoch: bool, hook_msgs: dict[str, An
 
     meta = run_meta(run_dir(trainer))
     meta.update(extra or {})
-    meta["hook_msgs"] = dict(hook_msgs or {})
+    # hook_msgs given in `extra` (an mmcv runner's own meta) are kept; `hook_msgs` adds to / overrides them
+    meta["hook_msgs"] = {**dict(meta.get("hook_msgs") or {}), **dict(hook_msgs or {})}
     epoch, it = mmcv_epoch_iter(trainer, by_epoch)
     meta.update(epoch=epoch, iter=it, mmcv_version=__version__, detlight_version=__version__, time=time.asctime())
     return meta
