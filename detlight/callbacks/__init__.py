@@ -10,7 +10,40 @@ Names are imported on first access (see :mod:`detlight._lazy`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from detlight._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from detlight.callbacks.bev_visualization import BEVVisualization
+    from detlight.callbacks.checkpoint import (
+        AtomicCheckpointIO,
+        MMCheckpoint,
+    )
+    from detlight.callbacks.ema import EMA
+    from detlight.callbacks.evaluation import Evaluation
+    from detlight.callbacks.interval_logger import (
+        IntervalLogger,
+        LoggerCallback,
+    )
+    from detlight.callbacks.iter_timer import IterTimer
+    from detlight.callbacks.lr_updater import (
+        LrUpdater,
+        MomentumUpdater,
+    )
+    from detlight.callbacks.misc import (
+        CheckInvalidLoss,
+        EmptyCache,
+        NumClassCheck,
+        SetEpochInfo,
+        SyncBuffers,
+    )
+    from detlight.callbacks.nan_guard import NanGuard
+    from detlight.callbacks.text_logger import TextLogger
+    from detlight.callbacks.visualization import DetVisualization
+    from detlight.compat.hooks import MMCVHooks
+    from detlight.resume import Preemption
+    from detlight.workflow import Workflow
 
 _EXPORTS: dict[str, str] = {
     "AtomicCheckpointIO": "checkpoint",
@@ -22,14 +55,43 @@ _EXPORTS: dict[str, str] = {
     "Evaluation": "evaluation",
     "IntervalLogger": "interval_logger",
     "IterTimer": "iter_timer",
+    "LoggerCallback": "interval_logger",
     "LrUpdater": "lr_updater",
+    "MMCVHooks": "detlight.compat.hooks",
     "MMCheckpoint": "checkpoint",
     "MomentumUpdater": "lr_updater",
+    "NanGuard": "nan_guard",
     "NumClassCheck": "misc",
+    "Preemption": "detlight.resume",
     "SetEpochInfo": "misc",
     "SyncBuffers": "misc",
     "TextLogger": "text_logger",
+    "Workflow": "detlight.workflow",
 }
 
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+__all__ = [
+    "AtomicCheckpointIO",
+    "BEVVisualization",
+    "CheckInvalidLoss",
+    "DetVisualization",
+    "EMA",
+    "EmptyCache",
+    "Evaluation",
+    "IntervalLogger",
+    "IterTimer",
+    "LoggerCallback",
+    "LrUpdater",
+    "MMCVHooks",
+    "MMCheckpoint",
+    "MomentumUpdater",
+    "NanGuard",
+    "NumClassCheck",
+    "Preemption",
+    "SetEpochInfo",
+    "SyncBuffers",
+    "TextLogger",
+    "Workflow",
+]
+
+if not TYPE_CHECKING:  # type checkers read the imports above
+    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
