@@ -24,3 +24,4 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check detlight tests benchmarks
+	$(VENV)/bin/mypy detlight

@@ -51,6 +51,7 @@ def lazy_exports(package: str, exports: Mapping[str, str], namespace: dict[str, 
     module_object = sys.modules.get(package)
     if module_object is not None and type(module_object) is types.ModuleType:
         module_object.__class__ = _LazyPackage
+    if isinstance(module_object, _LazyPackage):
         module_object._lazy_exports = exports
 
     def __getattr__(name: str) -> Any:

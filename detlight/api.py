@@ -20,8 +20,9 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -154,7 +155,8 @@ class _ApiCLI(DetLightCLI):
 
     # LightningCLI calls a CLI method named after the subcommand instead of the Trainer's, with the same kwargs.
     def fit(self, **kwargs: Any) -> None:
-        self.results = self.trainer.fit(**kwargs)
+        self.trainer.fit(**kwargs)
+        self.results = None
 
     def validate(self, **kwargs: Any) -> None:
         self.results = self.trainer.validate(**kwargs)
@@ -333,7 +335,7 @@ def train_detector(model: torch.nn.Module, dataset: Any, cfg: Any, distributed: 
 
     source = "train_detector"
     if isinstance(cfg, (str, os.PathLike)):
-        source, cfg = os.fspath(cfg), load_config(cfg)
+        source, cfg = os.fspath(cfg), load_config(Path(cfg))
     elif not isinstance(cfg, Mapping) and hasattr(cfg, "to_dict"):
         cfg = cfg.to_dict()  # mmcv.Config
     if not isinstance(cfg, Mapping):
@@ -358,7 +360,7 @@ def train_detector(model: torch.nn.Module, dataset: Any, cfg: Any, distributed: 
 
 def _set_text_logger_args(converted: dict[str, Any], timestamp: str | None, meta: dict[str, Any] | None) -> None:
     for spec in converted.get("trainer", {}).get("callbacks", []) or []:
-        if isinstance(spec, Mapping) and str(spec.get("class_path", "")).endswith("TextLogger"):
+        if isinstance(spec, MutableMapping) and str(spec.get("class_path", "")).endswith("TextLogger"):
             init_args = spec.setdefault("init_args", {})
             if timestamp is not None:
                 init_args["timestamp"] = timestamp

@@ -81,11 +81,13 @@ class DetLightCLI(LightningCLI):
         if trainer.global_rank != 0:
             return
         lines = [f"Run directory: {log_dir}"]
-        ckpt = trainer.checkpoint_callback
-        if ckpt is not None and getattr(ckpt, "best_model_path", ""):
-            lines.append(f"Best checkpoint: {ckpt.best_model_path}")
-        if ckpt is not None and getattr(ckpt, "last_model_path", ""):
-            lines.append(f"Last checkpoint: {ckpt.last_model_path}")
+        ckpt = trainer.checkpoint_callback  # a ModelCheckpoint has these paths; another Checkpoint may not
+        best: str = getattr(ckpt, "best_model_path", "") or ""
+        last: str = getattr(ckpt, "last_model_path", "") or ""
+        if best:
+            lines.append(f"Best checkpoint: {best}")
+        if last:
+            lines.append(f"Last checkpoint: {last}")
         results = getattr(self.model, "eval_results", None)
         if results:
             lines.append("Final evaluation: " + ", ".join(f"{k}: {v:.4f}" for k, v in results.items()))

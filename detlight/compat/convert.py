@@ -358,8 +358,8 @@ class _Converter:
         build_scaler(scale, "cpu")  # refuse what mmcv refuses (an int, an unknown string) at conversion time
         self.trainer.pop("precision", None)  # the plugin sets 16-mixed; Lightning refuses both
         self.trainer["plugins"] = [{"class_path": FP16_PLUGIN, "init_args": {"loss_scale": scale}}]
-        kind = {str: "dynamic GradScaler", dict: "GradScaler(**kwargs)"}.get(type(scale), "static scale, skipped "
-                                                                                          "overflow steps")
+        kinds: dict[type, str] = {str: "dynamic GradScaler", dict: "GradScaler(**kwargs)"}
+        kind = kinds.get(type(scale), "static scale, skipped overflow steps")
         note = (f"loss_scale={scale!r}: {kind}, as Fp16OptimizerHook; Lightning autocasts the whole step where mmcv "
                 "autocast only @auto_fp16 methods. On a machine without CUDA pass `--trainer.plugins=[]`")
         self.report.add(key if report_key else f"{key}.loss_scale", "mapped", "trainer.plugins", note)

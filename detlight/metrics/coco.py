@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torchmetrics import Metric
@@ -48,8 +48,18 @@ class CocoMeanAP(Metric):
 
     full_state_update = False
     higher_is_better = True
+    # States (``add_state(..., default=[])``): per-image tensors; after a DDP sync, one concatenated tensor each.
+    det_boxes: list[torch.Tensor]
+    det_scores: list[torch.Tensor]
+    det_labels: list[torch.Tensor]
+    det_counts: list[torch.Tensor]
+    gt_boxes: list[torch.Tensor]
+    gt_labels: list[torch.Tensor]
+    gt_counts: list[torch.Tensor]
+    image_ids: list[torch.Tensor]
 
-    def __init__(self, class_names: Sequence[str] | None = None, backend: str = "faster_coco_eval",
+    def __init__(self, class_names: Sequence[str] | None = None,
+                 backend: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if backend not in ("faster_coco_eval", "pycocotools"):

@@ -112,7 +112,8 @@ class DetectorAdapter:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self.model = model
+        # Any: the contract methods (forward_train, train_step, simple_test, ...) are duck-typed, not on nn.Module
+        self.model: Any = model
         if hasattr(model, "forward_train"):
             self.kind = "mmdet"
         elif hasattr(model, "train_step"):
