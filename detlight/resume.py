@@ -1,8 +1,8 @@
 """Iteration-exact resume: a stateful train loader, RNG states in the checkpoint, preemption and ``auto_resume``.
 
-Replaces: mmcv ``runner.resume`` / ``auto_resume`` (mmcv-semantics §3.7) on top of Lightning's own resume.
+Replaces: mmcv ``runner.resume`` / ``auto_resume`` (docs/mmcv-semantics.md §3.7) on top of Lightning's own resume.
 
-Lightning restores weights, optimizer, loop counters and callback state (lightning-notes A7), but the position inside
+Lightning restores weights, optimizer, loop counters and callback state (docs/lightning-notes.md A7), but the position inside
 the data is only restored for a train loader that is ``_Stateful`` (has ``state_dict``/``load_state_dict``), and the
 torch / numpy / python RNG states are not saved at all. :class:`StatefulDataLoader` closes both gaps:
 

@@ -1,6 +1,6 @@
 """Checkpointing with mmcv's cadence, file names and (optionally) its ``.pth`` layout.
 
-Replaces: mmcv ``CheckpointHook`` (mmcv-semantics §2.4) and ``runner.save_checkpoint`` (§3.7).
+Replaces: mmcv ``CheckpointHook`` (docs/mmcv-semantics.md §2.4) and ``runner.save_checkpoint`` (§3.7).
 
 Lightning's own ``TorchCheckpointIO`` writes through an fsspec transaction: the bytes go to a temporary file made by
 ``tempfile.mkstemp()`` in the *system* temp directory, which is then moved into place with ``shutil.move``. That is a
@@ -134,7 +134,7 @@ def export_mmcv_checkpoint(
     save_optimizer: bool = True,
     meta: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write an mmcv-layout checkpoint: ``{"meta", "state_dict", "optimizer"}`` (mmcv-semantics §3.7).
+    """Write an mmcv-layout checkpoint: ``{"meta", "state_dict", "optimizer"}`` (docs/mmcv-semantics.md §3.7).
 
     ``state_dict`` holds the bare detector's tensors on the CPU (no ``model.`` prefix), ``meta`` holds
     ``epoch = current_epoch + 1``, ``iter`` = training batches so far, ``time`` and ``CLASSES`` (when the

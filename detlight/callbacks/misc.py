@@ -1,7 +1,7 @@
 """Small mmcv / mmdet hooks as Lightning callbacks.
 
 Replaces: mmdet ``CheckInvalidLossHook``, ``NumClassCheckHook``, ``SetEpochInfoHook``; mmcv ``EmptyCacheHook`` and
-``SyncBuffersHook`` (mmcv-semantics §2.9). mmcv's ``DistSamplerSeedHook`` needs no port: Lightning's fit loop calls
+``SyncBuffersHook`` (docs/mmcv-semantics.md §2.9). mmcv's ``DistSamplerSeedHook`` needs no port: Lightning's fit loop calls
 ``set_epoch(epoch)`` on ``dataloader.sampler`` and ``dataloader.batch_sampler.sampler`` at every train-epoch start,
 also with ``use_distributed_sampler=False`` (tested in ``tests/callbacks/test_misc.py``).
 """

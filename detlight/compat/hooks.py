@@ -407,7 +407,7 @@ class MMCVHooks(Callback):
     stages; ``before_epoch`` once after ``before_run`` and ``after_epoch`` once before ``after_run``, as
     IterBasedRunner calls them.
 
-    Differences from mmcv, by design (mmcv-semantics §4.3): backward and the optimizer step are Lightning's automatic
+    Differences from mmcv, by design (docs/mmcv-semantics.md §4.3): backward and the optimizer step are Lightning's automatic
     optimization and have already run when ``after_train_iter`` is dispatched, so a hook with priority < 40
     (ABOVE_NORMAL) sees stepped weights, where mmcv ran it before OptimizerHook. detlight's own callbacks are ordered
     by the callback list, not by these priorities. Val stages fire only during ``fit`` and not during the sanity check.

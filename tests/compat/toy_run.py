@@ -101,7 +101,7 @@ class _Runner:
 
 
 def mmcv_epoch_trace(workflow: Sequence[tuple[str, int]], max_epochs: int, train_len: int, val_len: int) -> list[Record]:
-    """EpochBasedRunner.run as in mmcv 1.7 (mmcv-semantics §3.2), with one recording hook."""
+    """EpochBasedRunner.run as in mmcv 1.7 (docs/mmcv-semantics.md §3.2), with one recording hook."""
     r = _Runner()
     r.call("before_run")
     while r.epoch < max_epochs:
@@ -126,7 +126,7 @@ def mmcv_epoch_trace(workflow: Sequence[tuple[str, int]], max_epochs: int, train
 
 
 def mmcv_iter_trace(workflow: Sequence[tuple[str, int]], max_iters: int, train_len: int, val_len: int) -> list[Record]:
-    """IterBasedRunner.run with IterLoader as in mmcv 1.7 (mmcv-semantics §3.3), with one recording hook."""
+    """IterBasedRunner.run with IterLoader as in mmcv 1.7 (docs/mmcv-semantics.md §3.3), with one recording hook."""
     r = _Runner()
     loader_epoch, fetched = {"train": 0, "val": 0}, {"train": 0, "val": 0}
     lengths = {"train": train_len, "val": val_len}
