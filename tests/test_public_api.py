@@ -51,15 +51,31 @@ def _parse(init: Path) -> tuple[dict[str, str], dict[str, str], list[str]]:
     return lazy, typed, names
 
 
+def _expected_block(lazy: dict[str, str]) -> str:
+    """The ``if TYPE_CHECKING:`` block and ``__all__`` that match ``lazy`` (pasted into a failure message)."""
+    by_module: dict[str, list[str]] = {}
+    for name, module in lazy.items():
+        by_module.setdefault(module, []).append(name)
+    lines = ["if TYPE_CHECKING:"]
+    for module, names in sorted(by_module.items()):
+        if len(names) == 1:
+            lines.append(f"    from {module} import {names[0]}")
+        else:
+            lines += [f"    from {module} import (", *(f"        {n}," for n in sorted(names)), "    )"]
+    return "\n".join(lines)
+
+
 @pytest.mark.parametrize("init", PACKAGE_INITS, ids=_package)
 def test_lazy_table_typed_imports_and_all_agree(init: Path) -> None:
     lazy, typed, names = _parse(init)
     assert lazy, f"{init} has no _EXPORTS table"
     assert typed == lazy, f"{init}: TYPE_CHECKING imports differ from _EXPORTS: " \
         f"only typed {sorted(typed.keys() - lazy.keys())}, only lazy {sorted(lazy.keys() - typed.keys())}, " \
-        f"other module {sorted(k for k in typed.keys() & lazy.keys() if typed[k] != lazy[k])}"
+        f"other module {sorted(k for k in typed.keys() & lazy.keys() if typed[k] != lazy[k])}; expected:\n" \
+        f"{_expected_block(lazy)}"
     public = sorted(set(names) - {"__version__"})
-    assert public == sorted(lazy), f"{init}: __all__ differs from _EXPORTS"
+    assert public == sorted(lazy), f"{init}: __all__ differs from _EXPORTS: only in __all__ " \
+        f"{sorted(set(public) - lazy.keys())}, missing {sorted(lazy.keys() - set(public))}"
     assert names == sorted(names), f"{init}: keep __all__ sorted (one name per line eases merges)"
     assert list(lazy) == sorted(lazy), f"{init}: keep _EXPORTS sorted (one name per line eases merges)"
 
