@@ -13,12 +13,13 @@ detector contract (:mod:`detlight.models.contract`).
   batches per epoch; a temporary run directory unless one is given).
 
 Example:
-    >>> import torch
+    >>> import tempfile
     >>> from detlight.testing import BoringDataModule, boring_module, boring_trainer
     >>> module = boring_module()
     >>> before = module.model.fc.weight.detach().clone()
-    >>> trainer = boring_trainer(max_epochs=1)
-    >>> trainer.fit(module, datamodule=BoringDataModule())
+    >>> with tempfile.TemporaryDirectory() as root:
+    ...     trainer = boring_trainer(root, max_epochs=1)
+    ...     trainer.fit(module, datamodule=BoringDataModule())
     >>> trainer.global_step, bool((module.model.fc.weight != before).any())
     (4, True)
 """
