@@ -111,9 +111,11 @@ class DetectorAdapter:
     (``PipelineConfig.to_unit_range``) or expect a double normalisation.
     """
 
+    #: the detector; Any because the contract methods (forward_train, train_step, simple_test) are duck-typed
+    model: Any
+
     def __init__(self, model: nn.Module) -> None:
-        # Any: the contract methods (forward_train, train_step, simple_test, ...) are duck-typed, not on nn.Module
-        self.model: Any = model
+        self.model = model
         if hasattr(model, "forward_train"):
             self.kind = "mmdet"
         elif hasattr(model, "train_step"):
