@@ -29,7 +29,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
-from detlight.cli import DetLightCLI, _convert_py_configs
+from detlight.cli import DetLightCLI, _convert_py_configs, build_cli
 
 __all__ = ["Run", "fit", "overrides_to_args", "predict", "test", "train_detector", "validate"]
 
@@ -188,7 +188,7 @@ def _run(subcommand: Subcommand, config: ConfigArg, overrides: Overrides, callba
     had_group = torch.distributed.is_available() and torch.distributed.is_initialized()
     try:
         with _parse_errors_raised(subcommand), _quiet_argv():
-            cli = _ApiCLI(extra_callbacks=callbacks, args=[subcommand, *args], **kwargs)
+            cli = build_cli([subcommand, *args], cli_class=_ApiCLI, extra_callbacks=callbacks, **kwargs)
     finally:
         if not had_group and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -391,8 +391,8 @@ def _run_given(converted: dict[str, Any], train_set: Any) -> Run:
     had_group = torch.distributed.is_available() and torch.distributed.is_initialized()
     try:
         with _parse_errors_raised("fit"), _quiet_argv():
-            cli = _GivenDatasetCLI(train_set, extra_callbacks=(), args={"fit": converted},
-                                   save_config_callback=None)
+            cli = build_cli({"fit": converted}, cli_class=_GivenDatasetCLI, train_set=train_set, extra_callbacks=(),
+                            save_config_callback=None)
     finally:
         if not had_group and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -12,16 +12,14 @@ The exit status is 0 when no problem was found and 1 otherwise (2 for a config t
 from __future__ import annotations
 
 import os
-import warnings
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
-__all__ = ["CheckReport", "check_main", "run_checks"]
+__all__ = ["CheckReport", "run_check", "run_checks"]
 
 #: Environment variables that launchers use to announce the world size.
 LAUNCHER_VARS = ("WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
@@ -147,19 +145,11 @@ def run_checks(trainer: pl.Trainer, module: Any, datamodule: Any) -> CheckReport
     return report
 
 
-def check_main(argv: Sequence[str]) -> int:
-    """``detlight check [fit options]``: build like ``detlight fit``, print the report, return the exit status."""
-    from detlight.cli import DetLightCLI, _convert_py_configs
-    from detlight.errors import FriendlyArgumentParser
+def run_check(cli: Any) -> int:
+    """``detlight check``: run every check on a CLI built with ``run=False``, print the report, return the status.
 
-    args = list(argv)
-    if args and args[0] == "fit":
-        args = args[1:]
-    # run=False: the parser has no subcommands, so the fit options are given without "fit".
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
-        cli = DetLightCLI(args=_convert_py_configs(args), run=False, parser_class=FriendlyArgumentParser,
-                          save_config_callback=None)
+    The CLI is built by :func:`detlight.cli.build_cli` exactly as ``detlight fit`` builds it.
+    """
     report = run_checks(cli.trainer, cli.model, cli.datamodule)
     print(report.render(), flush=True)
     return 1 if report.problems else 0

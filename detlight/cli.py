@@ -13,14 +13,14 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
 from detlight.module import DetectorModule
 
-__all__ = ["DetLightCLI", "main"]
+__all__ = ["CKPT_PATH_KEYWORDS", "DetLightCLI", "build_cli", "check_config_files", "main"]
 
 TRAINER_DEFAULTS: dict[str, Any] = {
     # mmdet samplers are per process and do not reshuffle validation; detlight's DetSampler does the splitting.
@@ -123,6 +123,80 @@ def _convert_py_configs(argv: list[str]) -> list[str]:
     return out
 
 
+#: ``--ckpt_path`` values that name no file: Lightning's keywords and detlight's ``last`` (mmcv ``auto_resume``).
+CKPT_PATH_KEYWORDS = ("last", "auto", "best", "hpc", "registry", "null")
+
+
+def check_config_files(argv: Sequence[str]) -> None:
+    """Read each ``--config`` YAML file given in ``argv`` and refuse an empty one, a non-mapping or a syntax error.
+
+    jsonargparse reports these without the file name ("Unexpected config:", a bare key, ``<unicode string>``).
+
+    Raises:
+        ConfigError: naming the file (and line) and what a config must look like.
+    """
+    import yaml
+
+    from detlight.exceptions import ConfigError
+
+    shape = "a config is a mapping with keys such as `trainer:`, `model:`, `data:` (see configs/quickstart.yaml)"
+    for path in _option_values(list(argv), ("--config", "-c")):
+        if path.endswith(".py") or not os.path.isfile(path):
+            continue  # mmcv configs are read by the converter; a missing file is reported by the parser
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            content = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+            problem = " ".join(str(getattr(err, "problem", None) or err).split())
+            context = getattr(err, "context", None)
+            raise ConfigError(f"{where}: YAML syntax error: {problem}"
+                              + (f" ({' '.join(str(context).split())})" if context else "")) from None
+        if content is None:
+            raise ConfigError(f"config file {path} is empty; {shape}")
+        if not isinstance(content, dict):
+            preview = repr(content[:3] if isinstance(content, list) else content)[:60]
+            raise ConfigError(f"config file {path}: the top level is a {type(content).__name__} ({preview}), not a "
+                              f"mapping; {shape}")
+
+
+_CLI = TypeVar("_CLI", bound=DetLightCLI)
+
+
+def build_cli(args: Sequence[str] | dict[str, Any], *, run: bool = True,
+              cli_class: type[_CLI] = DetLightCLI,  # type: ignore[assignment]
+              **kwargs: Any) -> _CLI:
+    """Build a :class:`DetLightCLI` (or ``cli_class``) as ``detlight`` does; ``detlight check`` and the API use it too.
+
+    For command-line ``args``: a ``--ckpt_path`` file is checked before anything is built, mmcv ``.py`` configs are
+    converted and YAML configs are checked (:func:`check_config_files`). The parser is
+    :class:`~detlight.errors.FriendlyArgumentParser` unless ``parser_class`` is given. A dict ``args`` (a config
+    already in memory) is passed as is.
+
+    Args:
+        args: ``[subcommand, options...]`` (options only with ``run=False``), or a config dict.
+        run: run the subcommand (``False``: only build the Trainer, module and datamodule).
+        cli_class: a :class:`DetLightCLI` subclass.
+        **kwargs: passed to ``cli_class``.
+    """
+    from detlight.errors import FriendlyArgumentParser, check_checkpoint_file
+
+    if not isinstance(args, dict):
+        args = list(args)
+        ckpt = _option_value(args, "--ckpt_path")
+        if ckpt and ckpt not in CKPT_PATH_KEYWORDS:
+            check_checkpoint_file(ckpt)  # before building anything: missing, corrupt or unsafe files fail fast
+        args = _convert_py_configs(args)
+        check_config_files(args)
+    kwargs.setdefault("parser_class", FriendlyArgumentParser)
+    with warnings.catch_warnings():
+        # args come from the caller, not sys.argv; LightningCLI warns when it sees both.
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
+        return cli_class(args=args, run=run, **kwargs)
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Console entry point ``detlight``: known errors print ``detlight: error: ...`` (``--debug`` for a traceback)."""
     from detlight.errors import run_main
@@ -161,26 +235,37 @@ def _main(argv: list[str]) -> None:
 
         raise SystemExit(convert_main(argv[1:]))
     if argv and argv[0] == "check":
-        from detlight.check import check_main
+        from detlight.check import run_check
 
-        raise SystemExit(check_main(argv[1:]))
-    from detlight.errors import FriendlyArgumentParser, check_checkpoint_file
+        # run=False: the parser has no subcommands, so the fit options are given without "fit".
+        check_args = argv[2:] if argv[1:2] == ["fit"] else argv[1:]
+        raise SystemExit(run_check(build_cli(check_args, run=False, save_config_callback=None)))
+    try:
+        build_cli(argv)
+    except RuntimeError as err:  # torch's load_state_dict: a checkpoint from another model
+        from detlight.errors import summarize_state_dict_error
+        from detlight.exceptions import CheckpointError
 
-    ckpt = _option_value(argv, "--ckpt_path")
-    if ckpt and ckpt not in ("last", "auto", "best", "hpc", "registry", "null"):
-        check_checkpoint_file(ckpt)  # before building anything: missing, corrupt or unsafe files fail fast
-    # argv is sys.argv[1:] (or the caller's list) after .py conversion; LightningCLI warns when it sees both.
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    DetLightCLI(args=_convert_py_configs(argv), parser_class=FriendlyArgumentParser)
+        summary = summarize_state_dict_error(str(err))
+        if summary is None:
+            raise
+        raise CheckpointError(summary) from err
 
 
 def _option_value(argv: list[str], name: str) -> str | None:
+    values = _option_values(argv, (name,))
+    return values[-1] if values else None
+
+
+def _option_values(argv: list[str], names: Sequence[str]) -> list[str]:
+    """Every value of the options ``names`` in ``argv`` (``--name value`` or ``--name=value``), in order."""
+    values = []
     for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
+        if arg in names and i + 1 < len(argv):
+            values.append(argv[i + 1])
+        elif any(arg.startswith(name + "=") for name in names):
+            values.append(arg.split("=", 1)[1])
+    return values
 
 
 if __name__ == "__main__":

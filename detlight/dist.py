@@ -37,7 +37,7 @@ from lightning.fabric.plugins.environments import (
 )
 from lightning.pytorch.strategies import DDPStrategy
 
-from detlight.exceptions import LaunchConfigError
+from detlight.exceptions import ConfigError, LaunchConfigError
 
 __all__ = [
     "DDP_STRATEGY_PATH",
@@ -111,13 +111,13 @@ class DetDDPStrategy(DDPStrategy):
         ddp_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if not timeout_s > 0:
-            raise ValueError(f"Expected `timeout_s` > 0 (seconds a rank waits for the others), but got {timeout_s!r}.")
+            raise ConfigError(f"Expected `timeout_s` > 0 (seconds a rank waits for the others), but got {timeout_s!r}.")
         extra = dict(ddp_kwargs or {})
         named = {"find_unused_parameters", "broadcast_buffers", "forward_sync_buffers", "static_graph",
                  "gradient_as_bucket_view"}
         clash = sorted(named & set(extra))
         if clash:
-            raise ValueError(f"`ddp_kwargs` repeats {clash}; set them as DetDDPStrategy arguments instead.")
+            raise ConfigError(f"`ddp_kwargs` repeats {clash}; set them as DetDDPStrategy arguments instead.")
         extra.update(find_unused_parameters=find_unused_parameters, static_graph=static_graph,
                      gradient_as_bucket_view=gradient_as_bucket_view, **_buffer_sync_kwargs(broadcast_buffers))
         super().__init__(
@@ -463,10 +463,10 @@ class DistConfig:
 
     def __post_init__(self) -> None:
         if self.launcher not in ("none", "pytorch", "slurm"):
-            raise ValueError(f"Unsupported launcher {self.launcher!r}; detlight maps 'none', 'pytorch' (torchrun) and "
-                             "'slurm' (srun). For MPI, start one process per device with torchrun instead.")
+            raise ConfigError(f"Unsupported launcher {self.launcher!r}; detlight maps 'none', 'pytorch' (torchrun) and "
+                              "'slurm' (srun). For MPI, start one process per device with torchrun instead.")
         if self.backend is not None and self.backend not in ("nccl", "gloo", "mpi"):
-            raise ValueError(f"Unknown dist_params.backend {self.backend!r}; expected 'nccl', 'gloo' or 'mpi'.")
+            raise ConfigError(f"Unknown dist_params.backend {self.backend!r}; expected 'nccl', 'gloo' or 'mpi'.")
 
     @classmethod
     def from_mmcv(cls, cfg: Mapping[str, Any], launcher: Literal["none", "pytorch", "slurm"] = "none",
@@ -475,7 +475,7 @@ class DistConfig:
         dist_params = dict(cfg.get("dist_params") or {})
         unknown = sorted(set(dist_params) - {"backend", "port"})
         if unknown:
-            raise ValueError(f"Unknown key(s) {unknown} in `dist_params`; accepted: ['backend', 'port'].")
+            raise ConfigError(f"Unknown key(s) {unknown} in `dist_params`; accepted: ['backend', 'port'].")
         gpu_ids = cfg.get("gpu_ids")
         return cls(backend=dist_params.get("backend"), port=dist_params.get("port"), launcher=launcher,
                    gpu_ids=list(gpu_ids) if gpu_ids is not None else None, num_nodes=num_nodes,

@@ -2,10 +2,12 @@
 
 Replaces: mmdet's ``tools/train.py`` behaviour of dying with a traceback on every bad input.
 
-:func:`run_main` wraps the console entry point: known exception types (config, dataset, checkpoint and argument
-errors) are printed as one short message and exit with status 2; ``--debug`` (or ``DETLIGHT_DEBUG=1``) shows the full
-traceback instead. :class:`FriendlyArgumentParser` shortens jsonargparse's own messages (a type error inside a
-``Union``, an unknown key, an unknown ``class_path``) and adds close-match suggestions found with :mod:`difflib`.
+:func:`run_main` wraps the console entry point: :class:`~detlight.exceptions.DetLightError` (and its kinds), the
+parser's own errors and Lightning's ``MisconfigurationException`` are printed as one short message and exit with
+status 2; ``--debug`` (or ``DETLIGHT_DEBUG=1``) shows the full traceback instead. Any other exception keeps its
+traceback, which ends with a one-line detlight hint. :class:`FriendlyArgumentParser` shortens jsonargparse's own
+messages (a type error inside a ``Union``, an unknown key, an unknown ``class_path``, the reason nested under "Problem
+with given class_path") and adds close-match suggestions found with :mod:`difflib`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pickle
 import pkgutil
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
@@ -116,10 +119,25 @@ def shorten_parser_message(message: str, known_keys: Iterable[str] = ()) -> str:
         hint = _suggest_class_path(bad_path.group(1))
         return (f"{where}unknown class_path '{bad_path.group(1)}' ({bad_path.group(2)})"
                 + (f"; did you mean '{hint}'?" if hint else ""))
+    not_subclass = re.search(r"Import path ([\w.]+) does not correspond to a subclass of (\w+)", message)
+    if not_subclass:
+        return where + _wrong_kind(not_subclass.group(1), not_subclass.group(2))
     if "not accessible or invalid" in message or "Import path" in message:
         name = re.search(r"(?:path but|Import path) '?([\w.]+)", message)
         hint = _suggest_class_path(name.group(1)) if name and "." in name.group(1) else None
         return f"{where}cannot import '{name.group(1) if name else '?'}'" + (f"; did you mean '{hint}'?" if hint else "")
+    for head, body in _error_items(message):
+        nested = re.fullmatch(r"Problem with given class_path '([^']+)':", head)
+        if nested and body:  # the reason is in the indented block below the head line
+            inner = shorten_parser_message(body, known_keys)
+            inner_key = re.match(r"`([^`]+)`: ", inner)
+            if inner_key:
+                return f"`{key + '.' if key else ''}{inner_key.group(1)}`: {inner[inner_key.end():]}"
+            return f"{where}{nested.group(1)}: {inner}"
+    body = message[key_match.end():] if key_match else message
+    expected = re.fullmatch(r"Expected an? <class '([\w.]+)'>\. Got value: (.*)", " ".join(body.split()))
+    if expected:
+        return f"{where}expected {expected.group(1).rsplit('.', 1)[-1]}, got {_shown(expected.group(2))}"
     errors = [line.strip()[2:] for line in message.splitlines() if line.strip().startswith("- ")]
     specific = [e for e in errors if not re.fullmatch(r"Expected a <class '[\w.]+'>", e) and e]
     if specific:
@@ -129,8 +147,62 @@ def shorten_parser_message(message: str, known_keys: Iterable[str] = ()) -> str:
         given = re.search(r"Given value: (.*)", message)
         return (f"{where}expected {' or '.join(t.rsplit('.', 1)[-1] for t in types) or 'another type'}, got "
                 f"{given.group(1).strip()!r}" if given else f"{where}{errors[0]}")
-    body = message[key_match.end():].strip() if key_match else message.strip()
     return where + " ".join(body.split())
+
+
+def _error_items(message: str) -> list[tuple[str, str]]:
+    """The ``- item`` entries under jsonargparse's ``Errors:`` line: (first line, dedented lines below it)."""
+    lines = message.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "Errors:"), None)
+    if start is None:
+        return []
+    items: list[list[str]] = []
+    indent = None
+    for line in lines[start + 1:]:
+        stripped = line.lstrip()
+        depth = len(line) - len(stripped)
+        if indent is None and stripped.startswith("- "):
+            indent = depth
+        if indent is None or depth < indent or (depth == indent and not stripped.startswith("- ")):
+            break
+        if depth == indent:
+            items.append([stripped[2:]])
+        else:
+            items[-1].append(line)
+    return [(item[0].strip(), textwrap.dedent("\n".join(item[1:])).strip()) for item in items]
+
+
+def _shown(value: str) -> str:
+    """A value from a parser message as the user wrote it: lists, dicts and numbers bare, words quoted."""
+    value = value.strip()
+    return value if re.fullmatch(r"[\[{].*[\]}]|-?[\d.e+-]+|None|True|False", value) else repr(value)
+
+
+def _wrong_kind(class_path: str, expected: str) -> str:
+    """``'x.Y' is a <kind>, not a <expected>`` with where that kind of class goes."""
+    kind, home = "something else", ""
+    try:
+        module_name, _, name = class_path.rpartition(".")
+        obj = getattr(importlib.import_module(module_name), name)
+        import torch
+        from lightning.pytorch import Callback, LightningDataModule, LightningModule
+
+        if isinstance(obj, type) and issubclass(obj, LightningModule):
+            kind, home = "a LightningModule", "it goes under `model` (detlight's is detlight.module.DetectorModule)"
+        elif isinstance(obj, type) and issubclass(obj, torch.nn.Module):
+            kind, home = "a torch.nn.Module (a detector)", "a detector goes under `model.model`"
+        elif isinstance(obj, type) and issubclass(obj, LightningDataModule):
+            kind, home = "a LightningDataModule", "a datamodule goes under `data`"
+        elif isinstance(obj, type) and issubclass(obj, Callback):
+            kind, home = "a Lightning Callback", "a callback goes under `trainer.callbacks`"
+        elif isinstance(obj, type):
+            kind = f"a class derived from {', '.join(b.__name__ for b in obj.__mro__[1:-1]) or 'object'}"
+    except Exception:  # noqa: BLE001 - the description is best effort
+        pass
+    example = {"LightningDataModule": " such as detlight.data.DetDataModule",
+               "Module": " such as detlight.models.CenterNet"}.get(expected, "")
+    return (f"'{class_path}' is {kind}, not a {expected}; {home + '; ' if home else ''}give a {expected} subclass"
+            f"{example} here")
 
 
 class FriendlyArgumentParser(LightningArgumentParser):
@@ -182,13 +254,13 @@ def check_checkpoint_file(path: str) -> None:
     """Refuse a missing, corrupt or unsafe (needs arbitrary unpickling) checkpoint before anything is built.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: ``path`` does not exist.
         CheckpointError: it cannot be read with ``torch.load(..., weights_only=True)``.
     """
     import torch
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path}")
     try:
         torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or unsafe files
@@ -209,7 +281,7 @@ def check_work_dir(path: str) -> None:
     """Fail fast when the run directory cannot be created or written.
 
     Raises:
-        PermissionError: the nearest existing ancestor of ``path`` is not a writable directory.
+        WorkDirError: the nearest existing ancestor of ``path`` is not a writable directory.
     """
     target = os.path.abspath(path)
     probe = target
@@ -222,30 +294,48 @@ def check_work_dir(path: str) -> None:
 
 # ---------------------------------------------------------------------------------------------------- the wrapper
 def format_error(exc: BaseException) -> str | None:
-    """The one-line message for a known exception type, or ``None`` for anything else (shown with a traceback)."""
+    """The one-line message for an error whose message is complete on its own, or ``None`` (keeps its traceback).
+
+    Shortened: :class:`~detlight.exceptions.DetLightError` (and kinds), the argument parser's own errors and
+    Lightning's ``MisconfigurationException``. Anything else (a ``KeyError`` in a user's model, a bug) is ``None``.
+    """
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from detlight.callbacks.nan_guard import NonFiniteLossError
-
     text = str(exc).strip()
-    if isinstance(exc, KeyError) and exc.args:
-        text = str(exc.args[0])
-    if isinstance(exc, RuntimeError) and (summary := summarize_state_dict_error(text)):
-        return summary
-    if isinstance(exc, (pickle.UnpicklingError, RuntimeError)) and re.search(
-            r"PytorchStreamReader|invalid load key|Weights only load failed|unpickl", text):
-        return f"cannot read a checkpoint: {text.splitlines()[0]}"
-    known = (DetLightError, ValueError, TypeError, KeyError, FileNotFoundError, PermissionError, NotADirectoryError,
-             IsADirectoryError, argparse.ArgumentError, MisconfigurationException, NonFiniteLossError, ImportError)
-    if not isinstance(exc, known):
-        return None
-    if isinstance(exc, argparse.ArgumentError):
+    if isinstance(exc, argparse.ArgumentError) or (isinstance(exc, DetLightError) and text.startswith("Parser key")):
         return shorten_parser_message(text)
-    if "Does not validate against any of the Union subtypes" in text or text.startswith("Parser key"):
-        return shorten_parser_message(text)
-    if isinstance(exc, PermissionError) and exc.filename:
-        return f"permission denied: {exc.filename} is not writable/readable"
-    return text or type(exc).__name__
+    if isinstance(exc, (DetLightError, MisconfigurationException)):
+        return text or type(exc).__name__
+    cause = _detlight_cause(exc)
+    if cause is not None and _raised_in(exc, "jsonargparse"):
+        # jsonargparse wraps what a class raised while it was being built ("Does not validate against any of the
+        # Union subtypes ..."); detlight's own error inside says it better.
+        return str(cause).strip() or type(cause).__name__
+    return None
+
+
+def _detlight_cause(exc: BaseException) -> DetLightError | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DetLightError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _raised_in(exc: BaseException, package: str) -> bool:
+    """The innermost frame of ``exc``'s traceback belongs to ``package``."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0] == package
+
+
+#: Ends the traceback of an error detlight did not recognise as bad input (added as an exception note).
+TRACEBACK_HINT = ("detlight: not one of detlight's input checks, so the full traceback is kept; its last frames show the "
+                  "failing code (your model, hook or callback, or a bug in detlight)")
 
 
 def run_main(fn: Callable[[list[str]], Any], argv: Sequence[str]) -> Any:
@@ -264,6 +354,8 @@ def run_main(fn: Callable[[list[str]], Any], argv: Sequence[str]) -> Any:
     except BaseException as exc:
         message = None if debug else format_error(exc)
         if message is None:
+            if not debug and TRACEBACK_HINT not in getattr(exc, "__notes__", ()):
+                exc.add_note(TRACEBACK_HINT)
             raise
         print(f"detlight: error: {message}", file=sys.stderr, flush=True)
         if not isinstance(exc, UsageError):

@@ -37,7 +37,7 @@ class UsageError(DetLightError):
     """A command line or config value the parser rejected (the message is already shortened)."""
 
 
-class ConfigError(DetLightError, ValueError):
+class ConfigError(DetLightError, ValueError, TypeError):
     """A config file could not be read safely, or its content is inconsistent (the message names file and key)."""
 
 

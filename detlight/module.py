@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
+from detlight.exceptions import CheckpointError, ConfigError
 from detlight.logbuffer import LogBuffer
 from detlight.models.contract import DetectorAdapter
 
@@ -62,12 +63,12 @@ class DetectorModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
-            raise TypeError(f"Expected `model.model` to be a torch.nn.Module, but got {type(model).__name__}")
+            raise ConfigError(f"Expected `model.model` to be a torch.nn.Module, but got {type(model).__name__}")
         self.model = model
         self.adapter = DetectorAdapter(model)
         self.optimizer_cfg: dict[str, Any] = dict(optimizer if optimizer is not None else DEFAULT_OPTIMIZER)
         if "type" not in self.optimizer_cfg:
-            raise ValueError("`model.optimizer` needs a `type` key, e.g. {type: SGD, lr: 0.02, momentum: 0.9}")
+            raise ConfigError("`model.optimizer` needs a `type` key, e.g. {type: SGD, lr: 0.02, momentum: 0.9}")
         self.grad_clip = _check_grad_clip(grad_clip)
         if evaluator is None:
             from detlight.metrics.coco import CocoMeanAP
@@ -112,7 +113,7 @@ class DetectorModule(pl.LightningModule):
             datamodule = getattr(self.trainer, "datamodule", None)
             samples_per_gpu = getattr(datamodule, "samples_per_gpu", None)
             if samples_per_gpu is None:
-                raise ValueError("`model.auto_scale_lr` needs a datamodule with `samples_per_gpu`")
+                raise ConfigError("`model.auto_scale_lr` needs a datamodule with `samples_per_gpu`")
             cfg, _ = scale_lr(cfg, self.auto_scale_lr, self.trainer.world_size, samples_per_gpu)  # logs the factor
         return build_optimizer(self.model, cfg)
 
@@ -203,11 +204,11 @@ def _check_grad_clip(grad_clip: Mapping[str, Any] | None) -> dict[str, Any] | No
     allowed = {"max_norm", "norm_type", "error_if_nonfinite", "foreach"}
     unknown = set(grad_clip) - allowed
     if unknown:
-        raise ValueError(f"Unknown key(s) {sorted(unknown)} in `model.grad_clip`; accepted: {sorted(allowed)}")
+        raise ConfigError(f"Unknown key(s) {sorted(unknown)} in `model.grad_clip`; accepted: {sorted(allowed)}")
     if "max_norm" not in grad_clip:
-        raise ValueError("`model.grad_clip` needs `max_norm`, e.g. {max_norm: 35, norm_type: 2}")
+        raise ConfigError("`model.grad_clip` needs `max_norm`, e.g. {max_norm: 35, norm_type: 2}")
     if float(grad_clip["max_norm"]) <= 0:
-        raise ValueError(f"`model.grad_clip.max_norm` must be > 0, got {grad_clip['max_norm']}")
+        raise ConfigError(f"`model.grad_clip.max_norm` must be > 0, got {grad_clip['max_norm']}")
     return dict(grad_clip)
 
 
@@ -218,18 +219,18 @@ def load_weights(model: nn.Module, path: str, revise_keys: tuple[tuple[str, str]
     :class:`DetectorModule` is stripped) and bare state dicts.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"`load_from` checkpoint not found: {path}")
+        raise CheckpointError(f"`load_from` checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or unsafe files
-        raise ValueError(
+        raise CheckpointError(
             f"Cannot read `load_from` checkpoint {path} with weights_only=True ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}). detlight only loads plain tensors and containers; "
             "re-save the weights with torch.save(model.state_dict(), path)."
         ) from None
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, Mapping) else None
     if not isinstance(state, Mapping):
-        raise ValueError(f"`load_from` checkpoint {path} holds no state_dict")
+        raise CheckpointError(f"`load_from` checkpoint {path} holds no state_dict")
     if any(k.startswith("model.") for k in state) and not any(k in model.state_dict() for k in state):
         revise_keys = revise_keys + ((r"^model\.", ""),)
     revised = OrderedDict()

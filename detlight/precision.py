@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
+from detlight.exceptions import ConfigError
+
 __all__ = ["MMFp16Precision", "StaticGradScaler"]
 
 
@@ -45,16 +47,16 @@ def build_scaler(loss_scale: float | str | Mapping[str, Any], device: str = "cud
     """
     if isinstance(loss_scale, str):
         if loss_scale != "dynamic":
-            raise ValueError(f"`fp16.loss_scale` must be a float, 'dynamic' or a dict of GradScaler kwargs; got "
-                             f"{loss_scale!r}")
+            raise ConfigError(f"`fp16.loss_scale` must be a float, 'dynamic' or a dict of GradScaler kwargs; got "
+                              f"{loss_scale!r}")
         return torch.amp.GradScaler(device)
     if isinstance(loss_scale, Mapping):
         return torch.amp.GradScaler(device, **dict(loss_scale))
     if isinstance(loss_scale, float) and not isinstance(loss_scale, bool):
         if loss_scale <= 0:
-            raise ValueError(f"`fp16.loss_scale` must be > 0, got {loss_scale}")
+            raise ConfigError(f"`fp16.loss_scale` must be > 0, got {loss_scale}")
         return StaticGradScaler(loss_scale, device)
-    raise ValueError(
+    raise ConfigError(
         f"`fp16.loss_scale` must be a float (static scale, e.g. 512.), 'dynamic' or a dict of GradScaler kwargs; "
         f"got {loss_scale!r} ({type(loss_scale).__name__}). mmcv refuses ints too: write {loss_scale}. instead."
     )

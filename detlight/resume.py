@@ -49,6 +49,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import BatchSampler, DataLoader
 from typing_extensions import override
 
+from detlight.exceptions import CheckpointError, ConfigError
+
 __all__ = [
     "Preemption",
     "StatefulDataLoader",
@@ -161,10 +163,11 @@ class StatefulDataLoader(DataLoader):
             ValueError: the state lacks ``yielded`` or was saved with another batch size or epoch length.
         """
         if "yielded" not in state:
-            raise ValueError(f"The train loader state in the checkpoint lacks `yielded`; got keys {sorted(state)}.")
+            raise CheckpointError(f"The train loader state in the checkpoint lacks `yielded`; got keys "
+                                  f"{sorted(state)}.")
         for key, here in (("batch_size", self.batch_size), ("num_batches", len(self))):
             if key in state and state[key] != here:
-                raise ValueError(
+                raise CheckpointError(
                     f"Cannot resume mid-epoch: the checkpoint's train loader had {key}={state[key]}, this run has "
                     f"{key}={here}. Resume with the same data settings (samples_per_gpu, dataset, world size)."
                 )
@@ -231,7 +234,7 @@ def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer) -> str | None:
         return ckpt_path
     if ckpt_path not in AUTO_RESUME_VALUES:
         if "://" not in ckpt_path and not os.path.isfile(ckpt_path):
-            raise FileNotFoundError(f"Checkpoint to resume from not found: ckpt_path={ckpt_path}")
+            raise CheckpointError(f"Checkpoint to resume from not found: ckpt_path={ckpt_path}")
         return ckpt_path
     dirs: list[str] = [str(trainer.default_root_dir)]
     for logger in trainer.loggers:
@@ -272,10 +275,10 @@ class Preemption(Callback):
     def __init__(self, dirpath: str | None = None, filename: str = "preempted",
                  signals: Sequence[str] = ("SIGUSR1",)) -> None:
         if not filename:
-            raise ValueError("Preemption `filename` must not be empty")
+            raise ConfigError("Preemption `filename` must not be empty")
         unknown = [name for name in signals if not isinstance(getattr(signal, name, None), signal.Signals)]
         if unknown:
-            raise ValueError(f"Unknown signal name(s) {unknown} in Preemption `signals`; use names like 'SIGUSR1'")
+            raise ConfigError(f"Unknown signal name(s) {unknown} in Preemption `signals`; use names like 'SIGUSR1'")
         self.dirpath = dirpath
         self.filename = filename
         self.signals = tuple(signals)

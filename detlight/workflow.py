@@ -33,6 +33,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
+from detlight.exceptions import ConfigError
+
 __all__ = ["RUNNER_TYPES", "Workflow"]
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ _RUNNER_KEYS = {"type", "max_epochs", "max_iters"}
 
 def _positive_int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Expected `{where}` to be a positive int, but got {value!r}")
+        raise ConfigError(f"Expected `{where}` to be a positive int, but got {value!r}")
     return value
 
 
@@ -51,53 +53,54 @@ def _parse_runner(runner: Mapping[str, Any] | None, total_epochs: int | None) ->
     """Return ``(by_epoch, length)`` from mmcv's ``runner`` dict (or the legacy ``total_epochs``)."""
     if runner is None:
         if total_epochs is None:
-            raise ValueError("Workflow needs `runner`, e.g. {type: EpochBasedRunner, max_epochs: 12} or "
-                             "{type: IterBasedRunner, max_iters: 90000} (or the legacy `total_epochs`)")
+            raise ConfigError("Workflow needs `runner`, e.g. {type: EpochBasedRunner, max_epochs: 12} or "
+                              "{type: IterBasedRunner, max_iters: 90000} (or the legacy `total_epochs`)")
         return True, _positive_int(total_epochs, "total_epochs")
     if not isinstance(runner, Mapping):
-        raise TypeError(f"Expected `runner` to be a dict like {{type: EpochBasedRunner, max_epochs: 12}}, "
-                        f"but got {type(runner).__name__}")
+        raise ConfigError(f"Expected `runner` to be a dict like {{type: EpochBasedRunner, max_epochs: 12}}, "
+                          f"but got {type(runner).__name__}")
     unknown = set(runner) - _RUNNER_KEYS
     if unknown:
-        raise ValueError(f"Unknown key(s) {sorted(unknown)} in `runner`; accepted: {sorted(_RUNNER_KEYS)} "
-                         "(a custom runner `constructor` has no detlight counterpart)")
+        raise ConfigError(f"Unknown key(s) {sorted(unknown)} in `runner`; accepted: {sorted(_RUNNER_KEYS)} "
+                          "(a custom runner `constructor` has no detlight counterpart)")
     kind = runner.get("type", "EpochBasedRunner")
     if kind not in RUNNER_TYPES:
-        raise ValueError(f"Unknown `runner.type` {kind!r}; expected one of {list(RUNNER_TYPES)}")
+        raise ConfigError(f"Unknown `runner.type` {kind!r}; expected one of {list(RUNNER_TYPES)}")
     if "max_epochs" in runner and "max_iters" in runner:
-        raise ValueError("Only one of `runner.max_epochs` and `runner.max_iters` can be set (as in mmcv)")
+        raise ConfigError("Only one of `runner.max_epochs` and `runner.max_iters` can be set (as in mmcv)")
     if kind == "EpochBasedRunner":
         if "max_epochs" not in runner:
-            raise ValueError("`runner` of type EpochBasedRunner needs `max_epochs`")
+            raise ConfigError("`runner` of type EpochBasedRunner needs `max_epochs`")
         length = _positive_int(runner["max_epochs"], "runner.max_epochs")
         if total_epochs is not None and total_epochs != length:
-            raise ValueError(f"`total_epochs` ({total_epochs}) and `runner.max_epochs` ({length}) disagree")
+            raise ConfigError(f"`total_epochs` ({total_epochs}) and `runner.max_epochs` ({length}) disagree")
         return True, length
     if "max_iters" not in runner:
-        raise ValueError("`runner` of type IterBasedRunner needs `max_iters`")
+        raise ConfigError("`runner` of type IterBasedRunner needs `max_iters`")
     return False, _positive_int(runner["max_iters"], "runner.max_iters")
 
 
 def _parse_workflow(workflow: Sequence[Any], by_epoch: bool) -> tuple[int, int | None]:
     """Return ``(train_n, val_n or None)`` for ``[('train', k)]`` or ``[('train', k), ('val', n)]``."""
     if isinstance(workflow, (str, bytes)) or not isinstance(workflow, Sequence):
-        raise TypeError(f"Expected `workflow` to be a list of (mode, n) pairs, but got {workflow!r}")
+        raise ConfigError(f"Expected `workflow` to be a list of (mode, n) pairs, but got {workflow!r}")
     phases = []
     for i, phase in enumerate(workflow):
         if isinstance(phase, (str, bytes)) or not isinstance(phase, Sequence) or len(phase) != 2:
-            raise ValueError(f"`workflow[{i}]` must be a (mode, n) pair such as ('train', 1), but got {phase!r}")
+            raise ConfigError(f"`workflow[{i}]` must be a (mode, n) pair such as ('train', 1), but got {phase!r}")
         mode, n = phase
         if mode not in ("train", "val"):
-            raise ValueError(f"`workflow[{i}]` has mode {mode!r}; expected 'train' or 'val'")
+            raise ConfigError(f"`workflow[{i}]` has mode {mode!r}; expected 'train' or 'val'")
         phases.append((mode, _positive_int(n, f"workflow[{i}][1]")))
     modes = [m for m, _ in phases]
     if modes not in (["train"], ["train", "val"]):
-        raise ValueError(f"Unsupported workflow {phases}: detlight runs [('train', k)] or [('train', k), ('val', n)] "
-                         "(Lightning validates after training, so a val-first or multi-train cycle has no counterpart)")
+        raise ConfigError(f"Unsupported workflow {phases}: detlight runs [('train', k)] or [('train', k), ('val', n)] "
+                          "(Lightning validates after training, so a val-first or multi-train cycle has no "
+                          "counterpart)")
     val_n = phases[1][1] if len(phases) == 2 else None
     if by_epoch and val_n not in (None, 1):
-        raise ValueError(f"`workflow` ('val', {val_n}) with an EpochBasedRunner would run {val_n} full val passes in "
-                         "a row; detlight runs one. Use ('val', 1)")
+        raise ConfigError(f"`workflow` ('val', {val_n}) with an EpochBasedRunner would run {val_n} full val passes in "
+                          "a row; detlight runs one. Use ('val', 1)")
     return phases[0][1], val_n
 
 
@@ -173,9 +176,9 @@ class Workflow(Callback):
         self._apply_to_trainer(trainer)
         if self.has_val_phase:
             if not hasattr(pl_module, "val_losses"):
-                raise TypeError(f"workflow {self.workflow} has a ('val', n) phase, which needs a module with a "
-                                f"`val_losses` switch such as detlight.module.DetectorModule; got "
-                                f"{type(pl_module).__name__}")
+                raise ConfigError(f"workflow {self.workflow} has a ('val', n) phase, which needs a module with a "
+                                  f"`val_losses` switch such as detlight.module.DetectorModule; got "
+                                  f"{type(pl_module).__name__}")
             setattr(pl_module, "val_losses", True)  # noqa: B010 - any module with the switch, not only DetectorModule
         from detlight.compat.hooks import MMCVHooks
 
@@ -192,9 +195,9 @@ class Workflow(Callback):
         if not self.by_epoch and current_steps not in (-1, self.max_iters):
             rank_zero_warn(f"Workflow: runner.max_iters={self.max_iters} overrides trainer.max_steps={current_steps}")
         if not self.by_epoch and trainer.accumulate_grad_batches != 1:
-            raise ValueError(f"An IterBasedRunner workflow counts iterations, but Lightning's max_steps counts "
-                             f"optimizer steps; trainer.accumulate_grad_batches={trainer.accumulate_grad_batches} "
-                             "would change the run length. Use accumulate_grad_batches: 1 with IterBasedRunner")
+            raise ConfigError(f"An IterBasedRunner workflow counts iterations, but Lightning's max_steps counts "
+                              f"optimizer steps; trainer.accumulate_grad_batches={trainer.accumulate_grad_batches} "
+                              "would change the run length. Use accumulate_grad_batches: 1 with IterBasedRunner")
         trainer.fit_loop.max_epochs = kwargs.pop("max_epochs")
         trainer.fit_loop.epoch_loop.max_steps = kwargs.pop("max_steps")
         for key, value in kwargs.items():

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from detlight.exceptions import ModelContractError
 from detlight.logbuffer import LogBuffer
 
 __all__ = ["cached_averages", "dist_active", "invalidate", "log_buffer_of", "reduce_averages", "reduce_max"]
@@ -44,7 +45,7 @@ def log_buffer_of(pl_module: Any, caller: str) -> LogBuffer:
     buffer = getattr(pl_module, "log_buffer", None)
     if not isinstance(buffer, LogBuffer):
         found = "has none" if buffer is None else f"has one of type {type(buffer).__name__}"
-        raise TypeError(
+        raise ModelContractError(
             f"{caller} needs a LightningModule with a `log_buffer` attribute (a detlight.logbuffer.LogBuffer), but "
             f"{type(pl_module).__name__} {found}. Use detlight.module.DetectorModule, or set "
             "`self.log_buffer = LogBuffer()` in __init__ and call `self.log_buffer.update(log_vars, num_samples)` "

@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from PIL import Image, ImageDraw
 
+from detlight.exceptions import ConfigError
 from detlight.models.box3d import boxes_bev_corners
 
 __all__ = ["BEVVisualization", "render_bev"]
@@ -81,8 +82,8 @@ class BEVVisualization(Callback):
     def __init__(self, max_images: int = 4, resolution: float = 0.1, score_thr: float = 0.3,
                  tag: str = "val/bev") -> None:
         if max_images < 0 or resolution <= 0:
-            raise ValueError(f"BEVVisualization needs max_images >= 0 and resolution > 0, got {max_images}, "
-                             f"{resolution}")
+            raise ConfigError(f"BEVVisualization needs max_images >= 0 and resolution > 0, got {max_images}, "
+                              f"{resolution}")
         self.max_images, self.resolution, self.score_thr, self.tag = max_images, resolution, score_thr, tag
         self._pending: list[tuple[int, np.ndarray]] = []
 

@@ -31,6 +31,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from typing_extensions import override
 
+from detlight.exceptions import ConfigError
+
 __all__ = [
     "AtomicCheckpointIO",
     "MMCheckpoint",
@@ -214,9 +216,9 @@ class MMCheckpoint(ModelCheckpoint):
         atomic_io: bool = True,
     ) -> None:
         if not isinstance(interval, int) or isinstance(interval, bool):
-            raise TypeError(f"`interval` must be an int (-1 = only the last), got {interval!r}")
+            raise ConfigError(f"`interval` must be an int (-1 = only the last), got {interval!r}")
         if not isinstance(max_keep_ckpts, int) or isinstance(max_keep_ckpts, bool):
-            raise TypeError(f"`max_keep_ckpts` must be an int (-1 = keep all), got {max_keep_ckpts!r}")
+            raise ConfigError(f"`max_keep_ckpts` must be an int (-1 = keep all), got {max_keep_ckpts!r}")
         super().__init__(
             dirpath=None, monitor=None, save_last=False, save_top_k=-1, save_weights_only=not save_optimizer,
             every_n_train_steps=0, every_n_epochs=0, enable_version_counter=False,

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from detlight.callbacks.checkpoint import bare_model
+from detlight.exceptions import CheckpointError, ConfigError
 
 __all__ = ["EMA", "ema_momentum"]
 
@@ -81,15 +82,15 @@ class EMA(Callback):
         skip_buffers: bool | None = None,
     ) -> None:
         if not 0 < momentum < 1:
-            raise ValueError(f"EMA `momentum` must be in (0, 1), got {momentum!r}")
+            raise ConfigError(f"EMA `momentum` must be in (0, 1), got {momentum!r}")
         if not isinstance(interval, int) or interval <= 0:
-            raise ValueError(f"EMA `interval` must be a positive int, got {interval!r}")
+            raise ConfigError(f"EMA `interval` must be a positive int, got {interval!r}")
         if momentum_schedule not in ("mmcv", "exp", "linear"):
-            raise ValueError(f"`momentum_schedule` must be 'mmcv', 'exp' or 'linear', got {momentum_schedule!r}")
+            raise ConfigError(f"`momentum_schedule` must be 'mmcv', 'exp' or 'linear', got {momentum_schedule!r}")
         if momentum_schedule != "exp" and warm_up <= 0:
-            raise ValueError(f"EMA `warm_up` must be > 0 for the {momentum_schedule!r} schedule, got {warm_up!r}")
+            raise ConfigError(f"EMA `warm_up` must be > 0 for the {momentum_schedule!r} schedule, got {warm_up!r}")
         if momentum_schedule == "exp" and total_iter <= 0:
-            raise ValueError(f"EMA `total_iter` must be > 0, got {total_iter!r}")
+            raise ConfigError(f"EMA `total_iter` must be > 0, got {total_iter!r}")
         self.momentum = momentum
         self.interval = interval
         self.warm_up = warm_up
@@ -206,7 +207,7 @@ class EMA(Callback):
         saved = state.get("ema", {})
         missing, unexpected = set(self._names) - set(saved), set(saved) - set(self._names)
         if missing or unexpected:
-            raise KeyError(
+            raise CheckpointError(
                 f"The checkpoint's EMA state does not match the model: missing {sorted(missing)[:5]}, unexpected "
                 f"{sorted(unexpected)[:5]}. Was it saved with another model or another `skip_buffers` setting?"
             )

@@ -20,6 +20,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from typing_extensions import override
 
 from detlight.callbacks.checkpoint import MMCheckpoint, batches_done, every_n, export_mmcv_checkpoint
+from detlight.exceptions import ConfigError
 
 __all__ = ["DEFAULT_GREATER_KEYS", "DEFAULT_LESS_KEYS", "Evaluation", "infer_rule"]
 
@@ -60,7 +61,7 @@ def infer_rule(
         return "greater"
     if any(k in lc for k in less):
         return "less"
-    raise ValueError(
+    raise ConfigError(
         f"Cannot infer whether a higher or lower {key!r} is better (known greater keys: {list(greater_keys)}, "
         f"less keys: {list(less_keys)}). Pass `rule: greater` or `rule: less` to Evaluation."
     )
@@ -120,13 +121,13 @@ class Evaluation(Callback):
         dynamic_intervals: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         if not isinstance(interval, int) or interval <= 0:
-            raise ValueError(f"`interval` must be a positive int, got {interval!r}")
+            raise ConfigError(f"`interval` must be a positive int, got {interval!r}")
         if start is not None and start < 0:
-            raise ValueError(f"`start` must be None or >= 0, got {start!r}")
+            raise ConfigError(f"`start` must be None or >= 0, got {start!r}")
         if save_best is not None and not isinstance(save_best, str):
-            raise TypeError(f"`save_best` must be a result key, 'auto' or None, got {save_best!r}")
+            raise ConfigError(f"`save_best` must be a result key, 'auto' or None, got {save_best!r}")
         if rule is not None and rule not in _COMPARE:
-            raise ValueError(f"`rule` must be 'greater', 'less' or None, got {rule!r}")
+            raise ConfigError(f"`rule` must be 'greater', 'less' or None, got {rule!r}")
         self.interval = interval
         self.start = start
         self.by_epoch = by_epoch
@@ -226,8 +227,8 @@ class Evaluation(Callback):
         key = self.key_indicator
         assert key is not None and self.rule is not None
         if key not in results:
-            raise KeyError(f"save_best={key!r} is not among the evaluation results {list(results)}; "
-                           "pick one of them or use save_best: auto")
+            raise ConfigError(f"save_best={key!r} is not among the evaluation results {list(results)}; "
+                              "pick one of them or use save_best: auto")
         score = float(results[key])
         best = _INIT_SCORE[self.rule] if self.best_score is None else self.best_score
         if _COMPARE[self.rule](score, best):
@@ -287,7 +288,7 @@ def _as_keys(keys: Sequence[str] | str | None, default: tuple[str, ...], name: s
         return default
     keys = (keys,) if isinstance(keys, str) else tuple(keys)
     if not all(isinstance(k, str) for k in keys):
-        raise TypeError(f"`{name}` must be a string or a list of strings, got {keys!r}")
+        raise ConfigError(f"`{name}` must be a string or a list of strings, got {keys!r}")
     return keys
 
 
@@ -296,11 +297,11 @@ def _dynamic(interval: int, dynamic: Sequence[tuple[int, int]] | None) -> tuple[
     milestones, intervals = [0], [interval]
     for item in dynamic or ():
         if len(item) != 2 or int(item[1]) <= 0:
-            raise ValueError(f"`dynamic_intervals` entries must be (milestone, interval > 0) pairs, got {item!r}")
+            raise ConfigError(f"`dynamic_intervals` entries must be (milestone, interval > 0) pairs, got {item!r}")
         milestones.append(int(item[0]))
         intervals.append(int(item[1]))
     if milestones != sorted(milestones):
-        raise ValueError(f"`dynamic_intervals` milestones must be ascending, got {milestones[1:]}")
+        raise ConfigError(f"`dynamic_intervals` milestones must be ascending, got {milestones[1:]}")
     return milestones, intervals
 
 

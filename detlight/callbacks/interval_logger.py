@@ -14,6 +14,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from detlight.callbacks._reduce import cached_averages, invalidate, log_buffer_of
 from detlight.callbacks.iter_timer import IterTimer
+from detlight.exceptions import ConfigError
 from detlight.logbuffer import LogBuffer
 
 __all__ = ["IntervalLogger", "LoggerCallback", "current_lrs", "current_momentums", "max_iters"]
@@ -52,7 +53,7 @@ class LoggerCallback(Callback):
 
     def __init__(self, interval: int = 10, ignore_last: bool = True, by_epoch: bool = True) -> None:
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise ValueError(f"`interval` must be a positive integer (iterations between logs), got {interval!r}")
+            raise ConfigError(f"`interval` must be a positive integer (iterations between logs), got {interval!r}")
         self.interval = interval
         self.ignore_last = bool(ignore_last)
         self.by_epoch = bool(by_epoch)
@@ -67,7 +68,7 @@ class LoggerCallback(Callback):
         after = callbacks[callbacks.index(self) + 1:] if self in callbacks else []
         later = [type(c).__name__ for c in after if isinstance(c, IterTimer)]
         if later:
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__} comes before {later[0]} in the Trainer's callbacks, so the iteration time "
                 f"would be missing when it averages. Put IterTimer() before {type(self).__name__}() in "
                 "`trainer.callbacks`."

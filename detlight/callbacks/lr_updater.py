@@ -31,6 +31,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from detlight.exceptions import ConfigError
 from detlight.optim.lr import AnnealStrategy, Progress, WarmupKind, _Policy, build_lr_policy
 from detlight.optim.momentum import build_momentum_policy
 
@@ -53,7 +54,7 @@ def run_length(trainer: pl.Trainer) -> tuple[int, int, int]:
     if max_epochs and per_epoch:
         candidates.append(max_epochs * per_epoch)
     if not candidates:
-        raise ValueError(
+        raise ConfigError(
             "An lr/momentum schedule needs the length of the run: set `trainer.max_epochs` with a sized train loader,"
             " or `trainer.max_steps`"
         )
@@ -143,7 +144,7 @@ class _ScheduleCallback(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._optimizers = list(trainer.optimizers)
         if not self._optimizers:
-            raise ValueError(f"{type(self).__name__} needs an optimizer; configure_optimizers returned none")
+            raise ConfigError(f"{type(self).__name__} needs an optimizer; configure_optimizers returned none")
         self._length = run_length(trainer)
         self.policy.check_run(self._length[0], self._length[1])
         self._bases = []
@@ -209,7 +210,7 @@ def _from_config(cls: type, section: str, cfg: Mapping[str, Any]) -> Any:
     accepted = list(inspect.signature(cls).parameters)
     for key in cfg:
         if key not in accepted:
-            raise ValueError(f"`{section}.{key}` is not a {section} key; accepted keys: {accepted}")
+            raise ConfigError(f"`{section}.{key}` is not a {section} key; accepted keys: {accepted}")
     return cls(**cfg)
 
 
@@ -352,7 +353,7 @@ class MomentumUpdater(_ScheduleCallback):
 
     def _check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         if not all("momentum" in g or "betas" in g for g in optimizer.param_groups):
-            raise ValueError(
+            raise ConfigError(
                 f"momentum_config: {type(optimizer).__name__} has neither `momentum` nor `betas` in its param groups; "
                 "use SGD/RMSprop-style momentum or an Adam-style optimizer, or drop momentum_config"
             )

@@ -20,6 +20,7 @@ from torch import nn
 from typing_extensions import override
 
 from detlight.callbacks.checkpoint import bare_model, every_n
+from detlight.exceptions import ConfigError, ModelContractError
 
 __all__ = ["CheckInvalidLoss", "EmptyCache", "NumClassCheck", "SetEpochInfo", "SyncBuffers", "allreduce_buffers"]
 
@@ -42,7 +43,7 @@ class CheckInvalidLoss(Callback):
 
     def __init__(self, interval: int = 50) -> None:
         if not isinstance(interval, int) or interval <= 0:
-            raise ValueError(f"`interval` must be a positive int, got {interval!r}")
+            raise ConfigError(f"`interval` must be a positive int, got {interval!r}")
         self.interval = interval
 
     @override
@@ -188,7 +189,7 @@ class SetEpochInfo(Callback):
         model = bare_model(pl_module)
         set_epoch = getattr(model, "set_epoch", None)
         if not callable(set_epoch):
-            raise AttributeError(
+            raise ModelContractError(
                 f"SetEpochInfo calls `set_epoch(epoch)` on the detector, but {type(model).__name__} has no such "
                 "method. Add one or remove the callback."
             )
@@ -237,12 +238,12 @@ def check_num_classes(model: nn.Module, dataset: Any, exclude: Sequence[str] = D
                     name)
         return
     if isinstance(classes, str):
-        raise ValueError(f"`CLASSES` in {name} should be a tuple of str, got the string {classes!r}. Add a comma "
-                         f"if there is one class: CLASSES = ({classes!r},)")
+        raise ConfigError(f"`CLASSES` in {name} should be a tuple of str, got the string {classes!r}. Add a comma "
+                          f"if there is one class: CLASSES = ({classes!r},)")
     for path, module in model.named_modules():
         num = getattr(module, "num_classes", None)
         if isinstance(num, int) and type(module).__name__ not in exclude and num != len(classes):
-            raise ValueError(
+            raise ConfigError(
                 f"The `num_classes` ({num}) of {type(module).__name__} `{path or 'model'}` does not match the length "
                 f"of `CLASSES` ({len(classes)}) in {name}: {tuple(classes)}. Set num_classes: {len(classes)}."
             )

@@ -23,7 +23,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from detlight.exceptions import NonFiniteLossError
+from detlight.exceptions import ConfigError, NonFiniteLossError
 
 __all__ = ["NanGuard", "NonFiniteLossError", "last_checkpoint_path"]
 
@@ -72,11 +72,11 @@ class NanGuard(Callback):
 
     def __init__(self, policy: Policy = "stop", check_interval: int = 0, max_skips: int = 100) -> None:
         if policy not in ("stop", "skip"):
-            raise ValueError(f"NanGuard `policy` must be 'stop' or 'skip', got {policy!r}")
+            raise ConfigError(f"NanGuard `policy` must be 'stop' or 'skip', got {policy!r}")
         if not isinstance(check_interval, int) or check_interval < 0:
-            raise ValueError(f"NanGuard `check_interval` must be an int >= 0, got {check_interval!r}")
+            raise ConfigError(f"NanGuard `check_interval` must be an int >= 0, got {check_interval!r}")
         if not isinstance(max_skips, int) or max_skips < 0:
-            raise ValueError(f"NanGuard `max_skips` must be an int >= 0, got {max_skips!r}")
+            raise ConfigError(f"NanGuard `max_skips` must be an int >= 0, got {max_skips!r}")
         self.policy: Policy = policy
         self.check_interval = check_interval
         self.max_skips = max_skips

@@ -22,6 +22,7 @@ from detlight.callbacks.interval_logger import (
     current_lrs,
     max_iters,
 )
+from detlight.exceptions import ConfigError
 
 __all__ = ["TextLogger", "read_json_log"]
 
@@ -80,12 +81,12 @@ class TextLogger(LoggerCallback):
     ) -> None:
         super().__init__(interval, ignore_last, by_epoch)
         if isinstance(interval_exp_name, bool) or not isinstance(interval_exp_name, int):
-            raise ValueError(f"`interval_exp_name` must be an integer, got {interval_exp_name!r}")
+            raise ConfigError(f"`interval_exp_name` must be an integer, got {interval_exp_name!r}")
         if meta is not None:
             try:
                 jsonlib.dumps(meta)
             except (TypeError, ValueError) as err:
-                raise ValueError(f"`meta` must be json-serialisable for the .log.json meta line: {err}") from None
+                raise ConfigError(f"`meta` must be json-serialisable for the .log.json meta line: {err}") from None
         self.interval_exp_name = interval_exp_name
         self.json = bool(json)
         self.meta = dict(meta or {})

@@ -17,6 +17,8 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torchvision.utils import draw_bounding_boxes
 from typing_extensions import override
 
+from detlight.exceptions import ConfigError
+
 __all__ = ["DetVisualization", "denormalize", "draw_detections", "render_batch", "slice_batch"]
 
 GT_COLOUR = (0, 200, 0)
@@ -166,9 +168,9 @@ class DetVisualization(Callback):
         super().__init__()
         for key, value in (("num_images", num_images), ("upscale", upscale), ("max_dets", max_dets)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Expected `{key}` to be an int >= 1, but got {value!r}")
+                raise ConfigError(f"Expected `{key}` to be an int >= 1, but got {value!r}")
         if not 0.0 <= float(score_thr) <= 1.0:
-            raise ValueError(f"Expected `score_thr` to be in [0, 1], but got {score_thr!r}")
+            raise ConfigError(f"Expected `score_thr` to be in [0, 1], but got {score_thr!r}")
         self.num_images = num_images
         self.score_thr = float(score_thr)
         self.max_dets = max_dets

@@ -25,6 +25,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from typing_extensions import override
 
 from detlight.compat.runner import RunnerView
+from detlight.exceptions import ConfigError, HookError
 
 __all__ = [
     "PRIORITIES",
@@ -73,17 +74,18 @@ def get_priority(priority: int | str | Any) -> int:
     """
     value = getattr(priority, "value", priority)
     if isinstance(value, bool):
-        raise TypeError(f"Expected hook priority to be an int or one of {list(PRIORITIES)}, but got {priority!r}")
+        raise ConfigError(f"Expected hook priority to be an int or one of {list(PRIORITIES)}, but got {priority!r}")
     if isinstance(value, int):
         if not 0 <= value <= 100:
-            raise ValueError(f"Hook priority must be in [0, 100], but got {value}")
+            raise ConfigError(f"Hook priority must be in [0, 100], but got {value}")
         return value
     if isinstance(value, str):
         key = value.upper()
         if key not in PRIORITIES:
-            raise ValueError(f"Unknown hook priority {value!r}; expected an int in [0, 100] or one of {list(PRIORITIES)}")
+            raise ConfigError(f"Unknown hook priority {value!r}; expected an int in [0, 100] or one of "
+                              f"{list(PRIORITIES)}")
         return PRIORITIES[key]
-    raise TypeError(f"Expected hook priority to be an int or one of {list(PRIORITIES)}, but got {priority!r}")
+    raise ConfigError(f"Expected hook priority to be an int or one of {list(PRIORITIES)}, but got {priority!r}")
 
 
 class Hook:
@@ -324,36 +326,36 @@ HookSpec = Any  # an mmcv-style hook object, or {type | class_path, priority?, i
 def _import(path: str) -> Any:
     module_name, _, attr = path.rpartition(".")
     if not module_name:
-        raise ValueError(f"Hook class_path `{path}` must be a full import path such as `my_pkg.hooks.MyHook`")
+        raise ConfigError(f"Hook class_path `{path}` must be a full import path such as `my_pkg.hooks.MyHook`")
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
-        raise ImportError(f"Cannot import hook class_path `{path}`: {err}") from err
+        raise HookError(f"Cannot import hook class_path `{path}`: {err}") from err
 
 
 def _resolve_type(hook_type: Any) -> Any:
     if not isinstance(hook_type, str):
         if callable(hook_type):
             return hook_type
-        raise TypeError(f"Expected hook `type` to be a registered name or a class, but got {hook_type!r}")
+        raise ConfigError(f"Expected hook `type` to be a registered name or a class, but got {hook_type!r}")
     if hook_type in _REGISTRY:
         return _REGISTRY[hook_type]
     mapping = _STANDARD.get(hook_type)
     if mapping is not None:
-        raise ValueError(mapping.message(hook_type))
+        raise ConfigError(mapping.message(hook_type))
     if "." in hook_type:
         return _import(hook_type)
     known = ", ".join(sorted(_REGISTRY)) or "none registered"
-    raise KeyError(f"Unknown hook type `{hook_type}`. Registered hook types: {known}. Decorate the class with "
-                   "detlight.compat.hooks.register_hook (and import its module first), or give "
-                   "`class_path: my_pkg.hooks.MyHook` instead of `type`")
+    raise ConfigError(f"Unknown hook type `{hook_type}`. Registered hook types: {known}. Decorate the class with "
+                      "detlight.compat.hooks.register_hook (and import its module first), or give "
+                      "`class_path: my_pkg.hooks.MyHook` instead of `type`")
 
 
 def _check_hook(hook: Any, where: str) -> None:
     names = (*STAGES, *_DIRECT, "before_iter", "after_iter")
     if not any(callable(getattr(hook, name, None)) for name in names):
-        raise TypeError(f"{where} ({type(hook).__name__}) is not an mmcv-style hook: it has none of the stage methods "
-                        f"{list(STAGES)} nor before_epoch/after_epoch/before_iter/after_iter")
+        raise ConfigError(f"{where} ({type(hook).__name__}) is not an mmcv-style hook: it has none of the stage methods "
+                          f"{list(STAGES)} nor before_epoch/after_epoch/before_iter/after_iter")
 
 
 def build_hook(spec: HookSpec) -> tuple[Any, int]:
@@ -375,8 +377,8 @@ def build_hook(spec: HookSpec) -> tuple[Any, int]:
     cfg = dict(spec)
     priority = cfg.pop("priority", None)
     if ("type" in cfg) == ("class_path" in cfg):
-        raise ValueError(f"A hook dict needs exactly one of `type` (registered name) or `class_path` (import path); "
-                         f"got keys {sorted(spec)}")
+        raise ConfigError(f"A hook dict needs exactly one of `type` (registered name) or `class_path` (import path); "
+                          f"got keys {sorted(spec)}")
     name = cfg.pop("type") if "type" in cfg else cfg.pop("class_path")
     cls = _resolve_type(name) if "type" in spec else _import(name)
     kwargs = dict(cfg.pop("init_args", None) or {})
@@ -384,7 +386,7 @@ def build_hook(spec: HookSpec) -> tuple[Any, int]:
     try:
         hook = cls(**kwargs)
     except TypeError as err:
-        raise TypeError(f"Cannot build hook `{name}` with arguments {sorted(kwargs)}: {err}") from err
+        raise ConfigError(f"Cannot build hook `{name}` with arguments {sorted(kwargs)}: {err}") from err
     _check_hook(hook, f"Hook `{name}`")
     if priority is None:
         priority = getattr(hook, "priority", "NORMAL")
@@ -441,7 +443,7 @@ class MMCVHooks(Callback):
     ) -> None:
         super().__init__()
         if isinstance(hooks, (str, bytes, Mapping)) or not isinstance(hooks, Sequence):
-            raise TypeError(f"Expected `hooks` to be a list of hooks or hook dicts, but got {type(hooks).__name__}")
+            raise ConfigError(f"Expected `hooks` to be a list of hooks or hook dicts, but got {type(hooks).__name__}")
         self.by_epoch = by_epoch
         self.val_stages = val_stages
         self.runner = RunnerView(meta=meta, timestamp=timestamp or time.strftime("%Y%m%d_%H%M%S"))

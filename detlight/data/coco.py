@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from detlight.exceptions import DatasetError
+from detlight.exceptions import ConfigError, DatasetError
 
 __all__ = ["CocoDataset", "DatasetError"]
 
@@ -134,7 +134,7 @@ def _compose(pipeline: Sequence[Pipeline] | Pipeline | None) -> Pipeline:
     steps = list(pipeline)
     for step in steps:
         if not callable(step):
-            raise TypeError(f"Expected every pipeline step to be callable, but got {type(step).__name__}: {step!r}")
+            raise ConfigError(f"Expected every pipeline step to be callable, but got {type(step).__name__}: {step!r}")
 
     def run(results: dict[str, Any]) -> dict[str, Any]:
         for step in steps:

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from detlight.exceptions import ConfigError
+
 __all__ = ["META_KEYS", "collate"]
 
 #: Keys copied from each sample into ``img_metas`` (mmdet's ``Collect.meta_keys`` plus ``image_id``).
@@ -65,8 +67,8 @@ def _image(sample: Mapping[str, Any], index: int) -> torch.Tensor:
     img = sample.get("img")
     if not isinstance(img, torch.Tensor) or img.ndim != 3 or img.shape[0] != 3:
         got = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
-        raise ValueError(f"Expected sample {index}'s `img` to be a [3, h, w] tensor, but got {got}; the pipeline "
-                         "must load and normalise the image (see detlight.data.transforms).")
+        raise ConfigError(f"Expected sample {index}'s `img` to be a [3, h, w] tensor, but got {got}; the pipeline "
+                          "must load and normalise the image (see detlight.data.transforms).")
     return img.float()
 
 

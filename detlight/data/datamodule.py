@@ -22,6 +22,7 @@ from detlight.data.collate import collate
 from detlight.data.sampler import DetSampler
 from detlight.data.synthetic import SyntheticCocoSpec, ensure_synthetic_coco
 from detlight.data.transforms import PipelineConfig
+from detlight.exceptions import ConfigError
 from detlight.resume import StatefulDataLoader, load_skipped_loader_state
 
 __all__ = ["CocoSplit", "DetDataModule", "worker_init_fn"]
@@ -99,7 +100,7 @@ class DetDataModule(pl.LightningDataModule):
         for key, value, low in (("samples_per_gpu", samples_per_gpu, 1), ("val_samples_per_gpu", val_samples_per_gpu, 1),
                                 ("workers_per_gpu", workers_per_gpu, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"Expected `data.{key}` to be an int >= {low}, but got {value!r}.")
+                raise ConfigError(f"Expected `data.{key}` to be an int >= {low}, but got {value!r}.")
         self.splits: dict[str, CocoSplit | None] = {"train": train, "val": val, "test": test}
         if synthetic is None and train is None and val is None and test is None:
             synthetic = SyntheticCocoSpec()

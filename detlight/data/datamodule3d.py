@@ -19,6 +19,7 @@ from detlight.data.datamodule import worker_init_fn
 from detlight.data.kitti import KITTI_CLASSES, Augment3D, KittiDataset
 from detlight.data.sampler import DetSampler
 from detlight.data.synthetic_lidar import SyntheticLidarSpec, ensure_synthetic_kitti
+from detlight.exceptions import ConfigError
 
 __all__ = ["Det3DDataModule"]
 
@@ -61,14 +62,14 @@ class Det3DDataModule(pl.LightningDataModule):
         for key, value, low in (("samples_per_gpu", samples_per_gpu, 1), ("val_samples_per_gpu", val_samples_per_gpu, 1),
                                 ("workers_per_gpu", workers_per_gpu, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"Expected `data.{key}` to be an int >= {low}, but got {value!r}.")
+                raise ConfigError(f"Expected `data.{key}` to be an int >= {low}, but got {value!r}.")
         if data_root is not None and synthetic is not None:
-            raise ValueError("Give `data.data_root` (a KITTI-format folder) or `data.synthetic`, not both.")
+            raise ConfigError("Give `data.data_root` (a KITTI-format folder) or `data.synthetic`, not both.")
         if len(point_cloud_range) != 6 or not all(point_cloud_range[i] < point_cloud_range[i + 3] for i in range(3)):
-            raise ValueError(f"`data.point_cloud_range` must be [x0, y0, z0, x1, y1, z1] with x0 < x1, y0 < y1, "
-                             f"z0 < z1, got {list(point_cloud_range)}")
+            raise ConfigError(f"`data.point_cloud_range` must be [x0, y0, z0, x1, y1, z1] with x0 < x1, y0 < y1, "
+                              f"z0 < z1, got {list(point_cloud_range)}")
         if not classes:
-            raise ValueError("`data.classes` must name at least one class")
+            raise ConfigError("`data.classes` must name at least one class")
         self.data_root = data_root
         self.synthetic = synthetic if synthetic is not None or data_root is not None else SyntheticLidarSpec()
         self.cache_dir = cache_dir
@@ -96,7 +97,7 @@ class Det3DDataModule(pl.LightningDataModule):
         if self.data_root is not None:
             return Path(self.data_root)
         if self.synthetic is None:  # unreachable through __init__; guards attribute edits
-            raise ValueError("Det3DDataModule has neither `data_root` nor `synthetic` set")
+            raise ConfigError("Det3DDataModule has neither `data_root` nor `synthetic` set")
         return ensure_synthetic_kitti(self.synthetic, self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:

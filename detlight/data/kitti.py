@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from detlight.exceptions import ConfigError, DatasetError
 from detlight.models.box3d import (
     camera_to_lidar_boxes,
     flip_horizontal,
@@ -59,7 +60,7 @@ def read_points(path: str | Path, num_features: int = 4) -> np.ndarray:
     """Velodyne ``.bin`` scan as ``float32[N, num_features]``."""
     raw = np.fromfile(path, dtype=np.float32)
     if raw.size % num_features:
-        raise ValueError(f"{path}: {raw.size} float32 values is not a multiple of num_features={num_features}")
+        raise DatasetError(f"{path}: {raw.size} float32 values is not a multiple of num_features={num_features}")
     return raw.reshape(-1, num_features)
 
 
@@ -98,11 +99,11 @@ def read_calib(path: str | Path) -> KittiCalib:
         shape = _CALIB_SHAPES.get(key, (3, 4))
         numbers = np.array([float(v) for v in values.split()], dtype=np.float64)
         if numbers.size != shape[0] * shape[1]:
-            raise ValueError(f"{path}: `{key}` has {numbers.size} numbers, expected {shape[0] * shape[1]}")
+            raise DatasetError(f"{path}: `{key}` has {numbers.size} numbers, expected {shape[0] * shape[1]}")
         mats[key] = numbers.reshape(shape)
     missing = [k for k in ("P2", "R0_rect", "Tr_velo_to_cam") if k not in mats]
     if missing:
-        raise ValueError(f"{path}: calibration lacks {missing}; a KITTI calib file has keys {list(_CALIB_KEYS)}")
+        raise DatasetError(f"{path}: calibration lacks {missing}; a KITTI calib file has keys {list(_CALIB_KEYS)}")
     eye34 = np.eye(3, 4)
     return KittiCalib(**{k: mats.get(k, eye34) for k in _CALIB_KEYS})
 
@@ -147,7 +148,7 @@ def read_label(path: str | Path) -> list[KittiObject]:
         if not parts:
             continue
         if len(parts) not in (15, 16):
-            raise ValueError(f"{path}:{n}: expected 15 or 16 columns (type ... rotation_y [score]), got {len(parts)}")
+            raise DatasetError(f"{path}:{n}: expected 15 or 16 columns (type ... rotation_y [score]), got {len(parts)}")
         v = [float(p) for p in parts[1:]]
         objects.append(KittiObject(
             type=parts[0], truncated=v[0], occluded=int(v[1]), alpha=v[2], bbox=(v[3], v[4], v[5], v[6]),
@@ -202,13 +203,13 @@ class Augment3D:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.flip_ratio <= 1.0:
-            raise ValueError(f"Augment3D.flip_ratio must be in [0, 1], got {self.flip_ratio}")
+            raise ConfigError(f"Augment3D.flip_ratio must be in [0, 1], got {self.flip_ratio}")
         for name in ("rot_range", "scale_range", "object_rot_range"):
             lo, hi = getattr(self, name)
             if lo > hi:
-                raise ValueError(f"Augment3D.{name} must be (low, high) with low <= high, got {(lo, hi)}")
+                raise ConfigError(f"Augment3D.{name} must be (low, high) with low <= high, got {(lo, hi)}")
         if self.scale_range[0] <= 0:
-            raise ValueError(f"Augment3D.scale_range must be positive, got {self.scale_range}")
+            raise ConfigError(f"Augment3D.scale_range must be positive, got {self.scale_range}")
 
     def __call__(self, points: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """Augment one scene; returns the new points, boxes and the meta entries that :func:`undo_pcd_aug` reads."""
@@ -291,12 +292,12 @@ class KittiDataset(Dataset):
         self.root = Path(root)
         self.classes = list(classes)
         if len(point_cloud_range) != 6:
-            raise ValueError(f"point_cloud_range needs 6 numbers [x0, y0, z0, x1, y1, z1], got {point_cloud_range}")
+            raise ConfigError(f"point_cloud_range needs 6 numbers [x0, y0, z0, x1, y1, z1], got {point_cloud_range}")
         self.point_cloud_range = [float(v) for v in point_cloud_range]
         self.augment = augment
         split_file = self.root / "ImageSets" / f"{split}.txt"
         if not split_file.is_file():
-            raise FileNotFoundError(f"Split list {split_file} not found; expected ImageSets/<split>.txt under {root}")
+            raise DatasetError(f"Split list {split_file} not found; expected ImageSets/<split>.txt under {root}")
         ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
         self.frames = [self._load_frame(i) for i in ids]
 
@@ -306,7 +307,7 @@ class KittiDataset(Dataset):
         boxes, labels = objects_to_lidar(read_label(base / "label_2" / f"{frame_id}.txt"), calib, self.classes)
         pts = base / "velodyne" / f"{frame_id}.bin"
         if not pts.is_file():
-            raise FileNotFoundError(f"Point cloud {pts} listed in the split is missing")
+            raise DatasetError(f"Point cloud {pts} listed in the split is missing")
         return _Frame(int(frame_id), str(pts), boxes, labels)
 
     def __len__(self) -> int:

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
+from detlight.exceptions import CheckpointError
+
 __all__ = ["DetSampler"]
 
 
@@ -103,13 +105,13 @@ class DetSampler(Sampler[int]):
         """
         missing = [k for k in ("epoch", "skip") if k not in state]
         if missing:
-            raise KeyError(f"DetSampler state lacks {missing}; got keys {sorted(state)}.")
+            raise CheckpointError(f"DetSampler state lacks {missing}; got keys {sorted(state)}.")
         for key in ("seed", "shuffle"):
             if key in state and state[key] != getattr(self, key):
-                raise ValueError(f"DetSampler state was saved with {key}={state[key]!r}, but this sampler has "
-                                 f"{key}={getattr(self, key)!r}; resume with the same `data.seed`/shuffle.")
+                raise CheckpointError(f"DetSampler state was saved with {key}={state[key]!r}, but this sampler has "
+                                      f"{key}={getattr(self, key)!r}; resume with the same `data.seed`/shuffle.")
         if not 0 <= int(state["skip"]) <= self.per_rank:
-            raise ValueError(f"DetSampler state skip={state['skip']} is outside [0, {self.per_rank}].")
+            raise CheckpointError(f"DetSampler state skip={state['skip']} is outside [0, {self.per_rank}].")
         self.epoch = int(state["epoch"])
         self.skip = int(state["skip"])
 

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from detlight.exceptions import ConfigError, DatasetError
+
 __all__ = ["GENERATOR_VERSION", "SHAPES", "SyntheticCocoPaths", "SyntheticCocoSpec", "ensure_synthetic_coco"]
 
 #: Bump whenever the drawing code changes what is written, so old caches are not reused.
@@ -96,7 +98,7 @@ class SyntheticCocoSpec:
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise ValueError(
+                raise ConfigError(
                     f"Expected `synthetic.{name}` to be {expected}, but got {getattr(self, name)!r}."
                 )
 
@@ -182,7 +184,7 @@ def ensure_synthetic_coco(spec: SyntheticCocoSpec | None = None) -> SyntheticCoc
 
 def _check_complete(folder: Path) -> None:
     if not (folder / _COMPLETE_MARKER).is_file():
-        raise RuntimeError(
+        raise DatasetError(
             f"Synthetic dataset folder {folder} exists but has no {_COMPLETE_MARKER} marker, so it was not written "
             "by detlight's generator. Delete the folder to regenerate it, or point `synthetic.root` elsewhere."
         )
@@ -322,5 +324,5 @@ def _shape_mask(shape: str, w: int, h: int) -> np.ndarray:
         draw.rectangle([(w - tw) // 2, 0, (w - tw) // 2 + tw - 1, h - 1], fill=1)
         draw.rectangle([0, (h - th) // 2, w - 1, (h - th) // 2 + th - 1], fill=1)
     else:
-        raise ValueError(f"Unknown shape {shape!r}; expected one of {SHAPES}")
+        raise ConfigError(f"Unknown shape {shape!r}; expected one of {SHAPES}")
     return np.asarray(mask, dtype=bool)

@@ -33,6 +33,7 @@ from detlight.data.kitti import (
     write_label,
     write_points,
 )
+from detlight.exceptions import ConfigError
 from detlight.models.box3d import lidar_to_camera_boxes
 
 __all__ = ["SyntheticLidarSpec", "ensure_synthetic_kitti", "generate_synthetic_kitti", "synthetic_cache_dir"]
@@ -93,16 +94,16 @@ class SyntheticLidarSpec:
 
     def __post_init__(self) -> None:
         if self.num_train < 1 or self.num_val < 0:
-            raise ValueError(f"SyntheticLidarSpec needs num_train >= 1 and num_val >= 0, got {self.num_train}, "
-                             f"{self.num_val}")
+            raise ConfigError(f"SyntheticLidarSpec needs num_train >= 1 and num_val >= 0, got {self.num_train}, "
+                              f"{self.num_val}")
         if len(self.class_probs) != 3 or abs(sum(self.class_probs) - 1.0) > 1e-6 or min(self.class_probs) < 0:
-            raise ValueError(f"SyntheticLidarSpec.class_probs must be 3 non-negative numbers summing to 1 "
-                             f"(Pedestrian, Cyclist, Car), got {self.class_probs}")
+            raise ConfigError(f"SyntheticLidarSpec.class_probs must be 3 non-negative numbers summing to 1 "
+                              f"(Pedestrian, Cyclist, Car), got {self.class_probs}")
         if self.objects_per_scene[0] > self.objects_per_scene[1] or self.objects_per_scene[0] < 0:
-            raise ValueError(f"SyntheticLidarSpec.objects_per_scene must be (low, high), got {self.objects_per_scene}")
+            raise ConfigError(f"SyntheticLidarSpec.objects_per_scene must be (low, high), got {self.objects_per_scene}")
         if self.num_beams < 1 or self.azimuth_res <= 0:
-            raise ValueError("SyntheticLidarSpec needs num_beams >= 1 and azimuth_res > 0, got "
-                             f"{self.num_beams}, {self.azimuth_res}")
+            raise ConfigError("SyntheticLidarSpec needs num_beams >= 1 and azimuth_res > 0, got "
+                              f"{self.num_beams}, {self.azimuth_res}")
 
     def cache_key(self) -> str:
         """Short stable hash of the spec and the generator version."""

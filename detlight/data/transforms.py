@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from detlight.data.coco import DatasetError
+from detlight.exceptions import ConfigError
 
 __all__ = ["Compose", "LoadImage", "Normalize", "Pad", "PipelineConfig", "RandomFlip", "Resize", "rescale_size"]
 
@@ -60,7 +61,7 @@ class LoadImage:
 
     def __init__(self, channel_order: Literal["bgr", "rgb"] = "bgr") -> None:
         if channel_order not in ("bgr", "rgb"):
-            raise ValueError(f"Expected `channel_order` to be 'bgr' or 'rgb', but got {channel_order!r}.")
+            raise ConfigError(f"Expected `channel_order` to be 'bgr' or 'rgb', but got {channel_order!r}.")
         self.channel_order = channel_order
 
     def __call__(self, results: Results) -> Results:
@@ -114,7 +115,7 @@ class Resize:
 
     def __init__(self, img_scale: tuple[int, int] = (1333, 800), keep_ratio: bool = True) -> None:
         if len(img_scale) != 2 or min(img_scale) <= 0:
-            raise ValueError(f"Expected `img_scale` to be (w, h) with positive ints, but got {img_scale!r}.")
+            raise ConfigError(f"Expected `img_scale` to be (w, h) with positive ints, but got {img_scale!r}.")
         self.img_scale = (int(img_scale[0]), int(img_scale[1]))
         self.keep_ratio = keep_ratio
 
@@ -163,9 +164,9 @@ class RandomFlip:
 
     def __init__(self, flip_ratio: float = 0.5, direction: FlipDirection = "horizontal") -> None:
         if not 0.0 <= flip_ratio <= 1.0:
-            raise ValueError(f"Expected `flip_ratio` to be in [0, 1], but got {flip_ratio!r}.")
+            raise ConfigError(f"Expected `flip_ratio` to be in [0, 1], but got {flip_ratio!r}.")
         if direction not in ("horizontal", "vertical", "diagonal"):
-            raise ValueError(f"Expected `direction` to be 'horizontal', 'vertical' or 'diagonal', got {direction!r}.")
+            raise ConfigError(f"Expected `direction` to be 'horizontal', 'vertical' or 'diagonal', got {direction!r}.")
         self.flip_ratio = flip_ratio
         self.direction = direction
 
@@ -200,8 +201,8 @@ class Normalize:
     def __init__(self, mean: Sequence[float], std: Sequence[float], to_rgb: bool = True,
                  to_unit_range: bool = False) -> None:
         if len(mean) != 3 or len(std) != 3 or any(s == 0 for s in std):
-            raise ValueError(f"Expected `mean` and `std` to hold 3 values each, std non-zero, but got mean={mean!r}, "
-                             f"std={std!r}.")
+            raise ConfigError(f"Expected `mean` and `std` to hold 3 values each, std non-zero, but got mean={mean!r}, "
+                              f"std={std!r}.")
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
         self.to_rgb = to_rgb
@@ -238,10 +239,10 @@ class Pad:
     def __init__(self, size: tuple[int, int] | None = None, size_divisor: int | None = 32,
                  pad_val: float = 0.0) -> None:
         if (size is None) == (size_divisor is None):
-            raise ValueError(f"Pad needs exactly one of `size` or `size_divisor`, got size={size!r}, "
-                             f"size_divisor={size_divisor!r}.")
+            raise ConfigError(f"Pad needs exactly one of `size` or `size_divisor`, got size={size!r}, "
+                              f"size_divisor={size_divisor!r}.")
         if size_divisor is not None and size_divisor < 1:
-            raise ValueError(f"Expected `size_divisor` to be an int >= 1, but got {size_divisor!r}.")
+            raise ConfigError(f"Expected `size_divisor` to be an int >= 1, but got {size_divisor!r}.")
         self.size = size
         self.size_divisor = size_divisor
         self.pad_val = pad_val
@@ -256,7 +257,7 @@ class Pad:
                 d = self.size_divisor
                 th, tw = -(-h // d) * d, -(-w // d) * d  # type: ignore[operator]
             if th < h or tw < w:
-                raise ValueError(f"Pad size {(th, tw)} is smaller than the image {(h, w)}.")
+                raise ConfigError(f"Pad size {(th, tw)} is smaller than the image {(h, w)}.")
             if (th, tw) != (h, w):
                 img = F.pad(img, (0, tw - w, 0, th - h), value=self.pad_val)
             results[key] = img
@@ -314,4 +315,4 @@ class PipelineConfig:
         try:
             return cls(*args)
         except ValueError as err:
-            raise ValueError(f"Invalid `data.pipeline.{key}`: {err}") from err
+            raise ConfigError(f"Invalid `data.pipeline.{key}`: {err}") from err

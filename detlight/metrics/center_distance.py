@@ -22,6 +22,8 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from detlight.exceptions import ConfigError, DatasetError, ModelContractError
+
 __all__ = ["CenterDistanceMAP", "average_precision", "match_class"]
 
 
@@ -101,11 +103,11 @@ class CenterDistanceMAP(Metric):
                  min_precision: float = 0.1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not class_names:
-            raise ValueError("CenterDistanceMAP needs at least one class name")
+            raise ConfigError("CenterDistanceMAP needs at least one class name")
         if not dist_thresholds or min(dist_thresholds) <= 0:
-            raise ValueError(f"dist_thresholds must be positive distances in metres, got {list(dist_thresholds)}")
+            raise ConfigError(f"dist_thresholds must be positive distances in metres, got {list(dist_thresholds)}")
         if not (0 <= min_recall < 1 and 0 <= min_precision < 1):
-            raise ValueError(f"min_recall and min_precision must be in [0, 1), got {min_recall}, {min_precision}")
+            raise ConfigError(f"min_recall and min_precision must be in [0, 1), got {min_recall}, {min_precision}")
         self.class_names = list(class_names)
         self.dist_thresholds = [float(d) for d in dist_thresholds]
         self.min_recall, self.min_precision = min_recall, min_precision
@@ -131,10 +133,10 @@ class CenterDistanceMAP(Metric):
         for i, (pred, meta) in enumerate(zip(preds, metas)):
             missing = {"boxes_3d", "scores_3d", "labels_3d"} - set(pred)
             if missing:
-                raise KeyError(f"Prediction {i} lacks {sorted(missing)}; expected simple_test's boxes_3d/scores_3d/"
-                               f"labels_3d (got {sorted(pred)})")
+                raise ModelContractError(f"Prediction {i} lacks {sorted(missing)}; expected simple_test's "
+                                         f"boxes_3d/scores_3d/labels_3d (got {sorted(pred)})")
             if "sample_idx" not in meta:
-                raise KeyError(f"img_metas[{i}] has no `sample_idx`; the metric needs it to drop sampler padding")
+                raise DatasetError(f"img_metas[{i}] has no `sample_idx`; the metric needs it to drop sampler padding")
             occ = float(self._occurrence_base())
             self.samples.append(torch.tensor([[occ, float(meta["sample_idx"])]], dtype=torch.float64,
                                              device=self.device))

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import torch
 from torchmetrics import Metric
 
+from detlight.exceptions import ConfigError
 from detlight.models.contract import flip_boxes
 
 __all__ = ["CocoMeanAP", "MMDET_KEYS"]
@@ -63,7 +64,7 @@ class CocoMeanAP(Metric):
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if backend not in ("faster_coco_eval", "pycocotools"):
-            raise ValueError(f"Expected `backend` to be 'faster_coco_eval' or 'pycocotools', but got {backend!r}")
+            raise ConfigError(f"Expected `backend` to be 'faster_coco_eval' or 'pycocotools', but got {backend!r}")
         self.class_names = list(class_names) if class_names is not None else None
         self.backend = "pycocotools" if backend == "pycocotools" else "faster_coco_eval"  # as a Literal
         for name in ("det_boxes", "det_scores", "det_labels", "det_counts",

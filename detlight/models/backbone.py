@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from detlight.exceptions import ConfigError
+
 __all__ = ["ConvBNReLU", "TinyFPNBackbone"]
 
 
@@ -56,7 +58,7 @@ class TinyFPNBackbone(nn.Module):
     def __init__(self, width: int = 32, in_channels: int = 3) -> None:
         super().__init__()
         if width <= 0 or width % 2:
-            raise ValueError(f"Expected `width` to be a positive even number of channels, but got {width}.")
+            raise ConfigError(f"Expected `width` to be a positive even number of channels, but got {width}.")
         self.width = width
         self.out_channels = width
         self.stage4 = nn.Sequential(

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from detlight.exceptions import ConfigError
 from detlight.models.backbone import TinyFPNBackbone
 from detlight.models.contract import flip_boxes
 
@@ -156,11 +157,12 @@ class CenterNet(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 1:
-            raise ValueError(f"Expected `num_classes` >= 1, but got {num_classes}.")
+            raise ConfigError(f"Expected `num_classes` >= 1, but got {num_classes}.")
         if topk < 1 or max_per_img < 1:
-            raise ValueError(f"Expected `topk` and `max_per_img` >= 1, but got topk={topk}, max_per_img={max_per_img}.")
+            raise ConfigError(f"Expected `topk` and `max_per_img` >= 1, but got topk={topk}, "
+                              f"max_per_img={max_per_img}.")
         if not 0.0 < min_overlap < 1.0:
-            raise ValueError(f"Expected `min_overlap` in (0, 1), but got {min_overlap}.")
+            raise ConfigError(f"Expected `min_overlap` in (0, 1), but got {min_overlap}.")
         self.num_classes = num_classes
         self.topk, self.max_per_img, self.score_thr = topk, max_per_img, score_thr
         self.min_overlap = min_overlap

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from detlight.exceptions import ModelContractError
+
 __all__ = ["DetectorAdapter", "parse_losses", "to_detections"]
 
 
@@ -52,13 +54,13 @@ def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, OrderedDict[s
         elif isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
             means[name] = sum(v.mean() for v in value)  # type: ignore[assignment]
         else:
-            raise TypeError(
+            raise ModelContractError(
                 f"Expected loss `{name}` to be a tensor or a list of tensors, but got {type(value).__name__}. "
                 "The detector's forward_train must return dict[str, Tensor | list[Tensor]]."
             )
     loss_keys = [k for k in means if "loss" in k]
     if not loss_keys:
-        raise ValueError(
+        raise ModelContractError(
             f"The detector returned no key containing 'loss' (got keys {sorted(means)}); detlight sums the entries "
             "whose key contains 'loss' into the total loss, as mmdet does. Rename the loss terms, e.g. `loss_cls`."
         )
@@ -78,7 +80,7 @@ def to_detections(result: Any, device: torch.device | None = None) -> dict[str, 
         boxes = result.get("boxes", result.get("bboxes"))
         scores, labels = result.get("scores"), result.get("labels")
         if boxes is None or scores is None or labels is None:
-            raise KeyError(f"Detection dict needs boxes, scores and labels; got keys {sorted(result)}")
+            raise ModelContractError(f"Detection dict needs boxes, scores and labels; got keys {sorted(result)}")
         out = {"boxes": torch.as_tensor(boxes), "scores": torch.as_tensor(scores), "labels": torch.as_tensor(labels)}
     elif isinstance(result, tuple) and len(result) == 2 and not isinstance(result[0], (list, tuple)):
         bboxes, labels = torch.as_tensor(result[0]), torch.as_tensor(result[1])
@@ -90,7 +92,7 @@ def to_detections(result: Any, device: torch.device | None = None) -> dict[str, 
             if per_class else torch.zeros(0, dtype=torch.int64)
         out = {"boxes": stacked[:, :4], "scores": stacked[:, 4], "labels": labels}
     else:
-        raise TypeError(f"Cannot read detections of type {type(result).__name__}")
+        raise ModelContractError(f"Cannot read detections of type {type(result).__name__}")
     out["boxes"] = out["boxes"].float().reshape(-1, 4)
     out["scores"] = out["scores"].float().reshape(-1)
     out["labels"] = out["labels"].long().reshape(-1)
@@ -135,7 +137,8 @@ class DetectorAdapter:
             out = dict(self.model.train_step(batch, optimizer))
             missing = {"loss", "log_vars"} - set(out)
             if missing:
-                raise KeyError(f"train_step must return loss, log_vars and num_samples; missing {sorted(missing)}")
+                raise ModelContractError(f"train_step must return loss, log_vars and num_samples; missing "
+                                         f"{sorted(missing)}")
             out.setdefault("num_samples", num_samples)
             return out
         images = self._crops(batch)

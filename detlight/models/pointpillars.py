@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from detlight.exceptions import ConfigError
 from detlight.models.box3d import CenterPointBBoxCoder, gaussian_radius, undo_pcd_aug
 
 __all__ = ["CenterHead", "PillarFeatureNet", "PointPillars", "SECOND", "SECONDFPN"]
@@ -89,8 +90,8 @@ class SECOND(nn.Module):
                  strides: Sequence[int]) -> None:
         super().__init__()
         if not len(out_channels) == len(layer_nums) == len(strides):
-            raise ValueError(f"SECOND needs out_channels, layer_nums and strides of equal length, got "
-                             f"{list(out_channels)}, {list(layer_nums)}, {list(strides)}")
+            raise ConfigError(f"SECOND needs out_channels, layer_nums and strides of equal length, got "
+                              f"{list(out_channels)}, {list(layer_nums)}, {list(strides)}")
         stages, cin = [], in_channels
         for cout, n, s in zip(out_channels, layer_nums, strides):
             layers = _conv_bn_relu(cin, cout, s)
@@ -185,12 +186,12 @@ class PointPillars(nn.Module):
                  score_thr: float = 0.1, nms_pre: int = 100, max_num: int = 50, norm_momentum: float = 0.01) -> None:
         super().__init__()
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         if len(code_weights) != CenterPointBBoxCoder.code_size:
-            raise ValueError(f"code_weights needs {CenterPointBBoxCoder.code_size} entries, got {list(code_weights)}")
+            raise ConfigError(f"code_weights needs {CenterPointBBoxCoder.code_size} entries, got {list(code_weights)}")
         stride = backbone_strides[0] / neck_strides[0]
         if stride != int(stride):
-            raise ValueError(f"backbone_strides[0] / neck_strides[0] must be an integer, got {stride}")
+            raise ConfigError(f"backbone_strides[0] / neck_strides[0] must be an integer, got {stride}")
         self.num_classes = num_classes
         self.voxel_encoder = PillarFeatureNet(point_cloud_range, voxel_size, feat_channels=pillar_channels)
         self.backbone = SECOND(pillar_channels, backbone_channels, backbone_layers, backbone_strides)

@@ -28,6 +28,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from detlight.exceptions import ConfigError
+
 __all__ = ["PARAMWISE_KEYS", "build_optimizer", "optimizer_class", "param_groups", "scale_lr", "torch_optimizers"]
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ def optimizer_class(type_name: str, key: str = "model.optimizer.type") -> type[t
         ValueError: If the name resolves to nothing, or to something that is not an optimizer class.
     """
     if not isinstance(type_name, str) or not type_name:
-        raise ValueError(f"`{key}` must be an optimizer name such as 'SGD', got {type_name!r}")
+        raise ConfigError(f"`{key}` must be an optimizer name such as 'SGD', got {type_name!r}")
     if "." not in type_name:
         obj = getattr(torch.optim, type_name, None)
     else:
@@ -68,7 +70,7 @@ def optimizer_class(type_name: str, key: str = "model.optimizer.type") -> type[t
         except ImportError:
             obj = None
     if not (inspect.isclass(obj) and issubclass(obj, torch.optim.Optimizer)):
-        raise ValueError(
+        raise ConfigError(
             f"`{key}`: {type_name!r} is not an optimizer class; use a torch.optim name ({', '.join(torch_optimizers())})"
             " or the import path of a torch.optim.Optimizer subclass"
         )
@@ -82,32 +84,49 @@ def _check_kwargs(cls: type, kwargs: Mapping[str, Any], key: str) -> None:
     accepted = [name for name in params if name not in ("self", "params")]
     for name in kwargs:
         if name not in accepted:
-            raise ValueError(f"`{key}.{name}` is not an argument of {cls.__name__}; it accepts {accepted}")
+            raise ConfigError(f"`{key}.{name}` is not an argument of {cls.__name__}; it accepts {accepted}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, torch.Tensor)) and not isinstance(value, bool)
+
+
+def _check_numbers(cls: type, kwargs: Mapping[str, Any], key: str) -> None:
+    """A value for an argument whose default is a number (or a tuple of numbers) must be one too."""
+    params = inspect.signature(cls).parameters
+    for name, value in kwargs.items():
+        default = params[name].default if name in params else inspect.Parameter.empty
+        if _is_number(default) and not _is_number(value):
+            raise ConfigError(f"`{key}.{name}`: expected a number ({type(default).__name__}, e.g. {default!r}), got "
+                              f"{value!r}")
+        if isinstance(default, tuple) and default and all(_is_number(d) for d in default) and not (
+                isinstance(value, (list, tuple)) and len(value) == len(default) and all(_is_number(v) for v in value)):
+            raise ConfigError(f"`{key}.{name}`: expected {len(default)} numbers (e.g. {list(default)}), got {value!r}")
 
 
 def _check_paramwise(paramwise: Mapping[str, Any], base_lr: float | None, base_wd: float | None, key: str) -> None:
     """mmcv ``DefaultOptimizerConstructor._validate_cfg``, plus a check for unknown keys."""
     if not isinstance(paramwise, Mapping):
-        raise ValueError(f"`{key}.paramwise_cfg` must be a dict, got {type(paramwise).__name__}")
+        raise ConfigError(f"`{key}.paramwise_cfg` must be a dict, got {type(paramwise).__name__}")
     for name in paramwise:
         if name not in PARAMWISE_KEYS:
-            raise ValueError(f"`{key}.paramwise_cfg.{name}` is not a paramwise_cfg key; known keys: {PARAMWISE_KEYS}")
+            raise ConfigError(f"`{key}.paramwise_cfg.{name}` is not a paramwise_cfg key; known keys: {PARAMWISE_KEYS}")
     custom = paramwise.get("custom_keys", {})
     if not isinstance(custom, Mapping):
-        raise ValueError(f"`{key}.paramwise_cfg.custom_keys` must be a dict of {{name: {{lr_mult, decay_mult}}}}")
+        raise ConfigError(f"`{key}.paramwise_cfg.custom_keys` must be a dict of {{name: {{lr_mult, decay_mult}}}}")
     for name, mults in custom.items():
         if not isinstance(mults, Mapping) or any(k not in _CUSTOM_KEY_KEYS for k in mults):
-            raise ValueError(
+            raise ConfigError(
                 f"`{key}.paramwise_cfg.custom_keys.{name}` must be a dict with keys among {_CUSTOM_KEY_KEYS}, "
                 f"got {mults!r}"
             )
         if "decay_mult" in mults and base_wd is None:
-            raise ValueError(f"`{key}.paramwise_cfg.custom_keys.{name}.decay_mult` needs `{key}.weight_decay`")
+            raise ConfigError(f"`{key}.paramwise_cfg.custom_keys.{name}.decay_mult` needs `{key}.weight_decay`")
     for name in ("bias_decay_mult", "norm_decay_mult", "dwconv_decay_mult"):
         if name in paramwise and base_wd is None:
-            raise ValueError(f"`{key}.paramwise_cfg.{name}` needs `{key}.weight_decay`")
+            raise ConfigError(f"`{key}.paramwise_cfg.{name}` needs `{key}.weight_decay`")
     if base_lr is None and (custom or any(n in paramwise for n in ("bias_lr_mult", "dcn_offset_lr_mult"))):
-        raise ValueError(f"`{key}.paramwise_cfg` lr multipliers need `{key}.lr`")
+        raise ConfigError(f"`{key}.paramwise_cfg` lr multipliers need `{key}.lr`")
 
 
 def _is_dcn(module: nn.Module) -> bool:
@@ -205,19 +224,24 @@ def build_optimizer(
         cfg["type"] = cfg.pop("class_path")
         cfg.update(cfg.pop("init_args", None) or {})
     if "type" not in cfg:
-        raise ValueError(f"`{key}` needs a `type` key, e.g. {{type: SGD, lr: 0.02, momentum: 0.9}}")
+        raise ConfigError(f"`{key}` needs a `type` key, e.g. {{type: SGD, lr: 0.02, momentum: 0.9}}")
     constructor = cfg.pop("constructor", "DefaultOptimizerConstructor")
     if constructor != "DefaultOptimizerConstructor":
-        raise ValueError(f"`{key}.constructor`: only 'DefaultOptimizerConstructor' is supported, got {constructor!r}")
+        raise ConfigError(f"`{key}.constructor`: only 'DefaultOptimizerConstructor' is supported, got {constructor!r}")
     cls = optimizer_class(cfg.pop("type"), f"{key}.type")
     paramwise = cfg.pop("paramwise_cfg", None) or {}
     _check_kwargs(cls, cfg, key)
+    _check_numbers(cls, cfg, key)
     if lr_scale != 1.0:
         if "lr" not in cfg:
-            raise ValueError(f"`{key}.lr` is needed to scale the learning rate (auto_scale_lr)")
+            raise ConfigError(f"`{key}.lr` is needed to scale the learning rate (auto_scale_lr)")
         cfg["lr"] = lr_scale * cfg["lr"]
     _check_paramwise(paramwise, cfg.get("lr"), cfg.get("weight_decay"), key)
     module = model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
+    if not any(p.requires_grad for p in module.parameters()):
+        what = "no parameters" if not list(module.parameters()) else "no parameter with requires_grad=True"
+        raise ConfigError(f"the model {type(module).__module__}.{type(module).__qualname__} has {what}, so `{key}` "
+                          "has nothing to optimize; give `model.model` a detector with trainable parameters")
     params: Any = module.parameters() if not paramwise else param_groups(
         module, paramwise, cfg.get("lr"), cfg.get("weight_decay")
     )
@@ -247,15 +271,17 @@ def scale_lr(
         return new_cfg, 1.0
     unknown = sorted(set(auto_scale_lr) - {"enable", "base_batch_size"})
     if unknown:
-        raise ValueError(f"`auto_scale_lr.{unknown[0]}` is not a key of auto_scale_lr; use enable, base_batch_size")
+        raise ConfigError(f"`auto_scale_lr.{unknown[0]}` is not a key of auto_scale_lr; use enable, base_batch_size")
     base_batch_size = auto_scale_lr.get("base_batch_size")
     if base_batch_size is None:
         # mmdet returns silently in this case
         return new_cfg, 1.0
     if not isinstance(base_batch_size, int) or base_batch_size <= 0:
-        raise ValueError(f"`auto_scale_lr.base_batch_size` must be a positive int, got {base_batch_size!r}")
+        raise ConfigError(f"`auto_scale_lr.base_batch_size` must be a positive int, got {base_batch_size!r}")
     if "lr" not in new_cfg:
-        raise ValueError("`auto_scale_lr` needs `optimizer.lr` to scale")
+        raise ConfigError("`auto_scale_lr` needs `optimizer.lr` to scale")
+    if not _is_number(new_cfg["lr"]):
+        raise ConfigError(f"`model.optimizer.lr`: expected a number (float, e.g. 0.02), got {new_cfg['lr']!r}")
     batch_size = world_size * samples_per_gpu
     log.info(
         "Training with %d GPU(s) with %d samples per GPU. The total batch size is %d.",

@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from detlight.exceptions import ConfigError
+
 __all__ = [
     "LR_POLICIES",
     "AnnealStrategy",
@@ -74,8 +76,8 @@ def policy_class_name(policy: str) -> str:
     return policy.title() if policy == policy.lower() else policy
 
 
-def _fail(key: str, message: str) -> ValueError:
-    return ValueError(f"`{key}`: {message}")
+def _fail(key: str, message: str) -> ConfigError:
+    return ConfigError(f"`{key}`: {message}")
 
 
 def _is_number(value: Any) -> bool:
@@ -120,7 +122,7 @@ class _Policy:
         self.warmup_ratio = warmup_ratio
         self.warmup_by_epoch = warmup_by_epoch
 
-    def _error(self, key: str, message: str) -> ValueError:
+    def _error(self, key: str, message: str) -> ConfigError:
         return _fail(f"{self.section}.{key}", message)
 
     # ------------------------------------------------------------------ hooks for subclasses

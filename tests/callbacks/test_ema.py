@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import Callback
 
 from detlight.callbacks.checkpoint import MMCheckpoint
 from detlight.callbacks.ema import EMA, ema_momentum
+from detlight.exceptions import CheckpointError
 
 
 def _tracked(pl_module, params_only: bool) -> dict[str, torch.Tensor]:  # noqa: ANN001
@@ -136,7 +137,7 @@ def test_resume_restores_the_ema_exactly(tmp_path: Path) -> None:
 def test_mismatched_ema_state_is_reported() -> None:
     ema = EMA()
     ema._names, ema._live, ema._ema = ["fc.weight"], [torch.zeros(1)], [torch.zeros(1)]
-    with pytest.raises(KeyError, match=r"missing \['fc.weight'\], unexpected \['other'\]"):
+    with pytest.raises(CheckpointError, match=r"missing \['fc.weight'\], unexpected \['other'\]"):
         ema.load_state_dict({"ema": {"other": torch.zeros(1)}, "swapped": False})
 
 

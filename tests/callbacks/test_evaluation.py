@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback
 
 from detlight.callbacks.checkpoint import MMCheckpoint
 from detlight.callbacks.evaluation import Evaluation, infer_rule
+from detlight.exceptions import ConfigError
 
 
 class _ValLog(Callback):
@@ -112,7 +113,7 @@ def test_auto_key_without_rule_fails_at_first_evaluation(tmp_path: Path) -> None
 
 
 def test_missing_key_names_the_available_ones(tmp_path: Path) -> None:
-    with pytest.raises(KeyError, match="bbox_mAP"):
+    with pytest.raises(ConfigError, match="bbox_mAP"):
         trainer(tmp_path, [Evaluation(save_best="segm_mAP")], max_epochs=1, enable_checkpointing=False).fit(
             module([0.1]), loader(1), loader(1, seed=1))
 

@@ -16,6 +16,7 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSample
 
 from detlight.callbacks import misc
 from detlight.callbacks.misc import CheckInvalidLoss, EmptyCache, NumClassCheck, SetEpochInfo, SyncBuffers
+from detlight.exceptions import ModelContractError
 from detlight.testing import BoringDataset, BoringDetector
 
 # ---------------------------------------------------------------------------------------------------- CheckInvalidLoss
@@ -116,7 +117,7 @@ def test_set_epoch_info(tmp_path: Path) -> None:
 
 def test_set_epoch_info_needs_the_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(BoringDetector, "set_epoch")
-    with pytest.raises(AttributeError, match="BoringDetector has no such method"):
+    with pytest.raises(ModelContractError, match="BoringDetector has no such method"):
         trainer(tmp_path, [SetEpochInfo()], max_epochs=1, enable_checkpointing=False).fit(module(), loader(1))
 
 

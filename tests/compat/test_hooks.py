@@ -30,6 +30,7 @@ from detlight.compat.hooks import (
     registered_hooks,
     standard_hook_table,
 )
+from detlight.exceptions import ConfigError, HookError
 from detlight.module import DetectorModule
 
 torch.set_num_threads(1)
@@ -170,7 +171,7 @@ def test_register_hook_refuses_a_taken_name() -> None:
 
 def test_unknown_type_lists_registered_names() -> None:
     register_hook(Named, name="KnownOne")
-    with pytest.raises(KeyError, match=r"Unknown hook type `Nope`.*KnownOne.*register_hook"):
+    with pytest.raises(ConfigError, match=r"Unknown hook type `Nope`.*KnownOne.*register_hook"):
         build_hook({"type": "Nope"})
 
 
@@ -178,7 +179,7 @@ def test_unknown_type_lists_registered_names() -> None:
     ({"priority": "LOW"}, ValueError, "exactly one of `type`"),
     ({"type": "X", "class_path": "a.B"}, ValueError, "exactly one of `type`"),
     ({"class_path": "NoDots"}, ValueError, "full import path"),
-    ({"class_path": "detlight.compat.hooks.Missing"}, ImportError, "Missing"),
+    ({"class_path": "detlight.compat.hooks.Missing"}, HookError, "Missing"),
     ({"class_path": f"{__name__}.Named", "bogus": 1}, TypeError, "Cannot build hook .*bogus"),
     ({"class_path": "collections.OrderedDict"}, TypeError, "not an mmcv-style hook"),
     ({"class_path": f"{__name__}.Named", "priority": "SOON"}, ValueError, "SOON"),

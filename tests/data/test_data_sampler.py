@@ -5,6 +5,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from detlight.data.sampler import DetSampler
+from detlight.exceptions import CheckpointError
 
 
 @pytest.mark.parametrize("n", [1, 7, 10, 13])
@@ -67,7 +68,7 @@ def test_state_dict_round_trip_resumes_mid_epoch() -> None:
 
 
 @pytest.mark.parametrize(("state", "error", "match"), [
-    ({"epoch": 1}, KeyError, "skip"),
+    ({"epoch": 1}, CheckpointError, "skip"),
     ({"epoch": 1, "skip": 0, "seed": 2}, ValueError, "seed=2"),
     ({"epoch": 1, "skip": 99}, ValueError, "skip=99"),
 ])

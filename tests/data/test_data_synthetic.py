@@ -10,6 +10,7 @@ from PIL import Image
 
 import detlight.data.synthetic as synthetic
 from detlight.data.synthetic import SHAPES, SyntheticCocoSpec, ensure_synthetic_coco
+from detlight.exceptions import DatasetError
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -131,7 +132,7 @@ def test_concurrent_writer_finishing_first_wins(tmp_path: Path, monkeypatch: pyt
 def test_folder_without_marker_is_refused(tmp_path: Path) -> None:
     spec = _small(tmp_path)
     spec.cache_dir().mkdir(parents=True)
-    with pytest.raises(RuntimeError, match=spec.cache_key()):
+    with pytest.raises(DatasetError, match=spec.cache_key()):
         ensure_synthetic_coco(spec)
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from detlight.exceptions import ModelContractError
 from detlight.models.contract import DetectorAdapter, flip_boxes, parse_losses, to_detections
 
 
@@ -32,7 +33,7 @@ def test_parse_losses_keeps_graph_for_backward():
 
 
 def test_parse_losses_without_loss_key_names_the_keys():
-    with pytest.raises(ValueError, match=r"no key containing 'loss'.*\['acc', 'cls'\]"):
+    with pytest.raises(ModelContractError, match=r"no key containing 'loss'.*\['acc', 'cls'\]"):
         parse_losses({"cls": torch.tensor(1.0), "acc": torch.tensor(0.5)})
 
 

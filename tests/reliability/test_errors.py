@@ -13,6 +13,7 @@ import torch
 
 from detlight.cli import main
 from detlight.errors import shorten_parser_message, summarize_state_dict_error
+from detlight.exceptions import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "configs/quickstart.yaml")
@@ -160,7 +161,7 @@ def test_debug_flag_shows_the_traceback(capsys):
 
 def test_debug_env_var_shows_the_traceback(monkeypatch):
     monkeypatch.setenv("DETLIGHT_DEBUG", "1")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CheckpointError):
         main(["fit", "--config", QUICKSTART, "--ckpt_path", "/nonexistent/x.ckpt"])
 
 

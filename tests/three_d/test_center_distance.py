@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from detlight.exceptions import ModelContractError
 from detlight.metrics.center_distance import CenterDistanceMAP, average_precision, match_class
 
 CLASSES = ("Pedestrian", "Cyclist", "Car")
@@ -96,7 +97,7 @@ def test_update_validates_inputs() -> None:
     metric = CenterDistanceMAP(["Car"])
     with pytest.raises(ValueError, match="1 predictions for 2 samples"):
         metric.update([_pred([], [], [])], _batch([([], []), ([], [])], [0, 1]))
-    with pytest.raises(KeyError, match="scores_3d"):
+    with pytest.raises(ModelContractError, match="scores_3d"):
         metric.update([{"boxes_3d": torch.zeros(0, 7), "labels_3d": torch.zeros(0)}], _batch([([], [])], [0]))
     with pytest.raises(ValueError, match="dist_thresholds"):
         CenterDistanceMAP(["Car"], dist_thresholds=[0.0])

@@ -22,6 +22,7 @@ from detlight.data.kitti import (
     write_points,
 )
 from detlight.data.synthetic_lidar import SyntheticLidarSpec, ensure_synthetic_kitti, make_scene
+from detlight.exceptions import DatasetError
 from detlight.models.box3d import camera_to_lidar_boxes, lidar_to_camera_boxes, points_in_boxes
 
 _TR = np.array([[7.533745e-03, -9.999714e-01, -6.166020e-04, -4.069766e-03],
@@ -151,5 +152,5 @@ def test_kitti_dataset_sample(tiny_kitti: Path, tiny_spec: SyntheticLidarSpec, t
 
 
 def test_kitti_dataset_missing_split(tiny_kitti: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"ImageSets/nope\.txt"):
+    with pytest.raises(DatasetError, match=r"ImageSets/nope\.txt"):
         KittiDataset(tiny_kitti, "nope")
