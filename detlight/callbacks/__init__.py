@@ -38,10 +38,10 @@ if TYPE_CHECKING:
         SetEpochInfo,
         SyncBuffers,
     )
+    from detlight.callbacks.mmcv_hooks import MMCVHooks
     from detlight.callbacks.nan_guard import NanGuard
     from detlight.callbacks.text_logger import TextLogger
     from detlight.callbacks.visualization import DetVisualization
-    from detlight.compat.hooks import MMCVHooks
     from detlight.resume import Preemption
     from detlight.workflow import Workflow
 
@@ -57,7 +57,7 @@ _EXPORTS: dict[str, str] = {
     "IterTimer": "iter_timer",
     "LoggerCallback": "interval_logger",
     "LrUpdater": "lr_updater",
-    "MMCVHooks": "detlight.compat.hooks",
+    "MMCVHooks": "mmcv_hooks",
     "MMCheckpoint": "checkpoint",
     "MomentumUpdater": "lr_updater",
     "NanGuard": "nan_guard",

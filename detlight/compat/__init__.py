@@ -10,37 +10,43 @@ from typing import TYPE_CHECKING
 from detlight._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from detlight.callbacks.mmcv_hooks import MMCVHooks
     from detlight.compat.config import load_config
     from detlight.compat.convert import (
         convert_config,
         convert_file,
     )
-    from detlight.compat.hooks import (
+    from detlight.compat.hook_base import (
         Hook,
-        MMCVHooks,
-        register_hook,
+        Priority,
     )
+    from detlight.compat.hook_registry import register_hook
+    from detlight.compat.mmcv_shim import install_mmcv_shim
     from detlight.compat.runner import RunnerView
     from detlight.exceptions import ConfigError
 
 _EXPORTS: dict[str, str] = {
     "ConfigError": "detlight.exceptions",
-    "Hook": "hooks",
-    "MMCVHooks": "hooks",
+    "Hook": "hook_base",
+    "MMCVHooks": "detlight.callbacks.mmcv_hooks",
+    "Priority": "hook_base",
     "RunnerView": "runner",
     "convert_config": "convert",
     "convert_file": "convert",
+    "install_mmcv_shim": "mmcv_shim",
     "load_config": "config",
-    "register_hook": "hooks",
+    "register_hook": "hook_registry",
 }
 
 __all__ = [
     "ConfigError",
     "Hook",
     "MMCVHooks",
+    "Priority",
     "RunnerView",
     "convert_config",
     "convert_file",
+    "install_mmcv_shim",
     "load_config",
     "register_hook",
 ]

@@ -33,11 +33,12 @@ import yaml
 
 from detlight.compat._convert_parts import convert_data, convert_model
 from detlight.compat.config import ConfigError, load_config
+from detlight.compat.hook_table import CALLBACKS as _CB
+from detlight.compat.hook_table import CUSTOM_HOOKS, PRIORITIES, lookup_standard_hook
 
 __all__ = ["ConversionReport", "ReportEntry", "convert_config", "convert_file", "print_config"]
 
 # ----------------------------------------------------------------------------------------------- target schema
-_CB = "detlight.callbacks."
 FP16_PLUGIN = "detlight.precision.MMFp16Precision"
 LR_UPDATER = _CB + "lr_updater.LrUpdater"
 MOMENTUM_UPDATER = _CB + "lr_updater.MomentumUpdater"
@@ -47,7 +48,7 @@ INTERVAL_LOGGER = _CB + "interval_logger.IntervalLogger"
 CHECKPOINT = _CB + "checkpoint.MMCheckpoint"
 EVALUATION = _CB + "evaluation.Evaluation"
 EMA = _CB + "ema.EMA"
-MMCV_HOOKS = "detlight.compat.hooks.MMCVHooks"
+MMCV_HOOKS = "detlight.callbacks.mmcv_hooks.MMCVHooks"
 WORKFLOW = "detlight.workflow.Workflow"
 TB_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 
@@ -58,21 +59,6 @@ EVALUATION_ARGS = ("interval", "by_epoch", "start", "save_best", "rule", "greate
                    "dynamic_intervals")
 TEXT_LOGGER_ARGS = ("interval", "by_epoch", "ignore_last", "interval_exp_name")
 INTERVAL_LOGGER_ARGS = ("interval", "by_epoch", "ignore_last")
-#: mmcv/mmdet custom hook type -> (callback class path, init args it takes, fixed init args).
-CUSTOM_HOOKS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
-    "EMAHook": (EMA, ("momentum", "interval", "warm_up"), {"momentum_schedule": "mmcv"}),
-    "ExpMomentumEMAHook": (EMA, ("momentum", "interval", "total_iter", "skip_buffers"), {"momentum_schedule": "exp"}),
-    "LinearMomentumEMAHook": (EMA, ("momentum", "interval", "warm_up", "skip_buffers"),
-                              {"momentum_schedule": "linear"}),
-    "NumClassCheckHook": (_CB + "misc.NumClassCheck", (), {}),
-    "CheckInvalidLossHook": (_CB + "misc.CheckInvalidLoss", ("interval",), {}),
-    "EmptyCacheHook": (_CB + "misc.EmptyCache", ("before_epoch", "after_epoch", "after_iter"), {}),
-    "SyncBuffersHook": (_CB + "misc.SyncBuffers", (), {}),
-    "SetEpochInfoHook": (_CB + "misc.SetEpochInfo", (), {}),
-}
-#: mmcv hook priorities, used to order ``trainer.callbacks`` as mmcv ordered its hooks.
-PRIORITIES = {"HIGHEST": 0, "VERY_HIGH": 10, "HIGH": 30, "ABOVE_NORMAL": 40, "NORMAL": 50, "BELOW_NORMAL": 60,
-              "LOW": 70, "VERY_LOW": 90, "LOWEST": 100}
 #: one-line mapping for keys that have no detlight setting.
 DROPPED_KEYS = {
     "log_level": "Python logging level; set it with `logging.getLogger('detlight').setLevel(...)` (no Lightning flag)",
@@ -459,8 +445,6 @@ class _Converter:
                 self.report.add(sub, "mapped", class_path, kind)
                 self._unused(sub, hook, args, "no detlight setting")
                 continue
-            from detlight.compat.hooks import lookup_standard_hook
-
             standard = lookup_standard_hook(kind)
             if standard is not None:
                 self.report.add(sub, "dropped", standard.target, standard.message(kind))

@@ -18,7 +18,7 @@ import torch
 from toy_run import ToyModule, loader, make_trainer
 
 import detlight.callbacks
-from detlight.compat import hooks as hooks_mod
+from detlight.compat import hook_registry
 from detlight.compat.hooks import (
     PRIORITIES,
     Hook,
@@ -38,7 +38,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True)
 def _clean_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hooks_mod, "_REGISTRY", dict(hooks_mod._REGISTRY))
+    monkeypatch.setattr(hook_registry, "_REGISTRY", dict(hook_registry._REGISTRY))
 
 
 class Named(Hook):
@@ -56,11 +56,11 @@ def test_get_priority(given: Any, expected: int) -> None:
     assert get_priority(given) == expected
 
 
-@pytest.mark.parametrize(("given", "error"), [(101, ValueError), (-1, ValueError), ("MEDIUM", ValueError),
-                                              (1.5, TypeError), (True, TypeError)])
-def test_get_priority_rejects(given: Any, error: type[Exception]) -> None:
-    with pytest.raises(error, match="priority"):
+@pytest.mark.parametrize("given", [101, -1, "MEDIUM", 1.5, True])
+def test_get_priority_rejects(given: Any) -> None:
+    with pytest.raises(ConfigError, match="priority") as err:
         get_priority(given)
+    assert isinstance(err.value, ValueError)  # what mmcv raised, for code that catches it
 
 
 def _mmcv_register_order(priorities: list[int]) -> list[int]:
@@ -163,7 +163,7 @@ def test_register_hook_refuses_a_taken_name() -> None:
     class Second(Hook):
         pass
 
-    with pytest.raises(KeyError, match="already registered"):
+    with pytest.raises(HookError, match="already registered"):
         register_hook(Second, name="Taken")
     register_hook(Second, name="Taken", force=True)
     assert registered_hooks()["Taken"] is Second
@@ -176,13 +176,14 @@ def test_unknown_type_lists_registered_names() -> None:
 
 
 @pytest.mark.parametrize(("spec", "error", "match"), [
-    ({"priority": "LOW"}, ValueError, "exactly one of `type`"),
-    ({"type": "X", "class_path": "a.B"}, ValueError, "exactly one of `type`"),
-    ({"class_path": "NoDots"}, ValueError, "full import path"),
-    ({"class_path": "detlight.compat.hooks.Missing"}, HookError, "Missing"),
-    ({"class_path": f"{__name__}.Named", "bogus": 1}, TypeError, "Cannot build hook .*bogus"),
-    ({"class_path": "collections.OrderedDict"}, TypeError, "not an mmcv-style hook"),
-    ({"class_path": f"{__name__}.Named", "priority": "SOON"}, ValueError, "SOON"),
+    ({"priority": "LOW"}, ConfigError, "exactly one of `type`"),
+    ({"type": "X", "class_path": "a.B"}, ConfigError, "exactly one of `type`"),
+    ({"class_path": "NoDots"}, ConfigError, "full import path"),
+    ({"class_path": "detlight.compat.hooks.Missing"}, ConfigError, "has no attribute `Missing`"),
+    ({"class_path": "no_such_pkg.hooks.X"}, ConfigError, "No module named 'no_such_pkg'"),
+    ({"class_path": f"{__name__}.Named", "bogus": 1}, ConfigError, "Cannot build hook .*bogus"),
+    ({"class_path": "collections.OrderedDict"}, HookError, "not an mmcv-style hook"),
+    ({"class_path": f"{__name__}.Named", "priority": "SOON"}, ConfigError, "SOON"),
 ])
 def test_bad_hook_specs(spec: dict[str, Any], error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
@@ -190,9 +191,9 @@ def test_bad_hook_specs(spec: dict[str, Any], error: type[Exception], match: str
 
 
 def test_bad_hooks_argument() -> None:
-    with pytest.raises(TypeError, match="list of hooks"):
+    with pytest.raises(HookError, match="list of hooks"):
         MMCVHooks(hooks={"type": "X"})  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="not an mmcv-style hook"):
+    with pytest.raises(HookError, match="not an mmcv-style hook"):
         MMCVHooks(hooks=[object()])
 
 
@@ -307,8 +308,29 @@ def test_hook_written_against_mmcv_runs_when_mmcv_is_importable(tmp_path: Path,
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     for name in ("mmcv", "mmcv.runner", "mmcv.runner.hook", "user_hooks"):
         monkeypatch.delitem(sys.modules, name, raising=False)
-    cb = MMCVHooks(hooks=[{"class_path": "user_hooks.Flags"}])
-    (hook,) = cb.hooks
-    make_trainer(tmp_path, [cb], max_epochs=2).fit(ToyModule(), train_dataloaders=loader(2))
+    try:
+        cb = MMCVHooks(hooks=[{"class_path": "user_hooks.Flags"}])
+        (hook,) = cb.hooks
+        make_trainer(tmp_path, [cb], max_epochs=2).fit(ToyModule(), train_dataloaders=loader(2))
+    finally:  # the stand-in mmcv must not outlive this test
+        for name in ("mmcv", "mmcv.runner", "mmcv.runner.hook", "user_hooks"):
+            sys.modules.pop(name, None)
     assert hook.flags == [(False, False, False), (True, False, True), ("epoch_end", False),
                           (False, False, False), (True, True, True), ("epoch_end", True)]
+
+
+def test_old_import_paths_still_work() -> None:
+    import detlight.compat
+    from detlight.callbacks.mmcv_hooks import MMCVHooks as Home
+    from detlight.compat.hook_base import Hook as BaseHook
+
+    assert hooks_mod_paths() == (Home, Home, Home, BaseHook, BaseHook)
+    assert detlight.compat.MMCVHooks is Home
+
+
+def hooks_mod_paths() -> tuple[type, ...]:
+    import detlight.callbacks
+    import detlight.compat
+    import detlight.compat.hooks as old
+
+    return old.MMCVHooks, MMCVHooks, detlight.callbacks.MMCVHooks, old.Hook, detlight.compat.Hook

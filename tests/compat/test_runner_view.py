@@ -10,6 +10,7 @@ import torch
 from toy_run import Recorder, ToyModule, loader, make_trainer, mmcv_epoch_trace, mmcv_iter_trace
 
 from detlight.compat.hooks import Hook, MMCVHooks
+from detlight.exceptions import HookError
 from detlight.workflow import Workflow
 
 torch.set_num_threads(1)
@@ -106,7 +107,7 @@ def test_runner_view_attributes(tmp_path: Path) -> None:
     assert run["max_epochs"] == 2 and run["max_iters"] == 2 * 3  # limit_train_batches counts, not len(loader)
     assert run["work_dir"] == str(tmp_path) and (run["rank"], run["world_size"]) == (0, 1)
     assert run["timestamp"] == "20240101_000000" and run["hooks"] == [hook] and run["logger"].name == "detlight"
-    assert it["model"] is module.model and it["optimizer"] is trainer.optimizers[0]
+    assert it["model"].module is module.model and it["optimizer"] is trainer.optimizers[0]
     assert it["log_buffer"] is module.log_buffer and "loss_cls" in it["log_buffer"].val_history
     assert it["outputs"]["num_samples"] == 2 and set(it["outputs"]) >= {"loss", "log_vars"}
     assert it["lr"] == [0.1] and it["momentum"] == [0.9] and it["batch"]["img"].shape == (2, 3, 8, 8)
@@ -133,7 +134,7 @@ def test_meta_is_saved_in_the_checkpoint(tmp_path: Path) -> None:
 
 def test_meta_with_an_object_fails_with_the_key(tmp_path: Path) -> None:
     cb = MMCVHooks(meta={"fp16": {"scaler": object()}})
-    with pytest.raises(TypeError, match=r"runner\.meta\['fp16'\]\['scaler'\]"):
+    with pytest.raises(HookError, match=r"runner\.meta\['fp16'\]\['scaler'\]"):
         cb.state_dict()
 
 
