@@ -18,7 +18,7 @@ if TYPE_CHECKING:
         train_detector,
         validate,
     )
-    from detlight.cli import DetLightCLI
+    from detlight.cli_app import DetLightCLI
     from detlight.data.datamodule import DetDataModule
     from detlight.data.datamodule3d import Det3DDataModule
     from detlight.logbuffer import LogBuffer
@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "Det3DDataModule": "detlight.data.datamodule3d",
     "DetDataModule": "detlight.data.datamodule",
-    "DetLightCLI": "detlight.cli",
+    "DetLightCLI": "detlight.cli_app",
     "DetectorModule": "detlight.module",
     "LogBuffer": "detlight.logbuffer",
     "Run": "detlight.api",

@@ -29,7 +29,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
-from detlight.cli import DetLightCLI, _convert_py_configs, build_cli
+from detlight.cli import DetLightCLI, build_cli
+from detlight.compat.convert import convert_py_configs
 
 __all__ = ["Run", "fit", "overrides_to_args", "predict", "test", "train_detector", "validate"]
 
@@ -181,7 +182,7 @@ def add_callbacks(trainer: pl.Trainer, callbacks: Sequence[Callback]) -> None:
 
 def _run(subcommand: Subcommand, config: ConfigArg, overrides: Overrides, callbacks: Sequence[Callback],
          ckpt_path: str | None, cli_kwargs: Mapping[str, Any] | None = None) -> Run:
-    args = _convert_py_configs(_config_args(config)) + overrides_to_args(overrides)
+    args = convert_py_configs(_config_args(config)) + overrides_to_args(overrides)
     if ckpt_path is not None:
         args.append(f"--ckpt_path={ckpt_path}")
     kwargs = {**_cli_kwargs(ckpt_path), **dict(cli_kwargs or {})}

@@ -10,117 +10,26 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from lightning.pytorch import LightningDataModule
-from lightning.pytorch.cli import LightningCLI
-
-from detlight.module import DetectorModule
+if TYPE_CHECKING:
+    from detlight.cli_app import DetLightCLI
 
 __all__ = ["CKPT_PATH_KEYWORDS", "DetLightCLI", "build_cli", "check_config_files", "main"]
 
-TRAINER_DEFAULTS: dict[str, Any] = {
-    # mmdet samplers are per process and do not reshuffle validation; detlight's DetSampler does the splitting.
-    "use_distributed_sampler": False,
-    # mmcv has no sanity-check pass; two extra val batches would also feed the evaluator.
-    "num_sanity_val_steps": 0,
-}
+def __getattr__(name: str) -> Any:
+    # The Lightning-based class lives in detlight.cli_app so that `detlight convert` starts without Lightning.
+    if name in ("DetLightCLI", "TRAINER_DEFAULTS"):
+        from detlight import cli_app
 
+        return getattr(cli_app, name)
+    if name == "_convert_py_configs":  # old private name; now detlight.compat.convert_py_configs
+        from detlight.compat.convert import convert_py_configs
 
-class DetLightCLI(LightningCLI):
-    """LightningCLI for :class:`~detlight.module.DetectorModule` and any detlight datamodule (``class_path``)."""
-
-    def __init__(self, args: Sequence[str] | dict[str, Any] | None = None, run: bool = True, **kwargs: Any) -> None:
-        # Build only the parser of the subcommand asked for: each one holds the whole Trainer signature, and
-        # building all four costs ~0.3 s of start-up for nothing.
-        first = next((a for a in args if not a.startswith("-")), None) if isinstance(args, (list, tuple)) else None
-        self._only_subcommand = first if first in LightningCLI.subcommands() else None
-        kwargs.setdefault("trainer_defaults", dict(TRAINER_DEFAULTS))
-        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("seed_everything_default", 0)
-        super().__init__(
-            DetectorModule,
-            LightningDataModule,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,
-            args=args,  # type: ignore[arg-type]
-            run=run,
-            **kwargs,
-        )
-
-    def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
-        """Lightning's subcommands, narrowed to the one on the command line when there is one."""
-        full = LightningCLI.subcommands()
-        only = getattr(self, "_only_subcommand", None)
-        return {only: full[only]} if only in full else full
-
-    def before_instantiate_classes(self) -> None:
-        """Fail fast when ``devices x num_nodes`` does not fit torchrun/srun or MASTER_ADDR/PORT are missing."""
-        from detlight.dist import check_cli_trainer_config
-
-        config = self.config.get(self.subcommand) if self.subcommand else self.config
-        if config is not None and config.get("trainer") is not None:
-            check_cli_trainer_config(config.get("trainer"))
-
-    def before_fit(self) -> None:
-        """``ckpt_path: last`` (mmcv ``auto_resume``): the newest checkpoint of any earlier run in the work dir."""
-        from detlight.errors import check_work_dir
-        from detlight.resume import resolve_ckpt_path
-
-        check_work_dir(str(self.trainer.default_root_dir))
-        key = f"{self.subcommand}.ckpt_path"
-        self.config_init[key] = resolve_ckpt_path(self.config_init.get(key), self.trainer)
-
-    def after_fit(self) -> None:
-        """Say where the run's outputs are (mmcv printed its work_dir)."""
-        trainer = self.trainer
-        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask, or rank 0 waits for the others
-        if trainer.global_rank != 0:
-            return
-        lines = [f"Run directory: {log_dir}"]
-        ckpt = trainer.checkpoint_callback  # a ModelCheckpoint has these paths; another Checkpoint may not
-        best: str = getattr(ckpt, "best_model_path", "") or ""
-        last: str = getattr(ckpt, "last_model_path", "") or ""
-        if best:
-            lines.append(f"Best checkpoint: {best}")
-        if last:
-            lines.append(f"Last checkpoint: {last}")
-        results = getattr(self.model, "eval_results", None)
-        if results:
-            lines.append("Final evaluation: " + ", ".join(f"{k}: {v:.4f}" for k, v in results.items()))
-        if log_dir:
-            lines.append(f"TensorBoard: tensorboard --logdir {log_dir}")
-        print("\n".join(lines), flush=True)
-
-
-def _convert_py_configs(argv: list[str]) -> list[str]:
-    """Replace each ``--config x.py`` by a YAML converted from the mmcv config (safe reader, nothing executed)."""
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        value = None
-        if arg in ("--config", "-c") and i + 1 < len(argv):
-            value, step = argv[i + 1], 2
-        elif arg.startswith("--config="):
-            value, step = arg.split("=", 1)[1], 1
-        if value is not None and value.endswith(".py"):
-            from detlight.compat.convert import convert_file
-
-            yaml_text, report = convert_file(value)
-            fd, path = tempfile.mkstemp(prefix=os.path.basename(value)[:-3] + ".", suffix=".yaml")
-            with os.fdopen(fd, "w") as f:
-                f.write(yaml_text)
-            print(report, file=sys.stderr)
-            out += ["--config", path]
-            i += step
-            continue
-        out.append(arg)
-        i += 1
-    return out
+        return convert_py_configs
+    raise AttributeError(f"module 'detlight.cli' has no attribute {name!r}")
 
 
 #: ``--ckpt_path`` values that name no file: Lightning's keywords and detlight's ``last`` (mmcv ``auto_resume``).
@@ -162,11 +71,11 @@ def check_config_files(argv: Sequence[str]) -> None:
                               f"mapping; {shape}")
 
 
-_CLI = TypeVar("_CLI", bound=DetLightCLI)
+_CLI = TypeVar("_CLI", bound="DetLightCLI")
 
 
 def build_cli(args: Sequence[str] | dict[str, Any], *, run: bool = True,
-              cli_class: type[_CLI] = DetLightCLI,  # type: ignore[assignment]
+              cli_class: type[_CLI] | None = None,
               **kwargs: Any) -> _CLI:
     """Build a :class:`DetLightCLI` (or ``cli_class``) as ``detlight`` does; ``detlight check`` and the API use it too.
 
@@ -178,9 +87,11 @@ def build_cli(args: Sequence[str] | dict[str, Any], *, run: bool = True,
     Args:
         args: ``[subcommand, options...]`` (options only with ``run=False``), or a config dict.
         run: run the subcommand (``False``: only build the Trainer, module and datamodule).
-        cli_class: a :class:`DetLightCLI` subclass.
+        cli_class: a :class:`DetLightCLI` subclass (default: :class:`DetLightCLI`).
         **kwargs: passed to ``cli_class``.
     """
+    from detlight.cli_app import DetLightCLI
+    from detlight.compat.convert import convert_py_configs
     from detlight.errors import FriendlyArgumentParser, check_checkpoint_file
 
     if not isinstance(args, dict):
@@ -188,20 +99,25 @@ def build_cli(args: Sequence[str] | dict[str, Any], *, run: bool = True,
         ckpt = _option_value(args, "--ckpt_path")
         if ckpt and ckpt not in CKPT_PATH_KEYWORDS:
             check_checkpoint_file(ckpt)  # before building anything: missing, corrupt or unsafe files fail fast
-        args = _convert_py_configs(args)
+        args = convert_py_configs(args)
         check_config_files(args)
     kwargs.setdefault("parser_class", FriendlyArgumentParser)
     with warnings.catch_warnings():
         # args come from the caller, not sys.argv; LightningCLI warns when it sees both.
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
-        return cli_class(args=args, run=run, **kwargs)
+        return (cli_class or DetLightCLI)(args=args, run=run, **kwargs)  # type: ignore[return-value]
 
 
 def main(args: Sequence[str] | None = None) -> None:
     """Console entry point ``detlight``: known errors print ``detlight: error: ...`` (``--debug`` for a traceback)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] == ["convert"]:  # before anything imports Lightning: converting a config takes milliseconds
+        from detlight.compat.cli import convert_main
+
+        raise SystemExit(convert_main(argv[1:]))
     from detlight.errors import run_main
 
-    run_main(_main, list(sys.argv[1:] if args is None else args))
+    run_main(_main, argv)
 
 
 TOP_LEVEL_HELP = """usage: detlight [-h] {fit,validate,test,predict,check,convert} ...

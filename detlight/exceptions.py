@@ -17,6 +17,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "DataLoaderWorkerError",
     "DatasetError",
     "DetLightError",
     "HookError",
@@ -43,6 +44,11 @@ class ConfigError(DetLightError, ValueError, TypeError):
 
 class DatasetError(DetLightError, ValueError):
     """A dataset file is missing, malformed or inconsistent; the message names the file and the problem."""
+
+
+class DataLoaderWorkerError(DetLightError, RuntimeError):
+    """A DataLoader worker process died (killed by the out-of-memory killer or a signal); the message says what to
+    change."""
 
 
 class CheckpointError(DetLightError, ValueError):

@@ -22,7 +22,7 @@ def bench(monkeypatch: pytest.MonkeyPatch):
         return importlib.import_module(name)
 
     yield load
-    for name in ("_bench", "step_overhead", "host_syncs", "startup", "eval_map", "data_throughput"):
+    for name in ("_bench", "step_overhead", "host_syncs", "startup", "eval_map", "data_throughput", "convert_speed"):
         sys.modules.pop(name, None)
 
 
@@ -115,3 +115,11 @@ def test_data_throughput_rates(bench) -> None:
     result = data_throughput.loader_rate(workers=0, batch_size=2, epochs=1, num_train=6)
     assert result["first_batch_s"] > 0 and result["images_per_s"] > 0
     assert data_throughput.training_rate(batch_size=2, steps=1, threads=1, num_train=6) > 0
+
+
+def test_convert_speed_runs_on_the_fixture_configs(bench) -> None:
+    convert_speed = bench("convert_speed")
+    report = convert_speed.main(["--zoo", str(Path(__file__).resolve().parent / "compat" / "configs" / "zoo_like"),
+                                 "--sample", "0"])
+    assert "6 configs (6 converted, 0 refused)" in report and "| in-process load + convert | 6 |" in report
+    assert convert_speed.detlight_argv()[-1].endswith(("detlight", "detlight.cli"))

@@ -16,10 +16,7 @@ from detlight._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from detlight.callbacks.bev_visualization import BEVVisualization
-    from detlight.callbacks.checkpoint import (
-        AtomicCheckpointIO,
-        MMCheckpoint,
-    )
+    from detlight.callbacks.checkpoint import MMCheckpoint
     from detlight.callbacks.ema import EMA
     from detlight.callbacks.evaluation import Evaluation
     from detlight.callbacks.interval_logger import (
@@ -40,13 +37,14 @@ if TYPE_CHECKING:
     )
     from detlight.callbacks.mmcv_hooks import MMCVHooks
     from detlight.callbacks.nan_guard import NanGuard
+    from detlight.callbacks.preemption import Preemption
     from detlight.callbacks.text_logger import TextLogger
     from detlight.callbacks.visualization import DetVisualization
-    from detlight.resume import Preemption
+    from detlight.checkpoint_io import AtomicCheckpointIO
     from detlight.workflow import Workflow
 
 _EXPORTS: dict[str, str] = {
-    "AtomicCheckpointIO": "checkpoint",
+    "AtomicCheckpointIO": "detlight.checkpoint_io",
     "BEVVisualization": "bev_visualization",
     "CheckInvalidLoss": "misc",
     "DetVisualization": "visualization",
@@ -62,7 +60,7 @@ _EXPORTS: dict[str, str] = {
     "MomentumUpdater": "lr_updater",
     "NanGuard": "nan_guard",
     "NumClassCheck": "misc",
-    "Preemption": "detlight.resume",
+    "Preemption": "preemption",
     "SetEpochInfo": "misc",
     "SyncBuffers": "misc",
     "TextLogger": "text_logger",

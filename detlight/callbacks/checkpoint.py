@@ -2,12 +2,9 @@
 
 Replaces: mmcv ``CheckpointHook`` (docs/mmcv-semantics.md §2.4) and ``runner.save_checkpoint`` (§3.7).
 
-Lightning's own ``TorchCheckpointIO`` writes through an fsspec transaction: the bytes go to a temporary file made by
-``tempfile.mkstemp()`` in the *system* temp directory, which is then moved into place with ``shutil.move``. That is a
-rename (atomic) only when the temp directory and the checkpoint directory share a file system; otherwise it is a
-copy, and nothing is fsync'ed. :class:`AtomicCheckpointIO` writes the temporary file next to the target, fsyncs it
-and ``os.replace``-s it, so a crash leaves either the old file or the complete new one. :class:`MMCheckpoint`
-installs it when the strategy still uses the plain ``TorchCheckpointIO``.
+Files are written through :mod:`detlight.checkpoint_io` (atomic, verified writes; a failed save raises one
+``SaveError`` and keeps the previous file): :class:`MMCheckpoint` installs its
+:class:`~detlight.checkpoint_io.AtomicCheckpointIO` when the strategy still uses the plain ``TorchCheckpointIO``.
 """
 
 from __future__ import annotations
@@ -15,22 +12,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.apply_func import move_data_to_device
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol, get_filesystem
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from typing_extensions import override
 
+from detlight.checkpoint_io import AtomicCheckpointIO, atomic_torch_save, link_or_copy
 from detlight.exceptions import ConfigError
 
 __all__ = [
@@ -44,65 +39,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------------- file helpers
-def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save`` that never leaves a truncated file: temp file in the same directory, fsync, ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: str) -> None:
-    # Makes the rename itself durable; not every platform / file system allows opening a directory.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def link_or_copy(src: str, dst: str) -> None:
-    """Point ``dst`` at ``src`` (relative symlink, like mmcv's ``latest.pth``); copy where symlinks fail.
-
-    The link is created under a temporary name and renamed over ``dst``, so readers never see ``dst`` missing.
-    """
-    directory = os.path.dirname(os.path.abspath(dst))
-    tmp = os.path.join(directory, f".{os.path.basename(dst)}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    try:
-        os.symlink(os.path.relpath(os.path.abspath(src), directory), tmp)
-    except (OSError, NotImplementedError):
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """``TorchCheckpointIO`` whose local writes are atomic and durable (see the module docstring).
-
-    Remote URLs (``s3://``, ...) keep Lightning's fsspec path.
-    """
-
-    @override
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        if storage_options is not None or not _is_local_file_protocol(str(path)):
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
-        atomic_torch_save(checkpoint, str(path))
 
 
 # ---------------------------------------------------------------------------------------------------- mmcv layout

@@ -138,7 +138,8 @@ class _ScheduleCallback(Callback):
 
     def _warmup(self, regular: list[list[float]], cur_iter: int, per_epoch: int) -> list[list[float]]:
         length = self.policy.warmup_length(per_epoch)
-        return [[self.policy.apply_warmup(r, cur_iter, length) for r in rs] for rs in regular]
+        return [[self.policy.warmup_value(b, r, cur_iter, length) for b, r in zip(bs, rs)]
+                for bs, rs in zip(self._bases, regular)]
 
     # ------------------------------------------------------------------ hooks
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -246,6 +247,7 @@ class LrUpdater(_ScheduleCallback):
         div_factor: OneCycle: initial lr is ``max_lr / div_factor``.
         final_div_factor: OneCycle: final lr is the initial lr ``/ final_div_factor``.
         three_phase: OneCycle: add a symmetric third phase.
+        num_last_epochs: YOLOX: epochs at the end run at the target lr (mmdet's ``YOLOXLrUpdaterHook``).
     """
 
     def __init__(
@@ -274,6 +276,7 @@ class LrUpdater(_ScheduleCallback):
         div_factor: float | None = None,
         final_div_factor: float | None = None,
         three_phase: bool | None = None,
+        num_last_epochs: int | None = None,
     ) -> None:
         super().__init__(build_lr_policy(**_policy_kwargs(locals())))
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from detlight.compat.convert import (
         convert_config,
         convert_file,
+        convert_py_configs,
     )
     from detlight.compat.hook_base import (
         Hook,
@@ -33,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "RunnerView": "runner",
     "convert_config": "convert",
     "convert_file": "convert",
+    "convert_py_configs": "convert",
     "install_mmcv_shim": "mmcv_shim",
     "load_config": "config",
     "register_hook": "hook_registry",
@@ -46,6 +48,7 @@ __all__ = [
     "RunnerView",
     "convert_config",
     "convert_file",
+    "convert_py_configs",
     "install_mmcv_shim",
     "load_config",
     "register_hook",

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 if TYPE_CHECKING:
     from detlight.compat.convert import ConversionReport
 
@@ -50,6 +52,13 @@ DATASET_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "CocoDataset": ("detlight.data.datamodule.DetDataModule", ("ann_file", "img_prefix", "classes", "filter_empty_gt")),
     "KittiDataset": ("detlight.data.datamodule3d.Det3DDataModule", ("data_root", "classes")),
 }
+#: mmdet CocoDataset subclasses whose annotations are COCO-format json: read by DetDataModule, and what differs.
+COCO_LIKE = {
+    "CityscapesDataset": "Cityscapes' own evaluation (cityscapesscripts) is not run; COCO mAP is reported",
+    "Objects365V1Dataset": "the Objects365 category ids are taken from the json as for COCO",
+    "Objects365V2Dataset": "the Objects365 category ids are taken from the json as for COCO",
+    "DeepFashionDataset": "evaluated with COCO mAP as in mmdet",
+}
 #: loader keys of ``data`` (and of ``data.<split>_dataloader``) -> datamodule init args.
 LOADER_ARGS = {"samples_per_gpu": "samples_per_gpu", "imgs_per_gpu": "samples_per_gpu",
                "workers_per_gpu": "workers_per_gpu", "persistent_workers": "persistent_workers"}
@@ -74,7 +83,34 @@ PIPELINE_STEPS_3D: dict[str, dict[str, str]] = {
 #: pipeline step args that change nothing in detlight's fixed loaders.
 HARMLESS_STEP_ARGS = {"type", "keys", "to_float32", "color_type", "with_bbox", "with_bbox_3d", "with_label_3d",
                       "class_names", "with_label", "file_client_args", "coord_type", "load_dim", "use_dim"}
-WRAPPERS = ("RepeatDataset", "ClassBalancedDataset", "CBGSDataset")
+#: dataset wrappers: the inner ``dataset`` is converted; what each wrapper did is reported (RepeatDataset is kept).
+WRAPPERS = {
+    "RepeatDataset": "",
+    "ClassBalancedDataset": "detlight samples every image uniformly (no class-balanced oversampling)",
+    "CBGSDataset": "detlight samples every frame uniformly (no class-balanced grouping and sampling)",
+    "MultiImageMixDataset": "its multi-image pipeline (Mosaic, MixUp, RandomAffine, ...) is not reproduced; "
+    "detlight's own pipeline reads the wrapped dataset",
+}
+#: what a datamodule section the user writes for an unknown dataset type should keep, per split.
+SPLIT_HINT_KEYS = ("type", "data_root", "ann_file", "img_prefix", "seg_prefix", "pts_prefix", "classes")
+
+
+class _Deferred:
+    """Report lines of settings that land in the datamodule's init args: mapped if a data section is written."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, str]] = []
+
+    def add(self, key: str, target: str, note: str = "") -> None:
+        self.lines.append((key, target, note))
+
+    def flush(self, report: ConversionReport, written: bool, why: str) -> None:
+        for key, target, note in self.lines:
+            if written:
+                report.add(key, "mapped", target, note)
+            else:
+                report.add(key, "dropped", note=f"{why}; keep `{target.rsplit('.', 1)[-1]}` in your datamodule (the "
+                           "commented `data:` block at the end of the YAML has the values)")
 
 
 def _get(src: Mapping[str, Any], dotted: str) -> Any:
@@ -128,35 +164,50 @@ def convert_model(model: Any, report: ConversionReport) -> dict[str, Any] | None
 
 
 def convert_data(data: Any, report: ConversionReport, seed: int | None = None) -> dict[str, Any] | None:
-    """``data=dict(samples_per_gpu, ..., train, val, test)`` -> ``{class_path, init_args}`` for the datamodule."""
+    """``data=dict(samples_per_gpu, ..., train, val, test)`` -> ``{class_path, init_args}`` for the datamodule.
+
+    A dataset type detlight cannot read gets no ``data:`` section (a partial one would silently train on detlight's
+    synthetic set); its batch settings and paths are then reported as dropped and written, commented out, at the end
+    of the YAML as the start of the user's own datamodule section (``report.yaml_notes``).
+    """
     if not isinstance(data, Mapping):
         report.add("data", "dropped", note=f"expected a dict, got {type(data).__name__}")
         return None
     init: dict[str, Any] = {}
     splits: dict[str, Any] = {}
+    deferred = _Deferred()
+    repeat = 1
     for key, value in data.items():
         if key in LOADER_ARGS:
             init[LOADER_ARGS[key]] = value
-            report.add(f"data.{key}", "mapped", f"data.init_args.{LOADER_ARGS[key]}",
-                       "deprecated alias" if key == "imgs_per_gpu" else "per process, as under mmdet DDP")
+            deferred.add(f"data.{key}", f"data.init_args.{LOADER_ARGS[key]}",
+                         "deprecated alias" if key == "imgs_per_gpu" else "per process, as under mmdet DDP")
         elif key.endswith("_dataloader") and isinstance(value, Mapping):
-            _loader(key, value, init, report)
+            _loader(key, value, init, report, deferred)
         elif key in ("train", "val", "test"):
-            splits[key] = _unwrap(f"data.{key}", value, report)
+            splits[key], times = _unwrap(f"data.{key}", value, report, deferred if key == "train" else None)
+            repeat = times if key == "train" else repeat
         else:
             report.add(f"data.{key}", "dropped", note="no detlight datamodule setting")
+    if repeat > 1:
+        init["repeat_times"] = repeat
     kinds = {key: ds.get("type") if isinstance(ds, Mapping) else None for key, ds in splits.items()}
-    unknown = [key for key, kind in kinds.items() if kind not in DATASET_TARGETS]
-    for key in unknown:
-        report.add(f"data.{key}", "dropped", note=f"dataset `{kinds[key]}` has no detlight counterpart (known: "
-                   f"{', '.join(DATASET_TARGETS)}); write your own LightningDataModule and set `data: {{class_path: "
-                   "my_pkg.MyDataModule, init_args: {...}}`")
-    targets = {DATASET_TARGETS[kind][0] for kind in kinds.values() if kind in DATASET_TARGETS}
+    unknown = [key for key, kind in kinds.items() if kind not in DATASET_TARGETS and kind not in COCO_LIKE]
+    targets = {_target(kind) for key, kind in kinds.items() if kind is not None and key not in unknown}
     if unknown or len(targets) != 1:
-        if targets:
-            report.add("data", "dropped", note=f"split(s) {unknown or sorted(kinds)} cannot be converted to one "
-                       "datamodule, so none is written (a partial one would silently use detlight's synthetic set)")
+        why = (f"dataset `{kinds[unknown[0]]}` has no detlight datamodule, so no `data:` section is written" if unknown
+               else "no train/val/test dataset is given, so no `data:` section is written")
+        for key in unknown:
+            report.add(f"data.{key}", "dropped", note=f"dataset `{kinds[key]}` has no detlight counterpart (known: "
+                       f"{', '.join([*DATASET_TARGETS, *COCO_LIKE])}); write your own LightningDataModule and set "
+                       "`data: {class_path: my_pkg.MyDataModule, init_args: {...}}` (start from the commented block at "
+                       "the end of the YAML)")
+        if targets and not unknown:
+            report.add("data", "dropped", note=f"splits {sorted(kinds)} need different datamodules, so none is written")
+        deferred.flush(report, False, why)
+        report.yaml_notes.append(_data_hint(init, splits, why))
         return None
+    deferred.flush(report, True, "")
     class_path = targets.pop()
     convert_split = _coco_split if class_path == DATASET_TARGETS["CocoDataset"][0] else _kitti_split
     for key, ds in splits.items():
@@ -166,12 +217,28 @@ def convert_data(data: Any, report: ConversionReport, seed: int | None = None) -
     return {"class_path": class_path, "init_args": init}
 
 
-def _loader(key: str, value: Mapping[str, Any], init: dict[str, Any], report: ConversionReport) -> None:
+def _target(kind: str) -> str:
+    return DATASET_TARGETS[kind if kind in DATASET_TARGETS else "CocoDataset"][0]
+
+
+def _data_hint(init: Mapping[str, Any], splits: Mapping[str, Any], why: str) -> str:
+    """A commented ``data:`` block with the batch settings and split paths, for the user's own datamodule."""
+    hint_init: dict[str, Any] = dict(init)
+    for key, ds in splits.items():
+        if isinstance(ds, Mapping):
+            hint_init[key] = {k: ds[k] for k in SPLIT_HINT_KEYS if k in ds}
+    block = yaml.safe_dump({"data": {"class_path": "my_pkg.MyDataModule", "init_args": hint_init}}, sort_keys=False,
+                           default_flow_style=None, width=116)
+    return f"{why}. Fill in and uncomment:\n" + block
+
+
+def _loader(key: str, value: Mapping[str, Any], init: dict[str, Any], report: ConversionReport,
+            deferred: _Deferred) -> None:
     table = LOADER_ARGS if key == "train_dataloader" else VAL_LOADER_ARGS if key == "val_dataloader" else {}
     for sub, item in value.items():
         if sub in table:
             init[table[sub]] = item
-            report.add(f"data.{key}.{sub}", "mapped", f"data.init_args.{table[sub]}")
+            deferred.add(f"data.{key}.{sub}", f"data.init_args.{table[sub]}")
         elif sub in LOADER_ARGS and key != "train_dataloader":
             report.add(f"data.{key}.{sub}", "approximated", f"data.init_args.{LOADER_ARGS[sub]}",
                        "detlight uses one worker setting for every loader; the train loader's value applies")
@@ -200,7 +267,11 @@ def _coco_split(key: str, ds: Mapping[str, Any], init: dict[str, Any], report: C
                    "a list of ann_files (ConcatDataset) is not supported; only the first is used")
         ds = {**ds, "ann_file": ds["ann_file"][0]}
     init[key] = {f: ds[f] for f in fields if f in ds}
-    report.add(f"data.{key}", "mapped", f"data.init_args.{key}", "CocoDataset: " + ", ".join(init[key]))
+    if ds.get("type") in COCO_LIKE:
+        report.add(f"data.{key}", "approximated", f"data.init_args.{key}", f"{ds['type']} read as a COCO-format json "
+                   f"({', '.join(init[key])}); {COCO_LIKE[ds['type']]}")
+    else:
+        report.add(f"data.{key}", "mapped", f"data.init_args.{key}", "CocoDataset: " + ", ".join(init[key]))
     if key == "train" and "pipeline" in ds:
         pipeline = _pipeline(f"data.{key}.pipeline", ds["pipeline"], PIPELINE_STEPS, report, "data.init_args.pipeline")
         if pipeline:
@@ -240,14 +311,25 @@ def _kitti_split(key: str, ds: Mapping[str, Any], init: dict[str, Any], report: 
             report.add(f"data.{key}.{sub}", "approximated" if sub == "pts_prefix" else "mapped", "(built in)", why)
 
 
-def _unwrap(key: str, ds: Any, report: ConversionReport) -> Any:
+def _unwrap(key: str, ds: Any, report: ConversionReport, deferred: _Deferred | None) -> tuple[Any, int]:
+    """Strip dataset wrappers; return the inner dataset and the product of the ``RepeatDataset`` times."""
+    times = 1
     while isinstance(ds, Mapping) and ds.get("type") in WRAPPERS:
+        kind = ds["type"]
         extra = {k: v for k, v in ds.items() if k not in ("type", "dataset")}
-        report.add(f"{key}.type", "approximated", "(unwrapped)",
-                   f"{ds['type']}({extra}) is not reproduced: one detlight epoch is one pass over the dataset, so "
-                   "scale trainer.max_epochs (and epoch-based schedules) to keep mmdet's number of iterations")
+        if kind == "RepeatDataset" and deferred is not None and isinstance(ds.get("times"), int):
+            times *= ds["times"]
+            deferred.add(f"{key}.times", "data.init_args.repeat_times", f"RepeatDataset(times={ds['times']}): "
+                         "the train sampler draws each image that many times per epoch, as mmdet's sampler does")
+        elif kind == "RepeatDataset":
+            report.add(f"{key}.type", "dropped", note=f"RepeatDataset({extra}) around a {key.split('.')[-1]} set "
+                       "repeats evaluation images; detlight evaluates each image once")
+        else:
+            shown = {k: v for k, v in extra.items() if k != "pipeline"}
+            report.add(f"{key}.type", "dropped", note=f"{kind}({shown}) is not reproduced: {WRAPPERS[kind]}; the "
+                       "wrapped dataset is used")
         ds = ds.get("dataset")
-    return ds
+    return ds, times
 
 
 def _pipeline(key: str, steps: Any, table: Mapping[str, Mapping[str, str]], report: ConversionReport,

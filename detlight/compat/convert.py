@@ -20,11 +20,14 @@ Example:
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import copy
-import io
+import os
+import re
 import sys
-from collections.abc import Mapping, Sequence
-from contextlib import redirect_stdout
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,11 +35,12 @@ from typing import Any, Literal
 import yaml
 
 from detlight.compat._convert_parts import convert_data, convert_model
-from detlight.compat.config import ConfigError, load_config
+from detlight.compat.config import ConfigError, EvalNote, load_config
 from detlight.compat.hook_table import CALLBACKS as _CB
 from detlight.compat.hook_table import CUSTOM_HOOKS, PRIORITIES, lookup_standard_hook
 
-__all__ = ["ConversionReport", "ReportEntry", "convert_config", "convert_file", "print_config"]
+__all__ = ["ConversionReport", "ReportEntry", "convert_config", "convert_file", "convert_py_configs",
+           "convert_to_yaml"]
 
 # ----------------------------------------------------------------------------------------------- target schema
 FP16_PLUGIN = "detlight.precision.MMFp16Precision"
@@ -68,6 +72,8 @@ DROPPED_KEYS = {
     "custom_imports": "modules are never imported by the converter; detlight imports a `class_path` itself, so point "
     "model.model.class_path (or a callback class_path) at the class in those modules",
 }
+#: keyword arguments of ``torch.amp.GradScaler`` (a dict ``fp16.loss_scale`` is passed to it).
+GRAD_SCALER_ARGS = ("init_scale", "growth_factor", "backoff_factor", "growth_interval", "enabled")
 HELPER_NOTE = "helper variable, not a runtime key; its value is already inlined where the config used it"
 Status = Literal["mapped", "approximated", "dropped"]
 
@@ -88,6 +94,8 @@ class ConversionReport:
 
     source: str
     entries: list[ReportEntry] = field(default_factory=list)
+    #: text written, commented out, at the end of the YAML (e.g. a ``data:`` block for the user to fill).
+    yaml_notes: list[str] = field(default_factory=list)
 
     def add(self, key: str, status: Status, target: str = "", note: str = "") -> None:
         """Record what became of ``key``."""
@@ -100,6 +108,23 @@ class ConversionReport:
     def covers(self, key: str) -> bool:
         """Whether ``key`` or one of its sub-keys (``key.x``) has an entry."""
         return any(e.key == key or e.key.startswith(key + ".") for e in self.entries)
+
+    def unbacked(self, out: Mapping[str, Any]) -> list[ReportEntry]:
+        """The *mapped* entries whose target is not in ``out`` (the converted config); empty for an honest report.
+
+        A target is a dotted YAML path (``trainer.max_epochs``), a class path that must appear as a value
+        (``detlight.callbacks.lr_updater.LrUpdater``), several of those joined by `` + `` or ``: ``, or a
+        parenthesised phrase for behaviour that needs no YAML entry (``(Lightning automatic optimization)``).
+        """
+        values = set(_string_values(out))
+        bad = []
+        for entry in self.entries:
+            if entry.status != "mapped":
+                continue
+            pieces = [p for p in re.split(r" \+ |: ", entry.target) if p and not p.startswith("(")]
+            if not entry.target or any(not _present(out, values, p) for p in pieces):
+                bad.append(entry)
+        return bad
 
     def format(self) -> str:
         """A readable table: key | status | target | note."""
@@ -137,8 +162,19 @@ def convert_file(
     path: str | Path, out: str | Path | None = None, cfg_options: Sequence[str] | Mapping[str, Any] | None = None
 ) -> tuple[str, str]:
     """Read ``path`` safely, convert it, optionally write the YAML to ``out``; return ``(yaml_text, report_text)``."""
-    cfg = load_config(path, cfg_options)
+    text, report = convert_to_yaml(path, out, cfg_options)
+    return text, report.format()
+
+
+def convert_to_yaml(
+    path: str | Path, out: str | Path | None = None, cfg_options: Sequence[str] | Mapping[str, Any] | None = None
+) -> tuple[str, ConversionReport]:
+    """As :func:`convert_file`, returning the :class:`ConversionReport` itself (for counts and checks)."""
+    notes: list[EvalNote] = []
+    cfg = load_config(path, cfg_options, notes=notes)
     result, report = convert_config(cfg, str(path))
+    for note in notes:
+        report.add(note.key or "(expression)", "approximated", "(evaluated by detlight)", f"{note.where}: {note.text}")
     header = [
         f"# Converted by `detlight convert` from {path}",
         f"# Run: detlight fit --config {out if out is not None else '<this file>'}",
@@ -148,35 +184,107 @@ def convert_file(
     if missing:
         header.append("# model.model is missing: add `model: {model: {class_path: my_pkg.MyDetector}}`.")
     text = "\n".join(header) + "\n" + yaml.safe_dump(result, sort_keys=False, default_flow_style=None, width=120)
+    for block in report.yaml_notes:
+        text += "\n" + "".join(f"# {line}\n" for line in block.rstrip().splitlines())
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text, encoding="utf-8")
-    return text, report.format()
+    return text, report
 
 
-def print_config(yaml_path: str | Path, subcommand: str = "fit") -> str:
-    """Parse ``yaml_path`` with ``detlight <subcommand> --config yaml_path --print_config`` and return its output.
+def convert_py_configs(argv: Sequence[str]) -> list[str]:
+    """Replace each ``--config x.py`` (or ``--config=x.py``, ``-c x.py``) in ``argv`` by a YAML converted from it.
 
-    This is how a converted YAML is checked against the real CLI (jsonargparse validates every class_path and
-    init arg) without training.
+    This is what ``detlight fit --config x.py``, :mod:`detlight.api` and ``detlight check`` do with mmcv configs: the
+    config is read safely (nothing executed), converted, the mapping report is printed to stderr, and the YAML goes
+    to a temporary file that is deleted when the process exits. Other arguments are returned unchanged.
 
-    Raises:
-        ConfigError: the CLI rejected the file; the message holds the CLI's own error.
+    Example:
+        >>> convert_py_configs(["fit", "--config", "run.yaml", "--trainer.max_epochs=2"])
+        ['fit', '--config', 'run.yaml', '--trainer.max_epochs=2']
     """
-    from detlight.cli import main
+    argv = list(argv)
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        value = None
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            value, step = argv[i + 1], 2
+        elif arg.startswith("--config="):
+            value, step = arg.split("=", 1)[1], 1
+        if value is not None and value.endswith(".py"):
+            yaml_text, report = convert_file(value)
+            fd, path = tempfile.mkstemp(prefix=os.path.basename(value)[:-3] + ".", suffix=".yaml")
+            with os.fdopen(fd, "w") as f:
+                f.write(yaml_text)
+            atexit.register(_remove, path)
+            print(report, file=sys.stderr)
+            out += ["--config", path]
+            i += step
+            continue
+        out.append(arg)
+        i += 1
+    return out
 
-    buffer, errors = io.StringIO(), io.StringIO()
-    stderr = sys.stderr
-    try:
-        sys.stderr = errors
-        with redirect_stdout(buffer):
-            main([subcommand, "--config", str(yaml_path), "--print_config"])
-    except SystemExit as exc:
-        if exc.code not in (0, None):
-            raise ConfigError(f"`detlight {subcommand} --print_config` rejected {yaml_path}:\n{errors.getvalue()}") from None
-    finally:
-        sys.stderr = stderr
-    return buffer.getvalue()
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
+def _check_loss_scale(scale: Any, source: str) -> None:
+    """What :func:`detlight.precision.build_scaler` accepts, checked without importing torch."""
+    if isinstance(scale, str) and scale == "dynamic":
+        return
+    if isinstance(scale, Mapping):
+        unknown = sorted(set(scale) - set(GRAD_SCALER_ARGS))
+        if unknown:
+            raise ConfigError(f"{source}: fp16.loss_scale keys {unknown} are not GradScaler arguments; accepted: "
+                              f"{list(GRAD_SCALER_ARGS)}.")
+        return
+    if isinstance(scale, float) and scale > 0:
+        return
+    raise ConfigError(f"{source}: `fp16.loss_scale` must be a float > 0 (static scale, e.g. 512.), 'dynamic' or a dict "
+                      f"of GradScaler kwargs; got {scale!r} ({type(scale).__name__}). mmcv refuses ints too.")
+
+
+def _string_values(value: Any) -> Iterator[str]:
+    if isinstance(value, Mapping):
+        for item in value.values():
+            yield from _string_values(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _string_values(item)
+    elif isinstance(value, str):
+        yield value
+
+
+def _present(out: Mapping[str, Any], values: set[str], target: str) -> bool:
+    if target.split(".")[0] in ("detlight", "lightning", "torch"):
+        return target in values
+    node: Any = out
+    for part in target.split("."):
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
+
+
+def _norm_types(value: Any) -> Iterator[str]:
+    """Every ``norm_cfg.type`` in a model config (nested dicts and lists)."""
+    if isinstance(value, Mapping):
+        norm = value.get("norm_cfg")
+        if isinstance(norm, Mapping) and isinstance(norm.get("type"), str):
+            yield norm["type"]
+        for item in value.values():
+            yield from _norm_types(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _norm_types(item)
 
 
 def _plain(value: Any) -> Any:
@@ -230,9 +338,11 @@ class _Converter:
             self.report.add("evaluation", "approximated", "trainer.val_check_interval",
                             f"not set: mmcv's default EvalHook(interval=1) would evaluate after every iteration; "
                             f"detlight validates once, after iteration {max_iters}")
+        self._sync_bn()
         self.trainer.setdefault("use_distributed_sampler", False)
         self.trainer.setdefault("num_sanity_val_steps", 0)
         self.trainer.setdefault("logger", False)
+        self._callback(PRIORITIES["LOWEST"], _CB + "preemption.Preemption")  # SIGTERM: checkpoint, exit 0
         if self.callbacks:
             self.trainer["callbacks"] = [cb for _, cb in sorted(self.callbacks, key=lambda pc: pc[0])]
         self.out.setdefault("ckpt_path", None)
@@ -339,9 +449,7 @@ class _Converter:
         scale = (value or {}).get("loss_scale", 512.0)
         if isinstance(scale, Mapping):
             scale = dict(scale)
-        from detlight.precision import build_scaler
-
-        build_scaler(scale, "cpu")  # refuse what mmcv refuses (an int, an unknown string) at conversion time
+        _check_loss_scale(scale, self.source)  # refuse what mmcv refuses (an int, an unknown string) now
         self.trainer.pop("precision", None)  # the plugin sets 16-mixed; Lightning refuses both
         self.trainer["plugins"] = [{"class_path": FP16_PLUGIN, "init_args": {"loss_scale": scale}}]
         kinds: dict[type, str] = {str: "dynamic GradScaler", dict: "GradScaler(**kwargs)"}
@@ -357,6 +465,10 @@ class _Converter:
         args = dict(value)
         if not self.by_epoch:
             args.setdefault("by_epoch", False)  # IterBasedRunner's register_training_hooks default
+        from detlight.optim.lr import build_lr_policy
+
+        if self._schedule_refused(key, args, build_lr_policy):
+            return
         self._callback(PRIORITIES["VERY_HIGH"], LR_UPDATER, args)
         self.report.add(key, "mapped", LR_UPDATER, f"policy={args.get('policy')!r}")
 
@@ -364,8 +476,23 @@ class _Converter:
         if value is None:
             self.report.add(key, "mapped", "(none)", "no momentum hook")
             return
+        from detlight.optim.momentum import build_momentum_policy
+
+        if self._schedule_refused(key, dict(value), build_momentum_policy):
+            return
         self._callback(PRIORITIES["HIGH"], MOMENTUM_UPDATER, dict(value))
         self.report.add(key, "mapped", MOMENTUM_UPDATER, f"policy={value.get('policy')!r}")
+
+    def _schedule_refused(self, key: str, args: Mapping[str, Any], build: Any) -> bool:
+        """Report ``key`` dropped (with the reason) when detlight's policy would refuse it at ``fit`` time."""
+        try:
+            build(**args)
+        except (ValueError, TypeError) as err:
+            what, cls = ("lr", LR_UPDATER) if key == "lr_config" else ("momentum", MOMENTUM_UPDATER)
+            self.report.add(key, "dropped", note=f"policy {args.get('policy')!r} cannot run in detlight: {err}; the "
+                            f"{what} stays at the optimizer's value unless you add a {cls} that detlight accepts")
+            return True
+        return False
 
     def _auto_scale_lr(self, key: str, value: Any) -> None:
         self.model["auto_scale_lr"] = value
@@ -390,7 +517,8 @@ class _Converter:
         interval = value.get("interval", 10)
         self.trainer["log_every_n_steps"] = interval
         self._callback(PRIORITIES["LOW"], ITER_TIMER)
-        self.report.add(f"{key}.interval", "mapped", "trainer.log_every_n_steps + logger intervals", str(interval))
+        self.report.add(f"{key}.interval", "mapped", "trainer.log_every_n_steps", f"{interval} (also the interval of "
+                        "the logger callbacks)")
         for i, hook in enumerate(value.get("hooks", [])):
             self._logger_hook(f"{key}.hooks.{i}", dict(hook), interval)
 
@@ -490,9 +618,12 @@ class _Converter:
         self.report.add(key, "mapped", "trainer.benchmark")
 
     def _strategy(self, key: str, value: Any) -> None:
-        from detlight.dist import DDP_STRATEGY_PATH, DistConfig
+        from detlight.dist_config import DDP_STRATEGY_PATH, DistSettings
 
-        dist = DistConfig.from_mmcv(self.cfg)
+        try:
+            dist = DistSettings.from_mmcv(self.cfg)
+        except ValueError as err:
+            raise ConfigError(f"{self.source}: {err}") from None
         backend_name = dist.backend or "nccl"
         if key == "dist_params":
             note = ("nccl is Lightning's default backend on CUDA (gloo on CPU), so no strategy is needed"
@@ -501,15 +632,21 @@ class _Converter:
             if dist.port is not None:
                 self.report.add(f"{key}.port", "approximated", "MASTER_PORT", "set the MASTER_PORT env variable")
         else:
-            self.report.add(key, "mapped", "trainer.strategy.init_args.find_unused_parameters",
-                            str(dist.find_unused_parameters))
-        if dist.sync_bn and "sync_batchnorm" not in self.trainer:
-            self.trainer["sync_batchnorm"] = True
-            self.report.add("model.norm_cfg", "mapped", "trainer.sync_batchnorm", "SyncBN in the model's norm_cfg")
+            self.report.add(key, "mapped", "trainer.strategy.init_args.find_unused_parameters"
+                            if dist.find_unused_parameters else "(Lightning default)", str(dist.find_unused_parameters))
         init = dist.strategy_init_args()
         if init and "strategy" not in self.trainer:
             # DetDDPStrategy keeps MMDistributedDataParallel's broadcast_buffers=False.
             self.trainer["strategy"] = {"class_path": DDP_STRATEGY_PATH, "init_args": init}
+
+    def _sync_bn(self) -> None:
+        from detlight.dist_config import SYNC_BN_TYPES
+
+        found = sorted({t for t in _norm_types(self.cfg.get("model")) if t in SYNC_BN_TYPES})
+        if found:
+            self.trainer["sync_batchnorm"] = True
+            self.report.add("model.norm_cfg", "mapped", "trainer.sync_batchnorm",
+                            f"{', '.join(found)} in the model's norm_cfg: every BatchNorm syncs across processes")
 
     def _device(self, key: str, value: Any) -> None:
         accelerator = {"cuda": "gpu", "cpu": "cpu", "mlu": None, "npu": None}.get(str(value))

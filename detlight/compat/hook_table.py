@@ -164,8 +164,8 @@ _STANDARD: dict[str, HookMapping] = {
                                       "deprecated this hook)", as_user_hook="run"),
     "YOLOXModeSwitchHook": HookMapping("unsupported", note=_NO_FN + " that switches the pipeline and L1 loss",
                                        as_user_hook="run"),
-    "YOLOXLrUpdaterHook": HookMapping("unsupported", _CB + "LrUpdater", "detlight.callbacks.LrUpdater with policy "
-                                      "'CosineAnnealing' and warmup 'exp' (close to YOLOX's schedule, not equal)",
+    "YOLOXLrUpdaterHook": HookMapping("unsupported", _CB + "LrUpdater", "lr_config=dict(policy='YOLOX', ...), i.e. "
+                                      "detlight.callbacks.LrUpdater with policy 'YOLOX' (mmdet's exact values)",
                                       "replace"),
     "Hook": HookMapping("unsupported", note="a subclass that overrides a stage (the base class does nothing)",
                         as_user_hook="run"),

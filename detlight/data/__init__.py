@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from detlight._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from detlight.data.base import BaseDataModule
     from detlight.data.coco import CocoDataset
     from detlight.data.collate import collate
     from detlight.data.datamodule import (
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     )
     from detlight.data.datamodule3d import Det3DDataModule
     from detlight.data.kitti import KittiDataset
+    from detlight.data.loader import DetDataLoader
+    from detlight.data.loader_state import StatefulDataLoader
     from detlight.data.sampler import DetSampler
     from detlight.data.synthetic import (
         SyntheticCocoSpec,
@@ -28,14 +31,17 @@ if TYPE_CHECKING:
     from detlight.exceptions import DatasetError
 
 _EXPORTS: dict[str, str] = {
+    "BaseDataModule": "base",
     "CocoDataset": "coco",
     "CocoSplit": "datamodule",
     "DatasetError": "detlight.exceptions",
     "Det3DDataModule": "datamodule3d",
+    "DetDataLoader": "loader",
     "DetDataModule": "datamodule",
     "DetSampler": "sampler",
     "KittiDataset": "kitti",
     "PipelineConfig": "transforms",
+    "StatefulDataLoader": "loader_state",
     "SyntheticCocoSpec": "synthetic",
     "SyntheticLidarSpec": "synthetic_lidar",
     "collate": "collate",
@@ -43,14 +49,17 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "BaseDataModule",
     "CocoDataset",
     "CocoSplit",
     "DatasetError",
     "Det3DDataModule",
+    "DetDataLoader",
     "DetDataModule",
     "DetSampler",
     "KittiDataset",
     "PipelineConfig",
+    "StatefulDataLoader",
     "SyntheticCocoSpec",
     "SyntheticLidarSpec",
     "collate",

@@ -119,7 +119,12 @@ class CocoDataset(Dataset):
             "gt_bboxes_ignore": ann["bboxes_ignore"],
             "bbox_fields": ["gt_bboxes", "gt_bboxes_ignore"],
         }
-        return self.pipeline(results)
+        try:
+            return self.pipeline(results)
+        except DatasetError as err:
+            if "dataset index" in str(err):
+                raise
+            raise DatasetError(f"{err} (dataset index {idx}, image id {info['id']} in {self.ann_file})") from err
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(ann_file={str(self.ann_file)!r}, images={len(self)}, "

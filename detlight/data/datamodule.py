@@ -6,24 +6,16 @@ Replaces: mmdet's ``build_dataset`` + ``build_dataloader`` (``samples_per_gpu``,
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import lightning.pytorch as pl
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
-
+from detlight.data.base import BaseDataModule
 from detlight.data.coco import CocoDataset, DatasetError, _load_json, _select_categories
 from detlight.data.collate import collate
-from detlight.data.sampler import DetSampler
+from detlight.data.loader import worker_init_fn
 from detlight.data.synthetic import SyntheticCocoSpec, ensure_synthetic_coco
 from detlight.data.transforms import PipelineConfig
-from detlight.exceptions import ConfigError
-from detlight.resume import StatefulDataLoader, load_skipped_loader_state
 
 __all__ = ["CocoSplit", "DetDataModule", "worker_init_fn"]
 
@@ -47,15 +39,7 @@ class CocoSplit:
     filter_empty_gt: bool = True
 
 
-def worker_init_fn(worker_id: int, num_workers: int, rank: int, seed: int) -> None:
-    """mmdet's ``worker_init_fn``: seed numpy, ``random`` and torch with ``num_workers * rank + worker_id + seed``."""
-    worker_seed = num_workers * rank + worker_id + seed
-    np.random.seed(worker_seed % 2**32)
-    random.seed(worker_seed)
-    torch.manual_seed(worker_seed)
-
-
-class DetDataModule(pl.LightningDataModule):
+class DetDataModule(BaseDataModule):
     """Datasets and loaders for detection training, configured with mmdet's names.
 
     Replaces: the ``data=dict(samples_per_gpu, workers_per_gpu, persistent_workers, train, val, test)`` config and
@@ -78,9 +62,12 @@ class DetDataModule(pl.LightningDataModule):
         persistent_workers: Keep workers alive between epochs (only used when ``workers_per_gpu > 0``).
         val_samples_per_gpu: Val/test batch size per process.
         seed: Seed of the sampler permutations and of the worker RNGs.
+        repeat_times: Passes over the train set per epoch (mmdet's ``RepeatDataset(times=N)``), done by the sampler.
+
+    Loaders, samplers and the resumable train loader come from :class:`~detlight.data.base.BaseDataModule`.
 
     Raises:
-        ValueError: ``samples_per_gpu``/``val_samples_per_gpu`` < 1 or ``workers_per_gpu`` < 0.
+        ConfigError: ``samples_per_gpu``/``val_samples_per_gpu`` < 1 or ``workers_per_gpu`` < 0.
 
     Example:
         >>> import tempfile
@@ -95,24 +82,16 @@ class DetDataModule(pl.LightningDataModule):
     def __init__(self, train: CocoSplit | None = None, val: CocoSplit | None = None, test: CocoSplit | None = None,
                  synthetic: SyntheticCocoSpec | None = None, pipeline: PipelineConfig | None = None,
                  samples_per_gpu: int = 2, workers_per_gpu: int = 2, persistent_workers: bool = False,
-                 val_samples_per_gpu: int = 1, seed: int = 0) -> None:
-        super().__init__()
-        for key, value, low in (("samples_per_gpu", samples_per_gpu, 1), ("val_samples_per_gpu", val_samples_per_gpu, 1),
-                                ("workers_per_gpu", workers_per_gpu, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"Expected `data.{key}` to be an int >= {low}, but got {value!r}.")
+                 val_samples_per_gpu: int = 1, seed: int = 0, repeat_times: int = 1) -> None:
+        super().__init__(samples_per_gpu=samples_per_gpu, val_samples_per_gpu=val_samples_per_gpu,
+                         workers_per_gpu=workers_per_gpu, persistent_workers=persistent_workers, seed=seed,
+                         repeat_times=repeat_times)
         self.splits: dict[str, CocoSplit | None] = {"train": train, "val": val, "test": test}
         if synthetic is None and train is None and val is None and test is None:
             synthetic = SyntheticCocoSpec()
         self.synthetic = synthetic
         self.pipeline = pipeline if pipeline is not None else PipelineConfig()
-        self.samples_per_gpu = samples_per_gpu
-        self.workers_per_gpu = workers_per_gpu
-        self.persistent_workers = persistent_workers
-        self.val_samples_per_gpu = val_samples_per_gpu
-        self.seed = seed
         self.datasets: dict[str, CocoDataset] = {}
-        self.train_sampler: DetSampler | None = None
 
     # ------------------------------------------------------------------ datasets
     def prepare_data(self) -> None:
@@ -176,65 +155,17 @@ class DetDataModule(pl.LightningDataModule):
         """Number of classes (what the detector head's ``num_classes`` must equal)."""
         return len(self.CLASSES)
 
-    # ------------------------------------------------------------------ loaders
-    def _dist_info(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1
-        return int(trainer.global_rank), int(trainer.world_size)
+    # ------------------------------------------------------------------ loaders (see BaseDataModule)
+    collate_fn = staticmethod(collate)
 
-    def _dataset(self, name: SplitName) -> CocoDataset:
+    def has_split(self, name: str) -> bool:
+        """Whether split ``name`` is configured, explicitly or through ``synthetic``."""
+        return self.split(name) is not None  # type: ignore[arg-type]
+
+    def dataset(self, name: str) -> CocoDataset:
+        """The built dataset of split ``name``, set up on first use."""
         if name not in self.datasets:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[name])
         if name not in self.datasets:
             raise DatasetError(f"No `data.{name}` split is configured (and no `data.synthetic` to fill it).")
         return self.datasets[name]
-
-    def make_sampler(self, dataset: Dataset, shuffle: bool) -> DetSampler:
-        """A :class:`DetSampler` over ``dataset`` for this process's rank."""
-        rank, world_size = self._dist_info()
-        return DetSampler(len(dataset), shuffle=shuffle, seed=self.seed, rank=rank,  # type: ignore[arg-type]
-                          world_size=world_size)
-
-    def make_loader(self, dataset: Dataset, sampler: Sampler[int], batch_size: int,
-                    stateful: bool = False) -> DataLoader:
-        """The DataLoader for one split; ``stateful`` gives a :class:`~detlight.resume.StatefulDataLoader` (train)."""
-        workers = self.workers_per_gpu
-        rank = self._dist_info()[0]
-        loader_cls = StatefulDataLoader if stateful else DataLoader
-        return loader_cls(
-            dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-            pin_memory=False, drop_last=False, persistent_workers=self.persistent_workers and workers > 0,
-            worker_init_fn=partial(worker_init_fn, num_workers=workers, rank=rank, seed=self.seed),
-            # A private generator: creating an iterator then draws its (unused: worker_init_fn re-seeds) base seed
-            # from it, not from the global torch RNG, so a validation pass does not shift the training randomness.
-            generator=torch.Generator().manual_seed(self.seed),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled train loader, ``samples_per_gpu`` images per batch; its sampler is kept as ``train_sampler``."""
-        dataset = self._dataset("train")
-        self.train_sampler = self.make_sampler(dataset, shuffle=True)
-        # Stateful: checkpoints record the position in the epoch and the RNG states (iteration-exact resume).
-        loader = self.make_loader(dataset, self.train_sampler, self.samples_per_gpu, stateful=True)
-        load_skipped_loader_state(self.trainer, loader)
-        return loader
-
-    def val_dataloader(self) -> DataLoader | list[Any]:
-        """Val loader in dataset order (an empty list when no val split is configured, so validation is skipped).
-
-        Under DDP the last ranks may see padded duplicates (as with mmdet's sampler); deduplicate by ``image_id``.
-        """
-        if self.split("val") is None:
-            return []
-        dataset = self._dataset("val")
-        return self.make_loader(dataset, self.make_sampler(dataset, shuffle=False), self.val_samples_per_gpu)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test loader in dataset order."""
-        dataset = self._dataset("test")
-        return self.make_loader(dataset, self.make_sampler(dataset, shuffle=False), self.val_samples_per_gpu)
-
-    def predict_dataloader(self) -> DataLoader:
-        """Same as :meth:`test_dataloader`."""
-        return self.test_dataloader()

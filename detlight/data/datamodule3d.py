@@ -7,31 +7,27 @@ Replaces: mmdet3d's ``build_dataset`` for ``KittiDataset`` (with the KITTI 3-cla
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
-from typing import Any
 
-import lightning.pytorch as pl
-from torch.utils.data import DataLoader, Dataset
-
+from detlight.data.base import BaseDataModule
 from detlight.data.collate3d import collate_3d
-from detlight.data.datamodule import worker_init_fn
 from detlight.data.kitti import KITTI_CLASSES, Augment3D, KittiDataset
-from detlight.data.sampler import DetSampler
 from detlight.data.synthetic_lidar import SyntheticLidarSpec, ensure_synthetic_kitti
 from detlight.exceptions import ConfigError
 
 __all__ = ["Det3DDataModule"]
 
 
-class Det3DDataModule(pl.LightningDataModule):
+class Det3DDataModule(BaseDataModule):
     """KITTI-format LiDAR datasets and loaders, configured with mmdet3d's names.
 
     Give either ``data_root`` (a KITTI object-benchmark layout, see :mod:`detlight.data.kitti`) or ``synthetic``
     (generated once into ``$DETLIGHT_CACHE`` / ``~/.cache/detlight``, or ``cache_dir``); with neither, the default
     :class:`~detlight.data.synthetic_lidar.SyntheticLidarSpec` is used. As in mmdet, ``samples_per_gpu`` and
     ``workers_per_gpu`` are per process, and loaders use :class:`~detlight.data.sampler.DetSampler` with the
-    trainer's rank, so build the Trainer with ``use_distributed_sampler=False``. Val/test run without augmentation;
+    trainer's rank, so build the Trainer with ``use_distributed_sampler=False``. The loaders, and the resumable train
+    loader that makes a mid-epoch resume exact, are :class:`~detlight.data.base.BaseDataModule`'s, as in 2D.
+    Val/test run without augmentation;
     under DDP their last round may hold padded duplicates, which
     :class:`~detlight.metrics.center_distance.CenterDistanceMAP` drops by ``sample_idx``.
 
@@ -50,6 +46,7 @@ class Det3DDataModule(pl.LightningDataModule):
         workers_per_gpu: DataLoader workers per process and loader.
         persistent_workers: keep workers alive between epochs (with ``workers_per_gpu > 0``).
         seed: seed of the sampler permutations and the worker RNGs.
+        repeat_times: Passes over the train set per epoch (mmdet's ``RepeatDataset(times=N)``), done by the sampler.
     """
 
     def __init__(self, data_root: str | None = None, synthetic: SyntheticLidarSpec | None = None,
@@ -57,12 +54,11 @@ class Det3DDataModule(pl.LightningDataModule):
                  point_cloud_range: Sequence[float] = (0.0, -20.48, -3.0, 40.96, 20.48, 1.0),
                  train_split: str = "train", val_split: str = "val", test_split: str | None = None,
                  augment: Augment3D | None = Augment3D(), samples_per_gpu: int = 4, val_samples_per_gpu: int = 4,
-                 workers_per_gpu: int = 0, persistent_workers: bool = False, seed: int = 0) -> None:
-        super().__init__()
-        for key, value, low in (("samples_per_gpu", samples_per_gpu, 1), ("val_samples_per_gpu", val_samples_per_gpu, 1),
-                                ("workers_per_gpu", workers_per_gpu, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"Expected `data.{key}` to be an int >= {low}, but got {value!r}.")
+                 workers_per_gpu: int = 0, persistent_workers: bool = False, seed: int = 0,
+                 repeat_times: int = 1) -> None:
+        super().__init__(samples_per_gpu=samples_per_gpu, val_samples_per_gpu=val_samples_per_gpu,
+                         workers_per_gpu=workers_per_gpu, persistent_workers=persistent_workers, seed=seed,
+                         repeat_times=repeat_times)
         if data_root is not None and synthetic is not None:
             raise ConfigError("Give `data.data_root` (a KITTI-format folder) or `data.synthetic`, not both.")
         if len(point_cloud_range) != 6 or not all(point_cloud_range[i] < point_cloud_range[i + 3] for i in range(3)):
@@ -77,13 +73,7 @@ class Det3DDataModule(pl.LightningDataModule):
         self.point_cloud_range = [float(v) for v in point_cloud_range]
         self.split_names = {"train": train_split, "val": val_split, "test": test_split or val_split}
         self.augment = augment
-        self.samples_per_gpu = samples_per_gpu
-        self.val_samples_per_gpu = val_samples_per_gpu
-        self.workers_per_gpu = workers_per_gpu
-        self.persistent_workers = persistent_workers
-        self.seed = seed
         self.datasets: dict[str, KittiDataset] = {}
-        self.train_sampler: DetSampler | None = None
 
     # ------------------------------------------------------------------ datasets
     def prepare_data(self) -> None:
@@ -119,47 +109,11 @@ class Det3DDataModule(pl.LightningDataModule):
         """Number of classes (the detector's ``num_classes`` must equal it)."""
         return len(self.classes)
 
-    # ------------------------------------------------------------------ loaders
-    def _dist_info(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1
-        return int(trainer.global_rank), int(trainer.world_size)
+    # ------------------------------------------------------------------ loaders (see BaseDataModule)
+    collate_fn = staticmethod(collate_3d)
 
-    def _dataset(self, name: str) -> KittiDataset:
+    def dataset(self, name: str) -> KittiDataset:
+        """The built dataset of split ``name``, set up on first use."""
         if name not in self.datasets:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[name])
         return self.datasets[name]
-
-    def make_loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> tuple[DataLoader, DetSampler]:
-        """A loader over ``dataset`` with a per-rank :class:`DetSampler`."""
-        rank, world_size = self._dist_info()
-        sampler = DetSampler(len(dataset), shuffle=shuffle, seed=self.seed, rank=rank,  # type: ignore[arg-type]
-                             world_size=world_size)
-        workers = self.workers_per_gpu
-        loader = DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_3d,
-            drop_last=False, persistent_workers=self.persistent_workers and workers > 0,
-            worker_init_fn=partial(worker_init_fn, num_workers=workers, rank=rank, seed=self.seed),
-        )
-        return loader, sampler
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled, augmented train loader; its sampler is kept as ``train_sampler``."""
-        loader, self.train_sampler = self.make_loader(self._dataset("train"), True, self.samples_per_gpu)
-        return loader
-
-    def val_dataloader(self) -> DataLoader | list[Any]:
-        """Val loader in dataset order (an empty list for an empty split, so validation is skipped)."""
-        dataset = self._dataset("val")
-        if len(dataset) == 0:
-            return []
-        return self.make_loader(dataset, False, self.val_samples_per_gpu)[0]
-
-    def test_dataloader(self) -> DataLoader:
-        """Test loader in dataset order."""
-        return self.make_loader(self._dataset("test"), False, self.val_samples_per_gpu)[0]
-
-    def predict_dataloader(self) -> DataLoader:
-        """Same as :meth:`test_dataloader`."""
-        return self.test_dataloader()

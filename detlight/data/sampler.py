@@ -3,7 +3,7 @@
 Replaces: ``mmdet.datasets.samplers.DistributedSampler`` (and ``torch.utils.data.DistributedSampler``, whose
 index layout it reproduces), used with ``Trainer(use_distributed_sampler=False)`` so that Lightning neither wraps nor
 replaces it. Lightning still calls :meth:`DetSampler.set_epoch` at every train-epoch start, which is what mmcv's
-``DistSamplerSeedHook`` did.
+``DistSamplerSeedHook`` did. ``repeat`` reproduces mmdet's ``RepeatDataset(times=N)`` wrapped around the train set.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ class DetSampler(Sampler[int]):
     ``shuffle`` the order is ``0..n-1``. Like ``DistributedSampler``, the list is padded with its own first indices
     up to a multiple of ``world_size`` (or truncated when ``drop_last``), and rank ``r`` takes ``indices[r::world]``.
 
+    With ``repeat=N`` the sampler draws over ``N * num_samples`` positions and yields ``position % num_samples``,
+    which is exactly what mmdet's ``RepeatDataset(times=N)`` under its ``DistributedSampler`` gives: one epoch is
+    ``N`` passes over the data, so epoch-based runs keep mmdet's number of iterations.
+
     For an iteration-exact mid-epoch resume, set :attr:`skip` (or restore it with :meth:`load_state_dict`): the next
     ``__iter__`` drops that many of this rank's indices and resets ``skip`` to 0. ``len()`` always reports the full
     per-rank epoch length.
@@ -38,21 +42,29 @@ class DetSampler(Sampler[int]):
         rank: This process's rank.
         world_size: Number of processes.
         drop_last: Drop the tail instead of padding when ``num_samples`` is not a multiple of ``world_size``.
+        repeat: Passes over the dataset per epoch (mmdet's ``RepeatDataset.times``).
 
     Raises:
-        ValueError: a negative size, ``world_size < 1`` or ``rank`` outside ``[0, world_size)``.
+        ValueError: a negative size, ``world_size < 1``, ``rank`` outside ``[0, world_size)`` or ``repeat < 1``.
 
     Example:
         >>> list(DetSampler(5, shuffle=False, seed=0, rank=1, world_size=2))
         [1, 3, 0]
+        >>> list(DetSampler(3, shuffle=False, repeat=2))
+        [0, 1, 2, 0, 1, 2]
     """
 
     def __init__(self, num_samples: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, repeat: int = 1) -> None:
+        if not isinstance(repeat, int) or repeat < 1:
+            raise ValueError(f"Expected `repeat` (RepeatDataset times) to be an int >= 1, but got {repeat!r}.")
         if num_samples < 0:
             raise ValueError(f"Expected `num_samples` >= 0, but got {num_samples}.")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"Expected 0 <= rank < world_size, but got rank={rank}, world_size={world_size}.")
+        self.dataset_len = num_samples
+        self.repeat = repeat
+        num_samples *= repeat
         self.num_samples = num_samples
         self.shuffle = shuffle
         self.seed = seed
@@ -83,7 +95,8 @@ class DetSampler(Sampler[int]):
             order += (order * math.ceil(pad / len(order)))[:pad]
         else:
             order = order[: self.total_size]
-        return order[self.rank : self.total_size : self.world_size]
+        own = order[self.rank : self.total_size : self.world_size]
+        return [i % self.dataset_len for i in own] if self.repeat > 1 else own
 
     def __iter__(self) -> Iterator[int]:
         skip, self.skip = self.skip, 0
@@ -116,5 +129,5 @@ class DetSampler(Sampler[int]):
         self.skip = int(state["skip"])
 
     def __repr__(self) -> str:
-        return (f"DetSampler(num_samples={self.num_samples}, shuffle={self.shuffle}, seed={self.seed}, "
-                f"rank={self.rank}, world_size={self.world_size}, drop_last={self.drop_last})")
+        return (f"DetSampler(num_samples={self.dataset_len}, shuffle={self.shuffle}, seed={self.seed}, "
+                f"rank={self.rank}, world_size={self.world_size}, drop_last={self.drop_last}, repeat={self.repeat})")

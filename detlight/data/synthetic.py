@@ -150,7 +150,7 @@ def ensure_synthetic_coco(spec: SyntheticCocoSpec | None = None) -> SyntheticCoc
     partial dataset and concurrent runs (several DDP ranks, parallel tests) agree on one complete copy.
 
     Raises:
-        RuntimeError: the cache folder exists but was not written by this generator (no completion marker).
+        DatasetError: the cache folder exists but was not written by this generator (no completion marker).
 
     Example:
         >>> import tempfile

@@ -33,7 +33,7 @@ from detlight.data.kitti import (
     write_label,
     write_points,
 )
-from detlight.exceptions import ConfigError
+from detlight.exceptions import ConfigError, DatasetError
 from detlight.models.box3d import lidar_to_camera_boxes
 
 __all__ = ["SyntheticLidarSpec", "ensure_synthetic_kitti", "generate_synthetic_kitti", "synthetic_cache_dir"]
@@ -281,9 +281,13 @@ def ensure_synthetic_kitti(spec: SyntheticLidarSpec, cache_dir: str | Path | Non
         generate_synthetic_kitti(spec, tmp)
         try:
             os.replace(tmp, target)
-        except OSError:
+        except OSError as err:
             if not (target / "spec.json").is_file():
-                raise
+                raise DatasetError(
+                    f"Synthetic dataset folder {target} exists but has no spec.json, so it was not written by "
+                    "detlight's generator (or was copied incompletely). Delete the folder to regenerate it, or set "
+                    "`data.cache_dir` elsewhere."
+                ) from err
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -68,11 +68,20 @@ class LoadImage:
         path = Path(results["filename"])
         try:
             with Image.open(path) as pil:
-                array = np.asarray(pil.convert("RGB"))
+                array = _to_rgb8(pil, path)
         except FileNotFoundError as err:
             raise DatasetError(f"Image file {path} does not exist; check `img_prefix` and the `file_name`.") from err
-        except (UnidentifiedImageError, OSError) as err:
-            raise DatasetError(f"Image file {path} cannot be read as an image: {err}") from err
+        except IsADirectoryError as err:
+            raise DatasetError(f"Image file {path} is a directory, not an image.") from err
+        except PermissionError as err:
+            raise DatasetError(f"Image file {path} cannot be opened: permission denied (check the folder's "
+                               "permissions).") from err
+        except Image.DecompressionBombError as err:
+            raise DatasetError(f"Image file {path} is too large to decode safely ({err}); resize it, or raise "
+                               "PIL.Image.MAX_IMAGE_PIXELS if the file is trusted.") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise DatasetError(f"Image file {path} cannot be read as an image (empty, truncated or not an image "
+                               f"file): {err}") from err
         if self.channel_order == "bgr":
             array = array[..., ::-1]
         # numpy does the HWC -> CHW copy: single-threaded, so it stays fast when torch's thread pool is contended
@@ -89,6 +98,25 @@ class LoadImage:
 
     def __repr__(self) -> str:
         return f"LoadImage(channel_order={self.channel_order!r})"
+
+
+#: Single-channel modes holding more than 8 bits per pixel: PIL's ``convert("RGB")`` clips them at 255.
+_WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _to_rgb8(pil: Image.Image, path: Path) -> np.ndarray:
+    """``H x W x 3`` uint8 pixels; 16-bit grey scales to 8 bits as mmcv's OpenCV decoder does (``value >> 8``)."""
+    if pil.mode in _WIDE_GRAY_MODES:
+        wide = np.asarray(pil).astype(np.int64)
+        if wide.size and (wide.min() < 0 or wide.max() > 0xFFFF):
+            raise DatasetError(f"Image file {path} has 32-bit pixel values outside 0..65535 (mode {pil.mode}); "
+                               "convert it to an 8- or 16-bit PNG or a JPEG.")
+        gray = (wide >> 8).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if pil.mode == "F":
+        raise DatasetError(f"Image file {path} holds floating-point pixels (mode F), which detection pipelines do "
+                           "not scale; convert it to an 8- or 16-bit PNG or a JPEG.")
+    return np.asarray(pil.convert("RGB"))
 
 
 def rescale_size(w: int, h: int, scale: tuple[int, int]) -> tuple[int, int, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,6 @@ from detlight.compat.convert import (
     WORKFLOW,
     convert_config,
     convert_file,
-    print_config,
 )
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -122,9 +122,10 @@ def test_pointpillars_cyclic_adamw() -> None:
         "train_split": "train", "val_split": "val", "test_split": "val",
         "point_cloud_range": [0, -39.68, -3, 69.12, 39.68, 1],  # the child's range, same as the model's
         "augment": {"flip_ratio": 0.5, "rot_range": [-0.78539816, 0.78539816], "scale_range": [0.95, 1.05],
-                    "shuffle": True}}
+                    "shuffle": True},
+        "repeat_times": 2}  # RepeatDataset(times=2): the sampler draws each frame twice per epoch, as mmdet
     assert report.status_of("data.train.pipeline.2") == ["dropped"]  # ObjectSample (GT database sampling)
-    assert report.status_of("data.train.type") == ["approximated"]  # RepeatDataset(times=2)
+    assert report.status_of("data.train.times") == ["mapped"]
     notes = " ".join(e.note for e in report.entries if e.key.startswith("data."))
     assert "RepeatDataset" in notes and "times" in notes
 
@@ -248,7 +249,7 @@ def test_report_format_lists_every_entry() -> None:
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
-def test_converted_yaml_parses_with_the_cli(path: Path, tmp_path: Path) -> None:
+def test_converted_yaml_parses_with_the_cli(path: Path, tmp_path: Path, print_config: Callable[..., str]) -> None:
     out_path = tmp_path / f"{path.stem}.yaml"
     convert_file(path, out=out_path)
     printed = yaml.safe_load(print_config(out_path))
@@ -259,7 +260,7 @@ def test_converted_yaml_parses_with_the_cli(path: Path, tmp_path: Path) -> None:
         cb["class_path"] for cb in expected["trainer"]["callbacks"]]
 
 
-def test_print_config_reports_cli_rejection(tmp_path: Path) -> None:
+def test_print_config_reports_cli_rejection(tmp_path: Path, print_config: Callable[..., str]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer:\n  max_epochs: 1\n  no_such_flag: 3\nmodel:\n  model:\n"
                    "    class_path: detlight.models.centernet.CenterNet\n")
@@ -306,6 +307,7 @@ def test_standard_custom_hooks() -> None:
     assert out["trainer"]["callbacks"] == [  # sorted by the configs' priorities: 49 before VERY_LOW (90)
         {"class_path": EMA, "init_args": {"total_iter": 100, "momentum_schedule": "exp"}},
         {"class_path": "detlight.callbacks.misc.CheckInvalidLoss", "init_args": {"interval": 10}},
+        {"class_path": "detlight.callbacks.preemption.Preemption"},  # every converted config gets it (LOWEST)
     ]
     [seed_hook] = [e for e in report.entries if e.key == "custom_hooks.0"]
     assert seed_hook.status == "dropped" and "set_epoch" in seed_hook.note

@@ -1,8 +1,11 @@
 """A tiny, deterministic training run for the kill/resume tests (run as a script in its own process).
 
-Usage: ``python resume_worker.py ROOT OUT [--kill-at N] [--kill-in save|step|crash] [--sigterm] [--resume]``.
-Trains 3 epochs of 6 batches over a 12-image synthetic set (random flip -> numpy RNG, dropout -> torch RNG, SGD with
-momentum, a warm-up + step LR schedule, EMA), checkpoints after every batch, and writes the final weights to OUT.
+Usage: ``python resume_worker.py ROOT OUT [--kill-at N] [--kill-in save|step|after_step|crash] [--sigterm]
+[--resume] [--kind 2d|3d] [--workers W]``.
+2D: trains 3 epochs of 6 batches over a 12-image synthetic set (random flip -> numpy RNG, dropout -> torch RNG, SGD with
+momentum, a warm-up + step LR schedule, EMA). 3D: a tiny PointPillars, 3 epochs of 3 batches over 6 synthetic LiDAR
+frames with mmdet3d's global augmentation (numpy RNG), AdamW. Both checkpoint after every batch and write the final
+weights to OUT. ``--workers`` sets ``workers_per_gpu`` (the random transforms then run in worker processes).
 
 ``python resume_worker.py --jobs JSON`` runs each argument list of the JSON list in a child forked from this process,
 in parallel, so the imports (most of a run's time) are paid once; each child's output goes to ``ROOT/output.txt``
@@ -16,6 +19,7 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -25,14 +29,15 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
-from detlight.callbacks.checkpoint import AtomicCheckpointIO
 from detlight.callbacks.ema import EMA
 from detlight.callbacks.lr_updater import LrUpdater
+from detlight.callbacks.preemption import Preemption
+from detlight.checkpoint_io import AtomicCheckpointIO
 from detlight.data.datamodule import DetDataModule
 from detlight.data.synthetic import SyntheticCocoSpec
 from detlight.data.transforms import PipelineConfig
 from detlight.module import DetectorModule
-from detlight.resume import Preemption, resolve_ckpt_path
+from detlight.resume import resolve_ckpt_path
 
 
 class TinyNet(nn.Module):
@@ -60,12 +65,36 @@ class TinyNet(nn.Module):
                  "labels": torch.zeros(1, dtype=torch.int64)} for s in scores]
 
 
+class Progress(pl.Callback):
+    """Writes the global batch index to ``path`` after each batch, ``saving`` when a preemption save starts, and
+    sleeps ``pause`` seconds per batch / ``save_pause`` in that save (so a test can signal at a known point)."""
+
+    def __init__(self, path: str, pause: float, save_pause: float) -> None:
+        self.path, self.pause, self.save_pause = path, pause, save_pause
+
+    def _write(self, text: str) -> None:
+        with open(self.path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(self.path + ".tmp", self.path)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._write(str(trainer.fit_loop.epoch_loop.total_batch_idx))
+        time.sleep(self.pause)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        if trainer.received_sigterm:
+            self._write("saving")
+            time.sleep(self.save_pause)
+
+
 class Crash(BaseException):
     """An in-process stand-in for a hard kill (raised through Lightning, no checkpoint on the way out)."""
 
 
 class Killer(pl.Callback):
-    """SIGKILLs (or SIGTERMs) this process at 0-based global batch ``at``: inside the step or inside the save."""
+    """SIGKILLs (or SIGTERMs) this process at 0-based global batch ``at``: before the optimizer step (``step``), after
+    it but before that batch's checkpoint (``after_step``; put this callback first), or inside the save."""
 
     def __init__(self, at: int, where: str, sig: int) -> None:
         self.at, self.where, self.sig = at, where, sig
@@ -78,6 +107,11 @@ class Killer(pl.Callback):
             os.kill(os.getpid(), self.sig)
         if self.where == "crash" and self._due(trainer):
             raise Crash(f"crashed at batch {self.at}")
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.where == "after_step" and self._due(trainer):
+            os.kill(os.getpid(), self.sig)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         if self.where == "save" and self._due(trainer):
@@ -100,6 +134,35 @@ def _dying_save(sig: int) -> Any:
     return save
 
 
+def build_2d(root: str, workers: int) -> tuple[pl.LightningDataModule, DetectorModule]:
+    data = DetDataModule(synthetic=SyntheticCocoSpec(root=os.path.join(root, "data"), num_train=12, num_val=2,
+                                                     image_size=32, min_size=6, max_size=16, max_objects=2, num_classes=2,
+                                                     empty_ratio=0.0),
+                         pipeline=PipelineConfig(img_scale=(32, 32)), samples_per_gpu=2, workers_per_gpu=workers,
+                         val_samples_per_gpu=2)
+    module = DetectorModule(TinyNet(), optimizer={"type": "SGD", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3})
+    return data, module
+
+
+def build_3d(root: str, workers: int) -> tuple[pl.LightningDataModule, DetectorModule]:
+    from detlight.data.datamodule3d import Det3DDataModule
+    from detlight.data.kitti import Augment3D
+    from detlight.data.synthetic_lidar import SyntheticLidarSpec
+    from detlight.models.pointpillars import PointPillars
+
+    spec = SyntheticLidarSpec(num_train=6, num_val=2, seed=7, objects_per_scene=(2, 4), clutter_per_scene=(0, 1))
+    data = Det3DDataModule(synthetic=spec, cache_dir=os.path.join(root, "data3d"), samples_per_gpu=2,
+                           val_samples_per_gpu=2, workers_per_gpu=workers,
+                           augment=Augment3D(object_noise=False, shuffle=True))
+    model = PointPillars(pillar_channels=8, backbone_channels=[8, 8], backbone_layers=[0, 0], neck_channels=[8, 8],
+                         head_channels=8, voxel_size=[0.64, 0.64, 4.0], norm_momentum=0.1)
+    from detlight.metrics.center_distance import CenterDistanceMAP
+
+    module = DetectorModule(model, optimizer={"type": "AdamW", "lr": 0.001, "weight_decay": 0.01},
+                            evaluator=CenterDistanceMAP(class_names=list(data.classes)))
+    return data, module
+
+
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("root")
@@ -108,21 +171,27 @@ def main(argv: list[str]) -> None:
     p.add_argument("--kill-in", default="step")
     p.add_argument("--sigterm", action="store_true")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--kind", choices=("2d", "3d"), default="2d")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--progress", default="")
+    p.add_argument("--pause", type=float, default=0.0)
+    p.add_argument("--save-pause", type=float, default=0.0)
+    p.add_argument("--exit-pause", type=float, default=0.0, help="after a preempted fit: write `exiting`, sleep")
+    p.add_argument("--no-ckpt", action="store_true", help="no ModelCheckpoint (only the preemption save)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     pl.seed_everything(0, verbose=False)
-    data = DetDataModule(synthetic=SyntheticCocoSpec(root=os.path.join(args.root, "data"), num_train=12, num_val=2,
-                                                     image_size=32, min_size=6, max_size=16, max_objects=2, num_classes=2,
-                                                     empty_ratio=0.0),
-                         pipeline=PipelineConfig(img_scale=(32, 32)), samples_per_gpu=2, workers_per_gpu=0,
-                         val_samples_per_gpu=2)
-    module = DetectorModule(TinyNet(), optimizer={"type": "SGD", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3})
+    data, module = build_3d(args.root, args.workers) if args.kind == "3d" else build_2d(args.root, args.workers)
     callbacks: list[pl.Callback] = [
         LrUpdater(policy="step", step=[2], warmup="linear", warmup_iters=4, warmup_ratio=0.1),
         EMA(momentum=0.1, warm_up=2),
         Preemption(),
         ModelCheckpoint(dirpath=os.path.join(args.root, "ckpt"), every_n_train_steps=1, save_last=True),
     ]
+    if args.no_ckpt:
+        callbacks.pop()
+    if args.progress:
+        callbacks.append(Progress(args.progress, args.pause, args.save_pause))
     if args.kill_at >= 0:
         sig = signal.SIGTERM if args.sigterm else signal.SIGKILL
         callbacks.insert(0, Killer(args.kill_at, args.kill_in, sig))
@@ -131,7 +200,13 @@ def main(argv: list[str]) -> None:
                          use_distributed_sampler=False, default_root_dir=args.root, log_every_n_steps=1,
                          plugins=[AtomicCheckpointIO()])
     ckpt = resolve_ckpt_path("last", trainer) if args.resume else None
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    except SystemExit:
+        if args.progress and args.exit_pause:  # a slow shutdown after the preemption save (workers, loggers)
+            Progress(args.progress, 0, 0)._write("exiting")
+            time.sleep(args.exit_pause)
+        raise
     torch.save({k: v.clone() for k, v in module.model.state_dict().items()}, args.out)
 
 
@@ -150,31 +225,35 @@ def _child(argv: list[str]) -> int:
     return 0
 
 
-def run_forked(jobs: list[list[str]]) -> list[int]:
-    """Run ``main(job)`` for every job in its own forked child, all at once; their exit codes in job order."""
+def run_forked(jobs: list[list[str]], max_parallel: int = 0) -> list[int]:
+    """Run ``main(job)`` for every job in its own forked child (at most ``max_parallel`` at once, 0: all); their exit
+    codes in job order."""
     sys.stdout.flush()
     sys.stderr.flush()
-    children = {}
-    for i, job in enumerate(jobs):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                code = _child(job)
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)  # no exit handlers of the parent in the child
-        children[pid] = i
+    children: dict[int, int] = {}
     codes = [0] * len(jobs)
-    while children:
+    pending = list(enumerate(jobs))
+    while pending or children:
+        while pending and (max_parallel <= 0 or len(children) < max_parallel):
+            i, job = pending.pop(0)
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    code = _child(job)
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(code)  # no exit handlers of the parent in the child
+            children[pid] = i
         pid, status = os.wait()
-        codes[children.pop(pid)] = os.waitstatus_to_exitcode(status)
+        if pid in children:
+            codes[children.pop(pid)] = os.waitstatus_to_exitcode(status)
     return codes
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--jobs"]:
-        print(json.dumps(run_forked(json.loads(sys.argv[2]))))
+        print(json.dumps(run_forked(json.loads(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 0)))
     else:
         main(sys.argv[1:])
