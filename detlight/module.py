@@ -88,6 +88,9 @@ class DetectorModule(pl.LightningModule):
         self.last_val_outputs: dict[str, Any] | None = None
         #: evaluator results of the last validation epoch, as python floats (mmcv's ``eval_res``)
         self.eval_results: OrderedDict[str, float] = OrderedDict()
+        #: Cleared by :class:`detlight.callbacks.Evaluation` for a validation run that only the ``('val', n)``
+        #: workflow phase asked for: the evaluator then neither updates nor reports (mmcv ran no EvalHook there).
+        self.evaluate = True
 
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
@@ -153,7 +156,8 @@ class DetectorModule(pl.LightningModule):
             outputs = self.adapter.val_losses(batch)
             self.val_log_buffer.update(outputs["log_vars"], outputs["num_samples"])
             self.last_val_outputs = outputs
-        self.evaluator.update(self.adapter.predict(batch), batch)
+        if self.evaluate:
+            self.evaluator.update(self.adapter.predict(batch), batch)
 
     def on_validation_epoch_end(self) -> None:
         if self.val_losses and not self.trainer.sanity_checking and self.val_log_buffer.val_history:
@@ -161,7 +165,10 @@ class DetectorModule(pl.LightningModule):
             losses = self.val_log_buffer.averages()
             self.log_dict({f"val/{k}": v for k, v in losses.items()}, sync_dist=True, logger=self._log_to_loggers())
         self.val_log_buffer.clear()
-        self._log_eval("val")
+        if self.evaluate:
+            self._log_eval("val")
+        else:
+            self.eval_results = OrderedDict()
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.evaluator.update(self.adapter.predict(batch), batch)

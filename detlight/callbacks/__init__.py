@@ -16,55 +16,53 @@ from detlight._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from detlight.callbacks.bev_visualization import BEVVisualization
+    from detlight.callbacks.check_invalid_loss import CheckInvalidLoss
     from detlight.callbacks.checkpoint import MMCheckpoint
     from detlight.callbacks.ema import EMA
+    from detlight.callbacks.empty_cache import EmptyCache
     from detlight.callbacks.evaluation import Evaluation
-    from detlight.callbacks.interval_logger import (
-        IntervalLogger,
-        LoggerCallback,
-    )
+    from detlight.callbacks.interval_logger import IntervalLogger
     from detlight.callbacks.iter_timer import IterTimer
+    from detlight.callbacks.logger_callback import LoggerCallback
     from detlight.callbacks.lr_updater import (
         LrUpdater,
         MomentumUpdater,
     )
-    from detlight.callbacks.misc import (
-        CheckInvalidLoss,
-        EmptyCache,
-        NumClassCheck,
-        SetEpochInfo,
-        SyncBuffers,
-    )
     from detlight.callbacks.mmcv_hooks import MMCVHooks
     from detlight.callbacks.nan_guard import NanGuard
+    from detlight.callbacks.num_class_check import NumClassCheck
     from detlight.callbacks.preemption import Preemption
+    from detlight.callbacks.progress_bar import ProgressBar
+    from detlight.callbacks.set_epoch_info import SetEpochInfo
+    from detlight.callbacks.sync_buffers import SyncBuffers
     from detlight.callbacks.text_logger import TextLogger
     from detlight.callbacks.visualization import DetVisualization
+    from detlight.callbacks.workflow import Workflow
     from detlight.checkpoint_io import AtomicCheckpointIO
-    from detlight.workflow import Workflow
 
 _EXPORTS: dict[str, str] = {
     "AtomicCheckpointIO": "detlight.checkpoint_io",
     "BEVVisualization": "bev_visualization",
-    "CheckInvalidLoss": "misc",
+    "CheckInvalidLoss": "check_invalid_loss",
     "DetVisualization": "visualization",
     "EMA": "ema",
-    "EmptyCache": "misc",
+    "EmptyCache": "empty_cache",
     "Evaluation": "evaluation",
     "IntervalLogger": "interval_logger",
     "IterTimer": "iter_timer",
-    "LoggerCallback": "interval_logger",
+    "LoggerCallback": "logger_callback",
     "LrUpdater": "lr_updater",
     "MMCVHooks": "mmcv_hooks",
     "MMCheckpoint": "checkpoint",
     "MomentumUpdater": "lr_updater",
     "NanGuard": "nan_guard",
-    "NumClassCheck": "misc",
+    "NumClassCheck": "num_class_check",
     "Preemption": "preemption",
-    "SetEpochInfo": "misc",
-    "SyncBuffers": "misc",
+    "ProgressBar": "progress_bar",
+    "SetEpochInfo": "set_epoch_info",
+    "SyncBuffers": "sync_buffers",
     "TextLogger": "text_logger",
-    "Workflow": "detlight.workflow",
+    "Workflow": "workflow",
 }
 
 __all__ = [
@@ -85,6 +83,7 @@ __all__ = [
     "NanGuard",
     "NumClassCheck",
     "Preemption",
+    "ProgressBar",
     "SetEpochInfo",
     "SyncBuffers",
     "TextLogger",

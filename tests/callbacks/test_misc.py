@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from det_tiny import loader, module, trainer
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
-from detlight.callbacks import misc
+from detlight.callbacks import empty_cache, misc, sync_buffers
 from detlight.callbacks.misc import CheckInvalidLoss, EmptyCache, NumClassCheck, SetEpochInfo, SyncBuffers
 from detlight.exceptions import ModelContractError
 from detlight.testing import BoringDataset, BoringDetector
@@ -57,7 +57,7 @@ def test_invalid_loss_interval_must_be_positive() -> None:
 )
 def test_empty_cache_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kwargs: dict, expected: int) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(misc, "_empty_cache", lambda: calls.append(1))
+    monkeypatch.setattr(empty_cache, "_empty_cache", lambda: calls.append(1))
     trainer(tmp_path, [EmptyCache(**kwargs)], max_epochs=2, enable_checkpointing=False).fit(
         module(), loader(3), loader(1, seed=1))
     assert len(calls) == expected
@@ -101,7 +101,7 @@ def test_allreduce_buffers_with_two_gloo_processes(tmp_path: Path) -> None:
 
 def test_sync_buffers_is_a_no_op_on_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(misc, "allreduce_buffers", lambda buffers: calls.append(1))
+    monkeypatch.setattr(sync_buffers, "allreduce_buffers", lambda buffers: calls.append(1))
     trainer(tmp_path, [SyncBuffers()], max_epochs=1, enable_checkpointing=False).fit(module(), loader(1))
     assert calls == []
 
