@@ -1,6 +1,6 @@
 """Checkpoint files that are either complete or absent: atomic, verified writes and a readability check.
 
-Replaces: mmcv's ``torch.save(checkpoint, filename)`` in ``save_checkpoint`` (mmcv-semantics §3.7), which writes in
+Replaces: mmcv's ``torch.save(checkpoint, filename)`` in ``save_checkpoint`` (docs/mmcv-semantics.md §3.7), which writes in
 place (a crash leaves a truncated ``epoch_N.pth``), and Lightning's ``TorchCheckpointIO``, whose fsspec transaction
 writes to a temporary file in the *system* temp directory and then moves it (a copy, not an atomic rename, when that
 directory is on another file system; nothing is fsync'ed).

@@ -201,10 +201,12 @@ class DetectorModule(pl.LightningModule):
         # trainer.validate() / test() still return the metrics.
         if self.trainer.state.fn != "fit":
             return True
-        return not any(getattr(cb, "log_eval_results", False) for cb in self.trainer.callbacks)
+        # Trainer.callbacks is assigned by Lightning's callback connector, not declared on the class
+        callbacks = self.trainer.callbacks  # type: ignore[attr-defined]
+        return not any(getattr(cb, "log_eval_results", False) for cb in callbacks)
 
 
-def _check_grad_clip(grad_clip: Mapping[str, Any] | None) -> dict[str, float] | None:
+def _check_grad_clip(grad_clip: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if grad_clip is None:
         return None
     allowed = {"max_norm", "norm_type", "error_if_nonfinite", "foreach"}

@@ -1,6 +1,6 @@
 """Stop on a non-finite loss, naming the key.
 
-Replaces: mmdet ``CheckInvalidLossHook`` (mmcv-semantics §2.9).
+Replaces: mmdet ``CheckInvalidLossHook`` (docs/mmcv-semantics.md §2.9).
 """
 
 from __future__ import annotations

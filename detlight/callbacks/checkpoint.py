@@ -1,6 +1,6 @@
 """Checkpointing with mmcv's cadence, file names and (optionally) its ``.pth`` layout.
 
-Replaces: mmcv ``CheckpointHook`` (mmcv-semantics §2.4) and ``runner.save_checkpoint`` (§3.7).
+Replaces: mmcv ``CheckpointHook`` (docs/mmcv-semantics.md §2.4) and ``runner.save_checkpoint`` (§3.7).
 
 Files are written through :mod:`detlight.checkpoint_io` (atomic, verified writes; a failed save raises one
 ``SaveError`` and keeps the previous file): :class:`MMCheckpoint` installs its
@@ -76,7 +76,7 @@ def export_mmcv_checkpoint(
     by_epoch: bool = True,
     hook_msgs: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write an mmcv-layout checkpoint: ``{"meta", "state_dict", "optimizer"}`` (mmcv-semantics §3.7).
+    """Write an mmcv-layout checkpoint: ``{"meta", "state_dict", "optimizer"}`` (docs/mmcv-semantics.md §3.7).
 
     ``state_dict`` holds the bare detector's tensors on the CPU (no ``model.`` prefix). ``meta`` holds what mmcv's
     runner writes (:func:`~detlight.callbacks.run_meta.checkpoint_meta`): ``seed``, ``exp_name``, ``config``,

@@ -1,6 +1,6 @@
 """Exponential moving average of the detector's weights, with mmcv's and mmdet's momentum schedules.
 
-Replaces: mmcv ``EMAHook``, mmdet ``ExpMomentumEMAHook`` and ``LinearMomentumEMAHook`` (mmcv-semantics §2.8).
+Replaces: mmcv ``EMAHook``, mmdet ``ExpMomentumEMAHook`` and ``LinearMomentumEMAHook`` (docs/mmcv-semantics.md §2.8).
 
 Why not Lightning's ``WeightAveraging``: it deep-copies the whole LightningModule (evaluator state included) into an
 ``AveragedModel``, passes the number of averaged models (not mmcv's global iteration) to the averaging function,

@@ -1,6 +1,6 @@
 """Free the CUDA caching allocator around epochs / iterations.
 
-Replaces: mmcv ``EmptyCacheHook`` (mmcv-semantics §2.9).
+Replaces: mmcv ``EmptyCacheHook`` (docs/mmcv-semantics.md §2.9).
 """
 
 from __future__ import annotations

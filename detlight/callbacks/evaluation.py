@@ -1,6 +1,6 @@
 """When to evaluate and which checkpoint is the best: mmcv's ``EvalHook`` rules on top of Lightning's validation loop.
 
-Replaces: mmcv ``EvalHook`` / ``DistEvalHook`` and mmdet's subclass (mmcv-semantics §2.7): ``interval``, ``start``,
+Replaces: mmcv ``EvalHook`` / ``DistEvalHook`` and mmdet's subclass (docs/mmcv-semantics.md §2.7): ``interval``, ``start``,
 ``dynamic_intervals``, ``save_best`` (incl. ``'auto'``), ``rule`` and the greater/less key inference.
 """
 

@@ -1,6 +1,6 @@
 """The base of detlight's interval loggers: when to average the log buffer and what to hand to each logger.
 
-Replaces: mmcv's ``LoggerHook`` base class (mmcv-semantics §2.6) and the runner properties it reads
+Replaces: mmcv's ``LoggerHook`` base class (docs/mmcv-semantics.md §2.6) and the runner properties it reads
 (``runner.iter``, ``runner.max_iters``, ``runner.current_lr()``, ``runner.current_momentum()``).
 """
 

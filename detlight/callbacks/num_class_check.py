@@ -1,6 +1,6 @@
 """Check that the heads' ``num_classes`` match the dataset's ``CLASSES``.
 
-Replaces: mmdet ``NumClassCheckHook`` (mmcv-semantics §2.9).
+Replaces: mmdet ``NumClassCheckHook`` (docs/mmcv-semantics.md §2.9).
 """
 
 from __future__ import annotations

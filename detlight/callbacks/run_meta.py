@@ -2,7 +2,7 @@
 
 Replaces: mmdet ``tools/train.py``'s ``meta`` (``seed``, ``exp_name``, ``config``, ``env_info``) that the runner
 carries as ``runner.meta``, the ``hook_msgs`` that ``CheckpointHook`` / ``EvalHook`` keep in it, and the
-``epoch`` / ``iter`` / ``mmcv_version`` / ``time`` entries ``runner.save_checkpoint`` adds (mmcv-semantics §3.6-3.7).
+``epoch`` / ``iter`` / ``mmcv_version`` / ``time`` entries ``runner.save_checkpoint`` adds (docs/mmcv-semantics.md §3.6-3.7).
 
 ``mmcv_version``: mmcv readers (``mmcv.runner.load_checkpoint``, mmdet's ``publish_model``) only carry the key along,
 nothing compares it, so detlight writes its own version there as a plain version string (``0.1.0``) and says whose it

@@ -1,6 +1,6 @@
 """Tell the detector which epoch starts.
 
-Replaces: mmdet ``SetEpochInfoHook`` (mmcv-semantics §2.9).
+Replaces: mmdet ``SetEpochInfoHook`` (docs/mmcv-semantics.md §2.9).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Average the model's buffers (BN statistics) across ranks after each epoch.
 
-Replaces: mmcv ``SyncBuffersHook`` and its ``allreduce_params`` (mmcv-semantics §2.9).
+Replaces: mmcv ``SyncBuffersHook`` and its ``allreduce_params`` (docs/mmcv-semantics.md §2.9).
 """
 
 from __future__ import annotations

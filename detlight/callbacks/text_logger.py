@@ -28,7 +28,7 @@ from detlight.exceptions import ConfigError
 
 __all__ = ["TextLogger", "preamble", "read_json_log", "run_meta"]
 
-#: mmcv ``Priority`` names of the hooks detlight's callbacks stand for (mmcv-semantics §2.0); others show ``NORMAL``.
+#: mmcv ``Priority`` names of the hooks detlight's callbacks stand for (docs/mmcv-semantics.md §2.0); others show ``NORMAL``.
 PRIORITY_OF = {"LrUpdater": "VERY_HIGH", "MomentumUpdater": "HIGH", "MMCheckpoint": "NORMAL", "IterTimer": "LOW",
                "Evaluation": "LOW", "TextLogger": "VERY_LOW", "IntervalLogger": "VERY_LOW"}
 #: mmcv hook stage -> the Lightning hooks that play it

@@ -1,6 +1,6 @@
 """mmcv's ``runner`` and ``workflow`` config keys as Trainer settings, plus the ``('val', n)`` validation-loss phase.
 
-Replaces: ``EpochBasedRunner.run`` / ``IterBasedRunner.run`` with a workflow (mmcv-semantics §3.2-3.3):
+Replaces: ``EpochBasedRunner.run`` / ``IterBasedRunner.run`` with a workflow (docs/mmcv-semantics.md §3.2-3.3):
 
 - ``runner=dict(type='EpochBasedRunner', max_epochs=N)`` -> ``max_epochs=N``.
 - ``runner=dict(type='IterBasedRunner', max_iters=N)`` -> ``max_steps=N, max_epochs=-1``: Lightning repeats the
@@ -10,7 +10,7 @@ Replaces: ``EpochBasedRunner.run`` / ``IterBasedRunner.run`` with a workflow (mm
   val batches (iteration-based). As in mmcv, the last cycle always ends with a val phase, even when the run length
   is not a multiple of ``k``; Lightning's ``check_val_every_n_epoch`` / ``val_check_interval`` alone would skip it.
 
-Known differences from mmcv (mmcv-semantics §4.1-4.2):
+Known differences from mmcv (docs/mmcv-semantics.md §4.1-4.2):
 
 - The val phase is Lightning's validation loop, so it also feeds the module's evaluator (mAP) and sees the val
   loader's pipeline; mmcv's tools build a separate val dataset with the *train* pipeline for it.

@@ -1,7 +1,7 @@
 """The runner that mmcv-style hooks see: a read-mostly view of Lightning's state with mmcv's names and counters.
 
 Replaces: the ``runner`` argument of ``mmcv.runner.Hook`` methods (``BaseRunner`` / ``EpochBasedRunner`` /
-``IterBasedRunner`` state, mmcv-semantics §3.1-3.3). :class:`detlight.callbacks.mmcv_hooks.MMCVHooks` owns one view
+``IterBasedRunner`` state, docs/mmcv-semantics.md §3.1-3.3). :class:`detlight.callbacks.mmcv_hooks.MMCVHooks` owns one view
 and moves its counters at the points where mmcv's runners move theirs, so a hook reads the values mmcv would have
 shown it:
 

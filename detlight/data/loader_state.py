@@ -3,7 +3,7 @@
 Replaces: mmcv's resume of ``runner.iter`` inside an epoch, which mmcv never did (it restarted the epoch's data),
 on top of Lightning's own resume.
 
-Lightning restores weights, optimizer, loop counters and callback state (lightning-notes A7), but the position inside
+Lightning restores weights, optimizer, loop counters and callback state (docs/lightning-notes.md A7), but the position inside
 the data is only restored for a train loader that is ``_Stateful`` (has ``state_dict``/``load_state_dict``), and the
 torch / numpy / python RNG states are not saved at all. :class:`StatefulDataLoader` closes both gaps:
 

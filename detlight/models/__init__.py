@@ -5,7 +5,17 @@ Names are imported on first access (see :mod:`detlight._lazy`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from detlight._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from detlight.models.centernet import CenterNet
+    from detlight.models.contract import (
+        DetectorAdapter,
+        parse_losses,
+    )
+    from detlight.models.pointpillars import PointPillars
 
 _EXPORTS: dict[str, str] = {
     "CenterNet": "centernet",
@@ -14,5 +24,12 @@ _EXPORTS: dict[str, str] = {
     "parse_losses": "contract",
 }
 
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+__all__ = [
+    "CenterNet",
+    "DetectorAdapter",
+    "PointPillars",
+    "parse_losses",
+]
+
+if not TYPE_CHECKING:  # type checkers read the imports above
+    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -113,6 +113,9 @@ class DetectorAdapter:
     (``PipelineConfig.to_unit_range``) or expect a double normalisation.
     """
 
+    #: the detector; Any because the contract methods (forward_train, train_step, simple_test) are duck-typed
+    model: Any
+
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         if hasattr(model, "forward_train"):
