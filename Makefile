@@ -24,6 +24,7 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check detlight tests benchmarks
+	$(VENV)/bin/mypy detlight
 
 # Real mmcv 1.7.2 (pure Python, no ops) in a scratch venv that reuses $(VENV)'s packages (torch is not reinstalled):
 # runs the tests marked `mmcv`, which the default `make test` deselects. mmcv 1.7.2's setup.py needs setuptools<70.

@@ -2,7 +2,7 @@
 
 Each command runs in a fresh interpreter; the commands are interleaved (one of each per round, order rotated) after
 one discarded warm-up round that fills the page cache, and the paired difference to ``import lightning`` within a
-round is the robust figure (lightning-notes B1/B2). Target: at most +0.5 s over ``import lightning``.
+round is the robust figure (docs/lightning-notes.md B1/B2). Target: at most +0.5 s over ``import lightning``.
 
 Usage::
 

@@ -17,7 +17,7 @@ schedule with linear warm-up (mmcv ``CosineAnnealing``, ``min_lr_ratio=0.01``), 
   Lightning loop (``detlight - lightning-min`` bounds what detlight's callbacks plus TensorBoard, bar and checkpoint
   cost per step).
 
-Method (lightning-notes B3): step time = time between consecutive iteration ends (after ``optimizer.step()`` /
+Method (docs/lightning-notes.md B3): step time = time between consecutive iteration ends (after ``optimizer.step()`` /
 Lightning's ``on_train_batch_end``), so it includes batch transfer, hooks, logging and the bar; the first ``--drop``
 iterations are dropped. Each run is a fresh subprocess (clean allocator state, true peak RSS). One discarded warm-up
 round, then ``--repeats`` interleaved rounds (variant order rotated each round); the robust figure is the paired ratio

@@ -5,23 +5,55 @@ Public names are imported on first access, so ``import detlight`` costs almost n
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from detlight._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from detlight.api import (
+        Run,
+        fit,
+        predict,
+        test,
+        train_detector,
+        validate,
+    )
+    from detlight.cli_app import DetLightCLI
+    from detlight.data.datamodule import DetDataModule
+    from detlight.data.datamodule3d import Det3DDataModule
+    from detlight.logbuffer import LogBuffer
+    from detlight.module import DetectorModule
 
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
-    "DetectorModule": "detlight.module",
-    "DetLightCLI": "detlight.cli",
-    "DetDataModule": "detlight.data.datamodule",
     "Det3DDataModule": "detlight.data.datamodule3d",
+    "DetDataModule": "detlight.data.datamodule",
+    "DetLightCLI": "detlight.cli_app",
+    "DetectorModule": "detlight.module",
     "LogBuffer": "detlight.logbuffer",
-    "fit": "detlight.api",
-    "validate": "detlight.api",
-    "test": "detlight.api",
-    "predict": "detlight.api",
-    "train_detector": "detlight.api",
     "Run": "detlight.api",
+    "fit": "detlight.api",
+    "predict": "detlight.api",
+    "test": "detlight.api",
+    "train_detector": "detlight.api",
+    "validate": "detlight.api",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+__all__ = [
+    "Det3DDataModule",
+    "DetDataModule",
+    "DetLightCLI",
+    "DetectorModule",
+    "LogBuffer",
+    "Run",
+    "__version__",
+    "fit",
+    "predict",
+    "test",
+    "train_detector",
+    "validate",
+]
+
+if not TYPE_CHECKING:  # type checkers read the imports above
+    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -8,6 +8,7 @@ directory. An mmcv ``.py`` config given to ``--config`` is converted on the fly 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from detlight.cli_app import DetLightCLI
 
-__all__ = ["CKPT_PATH_KEYWORDS", "DetLightCLI", "build_cli", "check_config_files", "main"]
+__all__ = ["CKPT_PATH_KEYWORDS", "DetLightCLI", "build_cli", "check_config_files", "main", "remove_files"]
 
 def __getattr__(name: str) -> Any:
     # The Lightning-based class lives in detlight.cli_app so that `detlight convert` starts without Lightning.
@@ -94,18 +95,31 @@ def build_cli(args: Sequence[str] | dict[str, Any], *, run: bool = True,
     from detlight.compat.convert import convert_py_configs
     from detlight.errors import FriendlyArgumentParser, check_checkpoint_file
 
-    if not isinstance(args, dict):
-        args = list(args)
-        ckpt = _option_value(args, "--ckpt_path")
-        if ckpt and ckpt not in CKPT_PATH_KEYWORDS:
-            check_checkpoint_file(ckpt)  # before building anything: missing, corrupt or unsafe files fail fast
-        args = convert_py_configs(args)
-        check_config_files(args)
-    kwargs.setdefault("parser_class", FriendlyArgumentParser)
-    with warnings.catch_warnings():
-        # args come from the caller, not sys.argv; LightningCLI warns when it sees both.
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
-        return (cli_class or DetLightCLI)(args=args, run=run, **kwargs)  # type: ignore[return-value]
+    temporary: list[str] = []  # YAML converted from .py configs: deleted when the run is over, not at exit
+    try:
+        if not isinstance(args, dict):
+            given = list(args)
+            ckpt = _option_value(given, "--ckpt_path")
+            if ckpt and ckpt not in CKPT_PATH_KEYWORDS:
+                check_checkpoint_file(ckpt)  # before building anything: missing, corrupt or unsafe files fail fast
+            args = convert_py_configs(given)
+            before = set(_option_values(given, ("--config", "-c")))
+            temporary = [a for a in _option_values(args, ("--config",)) if a not in before]
+            check_config_files(args)
+        kwargs.setdefault("parser_class", FriendlyArgumentParser)
+        with warnings.catch_warnings():
+            # args come from the caller, not sys.argv; LightningCLI warns when it sees both.
+            warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
+            return (cli_class or DetLightCLI)(args=args, run=run, **kwargs)  # type: ignore[return-value]
+    finally:
+        remove_files(temporary)
+
+
+def remove_files(paths: Sequence[str]) -> None:
+    """Delete the given files, ignoring ones already gone (the temporary YAML of a converted ``.py`` config)."""
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 def main(args: Sequence[str] | None = None) -> None:

@@ -14,6 +14,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
 from detlight.module import DetectorModule
+from detlight.upstream_internals import action_typehint, parser_option_actions, set_action_typehint, uncached_union
 
 __all__ = ["TRAINER_DEFAULTS", "DetLightCLI"]
 
@@ -36,6 +37,9 @@ class DetLightCLI(LightningCLI):
         kwargs.setdefault("trainer_defaults", dict(TRAINER_DEFAULTS))
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
+        from detlight.callbacks.progress_bar import quiet_lightning
+
+        quiet_lightning()
         super().__init__(
             DetectorModule,
             LightningDataModule,
@@ -64,6 +68,14 @@ class DetLightCLI(LightningCLI):
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         if config is not None and config.get("trainer") is not None:
             check_cli_trainer_config(config.get("trainer"))
+
+    def after_instantiate_classes(self) -> None:
+        """A plain ``TQDMProgressBar`` becomes detlight's (1-based epochs, loss on the bar)."""
+        super().after_instantiate_classes()
+        from detlight.callbacks.progress_bar import use_detlight_progress_bar
+
+        if getattr(self, "trainer", None) is not None:
+            use_detlight_progress_bar(self.trainer)
 
     def before_fit(self) -> None:
         """``ckpt_path: last`` (mmcv ``auto_resume``): the newest checkpoint of any earlier run in the work dir."""
@@ -98,13 +110,16 @@ class DetLightCLI(LightningCLI):
             return
         lines = [f"Run directory: {log_dir}"]
         ckpt: Any = trainer.checkpoint_callback
-        if getattr(ckpt, "best_model_path", None):
-            lines.append(f"Best checkpoint: {ckpt.best_model_path}")
+        best = next((cb.best_ckpt_path for cb in trainer.callbacks  # type: ignore[attr-defined]
+                     if isinstance(getattr(cb, "best_ckpt_path", None), str)), None)  # detlight's Evaluation
+        best = best or getattr(ckpt, "best_model_path", None)
+        if best:
+            lines.append(f"Best checkpoint: {best}")
         if getattr(ckpt, "last_model_path", None):
             lines.append(f"Last checkpoint: {ckpt.last_model_path}")
         results = getattr(self.model, "eval_results", None)
-        if results:
-            lines.append("Final evaluation: " + ", ".join(f"{k}: {v:.4f}" for k, v in results.items()))
+        if results:  # the names of Run.metrics; COCO's -1 ("not computed") left out
+            lines.append("Final evaluation: " + ", ".join(f"val/{k}: {v:.4f}" for k, v in results.items() if v != -1))
         if log_dir:
             lines.append(f"TensorBoard: tensorboard --logdir {log_dir}")
         print("\n".join(lines), flush=True)
@@ -119,9 +134,9 @@ def _int_before_float(parser: Any, options: Sequence[str]) -> None:
     import typing
 
     for option in options:
-        action = parser._option_string_actions.get(option)
-        hint = getattr(action, "_typehint", None)
+        action = parser_option_actions(parser).get(option)
+        hint = action_typehint(action)
         args = getattr(hint, "__args__", None)
         if typing.get_origin(hint) is typing.Union and args and float in args and int in args:
             ordered = (int, float, *(a for a in args if a not in (int, float)))
-            action._typehint = type(hint)(typing.Union, ordered, name=getattr(hint, "_name", None))  # type: ignore
+            set_action_typehint(action, uncached_union(hint, ordered))  # type: ignore[arg-type]

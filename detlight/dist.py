@@ -40,6 +40,7 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from detlight.dist_config import DDP_STRATEGY_PATH, DEFAULT_TIMEOUT_S, DistSettings, has_sync_bn
 from detlight.exceptions import ConfigError, LaunchConfigError
+from detlight.upstream_internals import strategy_ddp_kwargs
 
 __all__ = [
     "DDP_STRATEGY_PATH",
@@ -132,7 +133,7 @@ class DetDDPStrategy(DDPStrategy):
     @property
     def ddp_kwargs(self) -> dict[str, Any]:
         """The keyword arguments handed to ``torch.nn.parallel.DistributedDataParallel``."""
-        return dict(self._ddp_kwargs)
+        return strategy_ddp_kwargs(self)
 
     def on_exception(self, exception: BaseException) -> None:
         """Print which rank stopped and why before the exception propagates (Lightning adds its own hints)."""

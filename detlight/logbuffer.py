@@ -1,7 +1,7 @@
 """Sample-weighted history of logged values: the Lightning-side twin of mmcv's ``runner.log_buffer``.
 
 Replaces: ``mmcv.runner.LogBuffer``. Same ``update`` / ``average`` / ``clear`` / ``clear_output`` semantics
-(mmcv-semantics §3.5), with one difference that matters for speed: values may stay as tensors on the device.
+(docs/mmcv-semantics.md §3.5), with one difference that matters for speed: values may stay as tensors on the device.
 ``update`` never calls ``.item()``; ``average`` is the only place that copies to the host, once for all keys.
 """
 

@@ -22,6 +22,7 @@ from torchmetrics import Metric
 from detlight.exceptions import CheckpointError, ConfigError, ModelContractError
 from detlight.logbuffer import LogBuffer
 from detlight.models.contract import DetectorAdapter
+from detlight.upstream_internals import attached_trainer
 
 __all__ = ["DetectorModule"]
 
@@ -89,6 +90,9 @@ class DetectorModule(pl.LightningModule):
         self.last_val_outputs: dict[str, Any] | None = None
         #: evaluator results of the last validation epoch, as python floats (mmcv's ``eval_res``)
         self.eval_results: OrderedDict[str, float] = OrderedDict()
+        #: Cleared by :class:`detlight.callbacks.Evaluation` for a validation run that only the ``('val', n)``
+        #: workflow phase asked for: the evaluator then neither updates nor reports (mmcv ran no EvalHook there).
+        self.evaluate = True
 
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
@@ -99,7 +103,7 @@ class DetectorModule(pl.LightningModule):
             self._weights_loaded = True
 
     def _check_num_classes(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(attached_trainer(self), "datamodule", None)
         if datamodule is None or getattr(datamodule, "CLASSES", None) is None:
             return
         head = self.adapter.num_classes()
@@ -134,7 +138,7 @@ class DetectorModule(pl.LightningModule):
         """
         from lightning.pytorch.callbacks import BasePredictionWriter
 
-        if self._trainer is None or self.trainer.state.fn != "predict":
+        if attached_trainer(self) is None or self.trainer.state.fn != "predict":
             return []
         if any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):  # type: ignore[attr-defined]
             return []
@@ -157,7 +161,7 @@ class DetectorModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        optimizer = self.trainer.optimizers[0] if self._trainer is not None and self.trainer.optimizers else None
+        optimizer = self.trainer.optimizers[0] if attached_trainer(self) is not None and self.trainer.optimizers else None
         outputs = self.adapter.losses(batch, optimizer)
         self.log_buffer.update(outputs["log_vars"], outputs["num_samples"])
         self.last_outputs = outputs
@@ -191,7 +195,8 @@ class DetectorModule(pl.LightningModule):
             outputs = self.adapter.val_losses(batch)
             self.val_log_buffer.update(outputs["log_vars"], outputs["num_samples"])
             self.last_val_outputs = outputs
-        self.evaluator.update(self.adapter.predict(batch), batch)
+        if self.evaluate:
+            self.evaluator.update(self.adapter.predict(batch), batch)
 
     def on_validation_epoch_end(self) -> None:
         if self.val_losses and not self.trainer.sanity_checking and self.val_log_buffer.val_history:
@@ -199,7 +204,10 @@ class DetectorModule(pl.LightningModule):
             losses = self.val_log_buffer.averages()
             self.log_dict({f"val/{k}": v for k, v in losses.items()}, sync_dist=True, logger=self._log_to_loggers())
         self.val_log_buffer.clear()
-        self._log_eval("val")
+        if self.evaluate:
+            self._log_eval("val")
+        else:
+            self.eval_results = OrderedDict()
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.evaluator.update(self.adapter.predict(batch), batch)
@@ -231,10 +239,12 @@ class DetectorModule(pl.LightningModule):
         # trainer.validate() / test() still return the metrics.
         if self.trainer.state.fn != "fit":
             return True
-        return not any(getattr(cb, "log_eval_results", False) for cb in self.trainer.callbacks)
+        # Trainer.callbacks is assigned by Lightning's callback connector, not declared on the class
+        callbacks = self.trainer.callbacks  # type: ignore[attr-defined]
+        return not any(getattr(cb, "log_eval_results", False) for cb in callbacks)
 
 
-def _check_grad_clip(grad_clip: Mapping[str, Any] | None) -> dict[str, float] | None:
+def _check_grad_clip(grad_clip: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if grad_clip is None:
         return None
     allowed = {"max_norm", "norm_type", "error_if_nonfinite", "foreach"}

@@ -1,6 +1,6 @@
 """mmcv's ``fp16=dict(loss_scale=...)`` as a Lightning precision plugin.
 
-Replaces: ``Fp16OptimizerHook(loss_scale=...)`` (mmcv-semantics §2.3). ``trainer.precision: 16-mixed`` alone gives
+Replaces: ``Fp16OptimizerHook(loss_scale=...)`` (docs/mmcv-semantics.md §2.3). ``trainer.precision: 16-mixed`` alone gives
 a *dynamic* GradScaler; mmcv's float ``loss_scale`` is a **static** scale (overflow steps are still skipped, the
 scale never changes). :class:`MMFp16Precision` reproduces the three accepted forms:
 

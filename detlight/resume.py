@@ -1,6 +1,6 @@
 """``ckpt_path: last``: mmcv's ``auto_resume``, resuming from the newest readable checkpoint of the run.
 
-Replaces: mmcv ``runner.resume`` / ``auto_resume`` (mmcv-semantics §3.7) on top of Lightning's own resume.
+Replaces: mmcv ``runner.resume`` / ``auto_resume`` (docs/mmcv-semantics.md §3.7) on top of Lightning's own resume.
 
 The pieces of an iteration-exact resume live where they belong; their old names here keep working:
 :class:`~detlight.callbacks.preemption.Preemption` (YAML ``class_path: detlight.resume.Preemption`` included),

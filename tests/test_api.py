@@ -6,14 +6,17 @@ import json
 import logging
 import multiprocessing
 import os
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 import detlight.api as api
 from detlight.cli import main
+from detlight.exceptions import ConfigError, UsageError
 from detlight.plotting import find_json_log, load_curves, plot_curves
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,3 +230,100 @@ def test_plot_without_matplotlib_is_an_image(tmp_path):
     assert image.size == (320, 220)
     pixels = image.convert("RGB").getcolors(10_000)
     assert any(colour == (31, 119, 180) for _, colour in pixels)  # the curve was drawn
+
+
+# ---------------------------------------------------------------------------------------------- the Run result
+def test_run_is_small_and_indexes_like_it_unpacks(tmp_path):
+    run = api.validate(QUICKSTART, tiny(tmp_path))
+    trainer, module = run
+    assert (run[0], run[1], len(run)) == (trainer, module, 2)
+    text = repr(run)
+    assert text.startswith("Run(validate, log_dir=") and "\n" not in text and len(text) < 300
+    assert "CenterNet(" not in text
+    assert all(k.startswith("val/") for k in run.metrics) and "val/bbox_mAP" in run.metrics
+    assert all(v != -1.0 for v in run.metrics.values())
+
+
+# ---------------------------------------------------------------------------------------------- Python objects
+def test_fit_takes_a_model_and_a_datamodule_and_says_what_config_yaml_lacks(tmp_path):
+    from detlight.data.datamodule import DetDataModule
+    from detlight.data.synthetic import SyntheticCocoSpec
+    from detlight.models.centernet import CenterNet
+
+    model = CenterNet(num_classes=4)
+    dm = DetDataModule(synthetic=SyntheticCocoSpec(num_train=8, num_val=4), samples_per_gpu=4, val_samples_per_gpu=4,
+                       workers_per_gpu=0)
+    overrides = {k: v for k, v in tiny(tmp_path).items() if not k.startswith("data.")}
+    run = api.fit(QUICKSTART, overrides, model=model, datamodule=dm)
+    assert run.module.model is model and run.datamodule is dm and run.trainer.global_step == 2
+    assert run.results and set(run.results[0]) <= set(run.metrics) and "val/bbox_mAP" in run.results[0]
+    saved = (Path(run.log_dir) / "config.yaml").read_text()
+    assert ("# - model.model: detlight.models.centernet.CenterNet (init args not recorded: width, head_channels)"
+            in saved)
+    assert "# - data: detlight.data.datamodule.DetDataModule (init args not recorded: " in saved
+    parsed = yaml.safe_load(saved)
+    assert parsed["model"]["model"]["class_path"] == "detlight.models.centernet.CenterNet"
+    assert parsed["model"]["model"]["init_args"]["num_classes"] == 4
+    assert parsed["data"]["init_args"]["samples_per_gpu"] == 4
+    assert parsed["trainer"]["limit_train_batches"] == 2
+
+
+def test_an_object_in_overrides_works(tmp_path):
+    from detlight.models.centernet import CenterNet
+
+    model = CenterNet(num_classes=4)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        run = api.validate(QUICKSTART, {**tiny(tmp_path), "model.model": model})
+    assert run.module.model is model and "val/bbox_mAP" in run.metrics
+    assert not [w for w in seen if "serialize" in str(w.message)]  # no whole-model printout
+
+
+def test_overriding_inside_an_object_is_a_clear_error(tmp_path):
+    from detlight.data.datamodule import DetDataModule
+
+    with pytest.raises(ConfigError, match=r"data.init_args.samples_per_gpu.*`data` is a DetDataModule object"):
+        api.fit(QUICKSTART, {"data.init_args.samples_per_gpu": 2}, datamodule=DetDataModule())
+    with pytest.raises(UsageError, match="`model` must be a detector"):
+        api.fit(QUICKSTART, model="centernet")
+
+
+def test_object_overrides_as_arguments_name_the_way_out():
+    with pytest.raises(TypeError, match="accept Python objects"):
+        api.overrides_to_args({"model.model": torch.nn.Linear(1, 1)})
+
+
+def test_describe_object_records_what_it_can():
+    described, missing = api.describe_object(torch.nn.Conv2d(3, 8, kernel_size=3))
+    assert described["class_path"] == "torch.nn.modules.conv.Conv2d"
+    assert described["init_args"]["in_channels"] == 3 and described["init_args"]["kernel_size"] == [3, 3]
+    assert "bias" in missing
+
+
+# ---------------------------------------------------------------------------------------------- what a run keeps
+@pytest.mark.slow
+def test_quickstart_last_checkpoint_is_the_final_state(tmp_path):
+    # The reported case: 2 epochs x 16 batches must leave last.ckpt at step 32, whatever the mAP did.
+    overrides = tiny(tmp_path, **{"trainer.max_epochs": 2, "trainer.limit_train_batches": 16,
+                                  "data.init_args.synthetic.num_train": 48, "data.init_args.samples_per_gpu": 2,
+                                  "data.init_args.synthetic.image_size": 64})
+    run = api.fit(QUICKSTART, overrides)
+    last = Path(run.log_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 32
+    assert os.path.realpath(last) == str(Path(run.log_dir) / "checkpoints" / "epoch_2.ckpt")
+    from detlight.resume import resolve_ckpt_path
+
+    assert resolve_ckpt_path("last", run.trainer) == os.path.realpath(last)
+    names = sorted(p.name for p in (Path(run.log_dir) / "checkpoints").glob("*.ckpt"))
+    assert names[0].startswith("best_bbox_mAP_epoch_") and "epoch_1.ckpt" in names
+
+
+def test_converted_py_config_leaves_no_temporary_yaml(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    config = str(ROOT / "tests/compat/configs/centernet/centernet_tiny_1x_coco.py")
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", config, "--print_config"])
+    assert exc.value.code == 0
+    assert list(tmp_path.iterdir()) == []

@@ -156,3 +156,42 @@ def test_runner_length_overrides_the_trainer_with_a_warning(tmp_path: Path) -> N
     with pytest.warns(UserWarning, match="overrides trainer.max_epochs=4"):
         trainer.fit(toy.ToyModule(), train_dataloaders=toy.loader(1))
     assert trainer.current_epoch == 1
+
+
+class PhaseRecorder(pl.Callback):
+    """Per validation run: (global step, losses computed, metrics computed)."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, bool, bool]] = []
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        if batch_idx == 0:
+            self.runs.append((trainer.global_step, bool(pl_module.val_losses), bool(pl_module.evaluate)))
+
+
+def test_epoch_val_phase_keeps_its_cadence_next_to_the_evaluation(tmp_path: Path) -> None:
+    from detlight.callbacks import Evaluation
+
+    seen = PhaseRecorder()
+    wf = Workflow(workflow=[("train", 2), ("val", 1)], runner=EPOCH3)
+    trainer = toy.make_trainer(tmp_path, [wf, Evaluation(interval=1), seen])
+    module = toy.ToyModule()
+    calls = []
+    original = module.adapter.val_losses
+    module.adapter.val_losses = lambda batch: calls.append(1) or original(batch)  # type: ignore[method-assign]
+    trainer.fit(module, train_dataloaders=toy.loader(1), val_dataloaders=toy.loader(3))
+    # mmcv: EvalHook after every epoch; the val phase after epochs 2 and 3 only: 2 x 3 val_step calls
+    assert seen.runs == [(1, False, True), (2, True, True), (3, True, True)]
+    assert len(calls) == 6
+
+
+def test_iter_val_phase_keeps_its_cadence_next_to_the_evaluation(tmp_path: Path) -> None:
+    from detlight.callbacks import Evaluation
+
+    seen = PhaseRecorder()
+    wf = Workflow(workflow=[("train", 3), ("val", 1)], runner={"type": "IterBasedRunner", "max_iters": 7})
+    trainer = toy.make_trainer(tmp_path, [wf, Evaluation(interval=2, by_epoch=False), seen], max_epochs=7)
+    trainer.fit(toy.ToyModule(), train_dataloaders=toy.loader(2), val_dataloaders=toy.loader(3))
+    # mmcv: val phases after iterations 3, 6 and 7 (final cycle); evaluations after 2, 4 and 6
+    assert seen.runs == [(2, False, True), (3, True, False), (4, False, True), (6, True, True), (7, True, False)]

@@ -1,6 +1,6 @@
 """Checkpointing with mmcv's cadence, file names and (optionally) its ``.pth`` layout.
 
-Replaces: mmcv ``CheckpointHook`` (mmcv-semantics §2.4) and ``runner.save_checkpoint`` (§3.7).
+Replaces: mmcv ``CheckpointHook`` (docs/mmcv-semantics.md §2.4) and ``runner.save_checkpoint`` (§3.7).
 
 Files are written through :mod:`detlight.checkpoint_io` (atomic, verified writes; a failed save raises one
 ``SaveError`` and keeps the previous file): :class:`MMCheckpoint` installs its
@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,14 +24,17 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from typing_extensions import override
 
+from detlight.callbacks.run_meta import checkpoint_meta
 from detlight.checkpoint_io import AtomicCheckpointIO, atomic_torch_save, link_or_copy
 from detlight.exceptions import ConfigError
+from detlight.upstream_internals import callback_state_key, save_checkpoint_via
 
 __all__ = [
     "AtomicCheckpointIO",
     "MMCheckpoint",
     "atomic_torch_save",
     "bare_model",
+    "best_hook_msgs",
     "batches_done",
     "export_mmcv_checkpoint",
     "link_or_copy",
@@ -71,17 +73,20 @@ def export_mmcv_checkpoint(
     pl_module: pl.LightningModule,
     save_optimizer: bool = True,
     meta: Mapping[str, Any] | None = None,
+    by_epoch: bool = True,
+    hook_msgs: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write an mmcv-layout checkpoint: ``{"meta", "state_dict", "optimizer"}`` (mmcv-semantics §3.7).
+    """Write an mmcv-layout checkpoint: ``{"meta", "state_dict", "optimizer"}`` (docs/mmcv-semantics.md §3.7).
 
-    ``state_dict`` holds the bare detector's tensors on the CPU (no ``model.`` prefix), ``meta`` holds
-    ``epoch = current_epoch + 1``, ``iter`` = training batches so far, ``time`` and ``CLASSES`` (when the
+    ``state_dict`` holds the bare detector's tensors on the CPU (no ``model.`` prefix). ``meta`` holds what mmcv's
+    runner writes (:func:`~detlight.callbacks.run_meta.checkpoint_meta`): ``seed``, ``exp_name``, ``config``,
+    ``hook_msgs``, ``epoch``, ``iter`` (mmcv's values for an epoch- or iteration-based save, see ``by_epoch``),
+    ``mmcv_version`` (detlight's version, see :mod:`detlight.callbacks.run_meta`), ``time`` and ``CLASSES`` (when the
     datamodule or training set has them), plus ``meta``. Only plain containers, strings, numbers and tensors are
     written, so the file loads with ``torch.load(..., weights_only=True)``. Call it on global rank 0 only.
     """
     state = {k: v.detach().cpu() for k, v in bare_model(pl_module).state_dict().items()}
-    meta_out: dict[str, Any] = dict(meta or {})
-    meta_out.update(epoch=trainer.current_epoch + 1, iter=batches_done(trainer), time=time.asctime())
+    meta_out = checkpoint_meta(trainer, by_epoch, dict(hook_msgs or {}), dict(meta or {}))
     classes = _dataset_classes(trainer)
     if classes is not None:
         meta_out.setdefault("CLASSES", classes)
@@ -104,29 +109,45 @@ class MMCheckpoint(ModelCheckpoint):
 
     Saves ``epoch_{E+1}.ckpt`` after every ``interval``-th epoch (``by_epoch``) or ``iter_{I+1}.ckpt`` after every
     ``interval``-th training batch, and, with ``save_last``, after the final epoch / batch as well. ``interval=-1``
-    therefore saves only the final one. ``latest.ckpt`` links to the newest file, so ``fit(ckpt_path="last")``
-    resumes from it (mmcv ``auto_resume``). ``max_keep_ckpts > 0`` deletes older files exactly as mmcv does: walking
-    back from ``current - max_keep_ckpts * interval`` in steps of ``interval`` and stopping at the first missing
-    file. With ``export_mmcv`` each save also writes ``epoch_{E+1}.pth`` / ``iter_{I+1}.pth`` in mmcv's layout
+    therefore saves only the final one. When training stops anywhere else (``max_steps``, ``max_time``, early
+    stopping, ``trainer.should_stop``), the state at the stop is saved too, as ``iter_{I}.ckpt`` (or
+    ``epoch_{E+1}.ckpt`` when the stop falls on an epoch boundary), so the newest file is always the state training
+    ended in. ``latest.ckpt`` (mmcv's name) and ``last.ckpt`` (Lightning's) link to the newest file (also to a
+    ``Preemption`` checkpoint), so ``fit(ckpt_path="last")`` resumes from it (mmcv ``auto_resume``).
+    ``max_keep_ckpts > 0`` deletes older files exactly as mmcv does: walking back from
+    ``current - max_keep_ckpts * interval`` in steps of ``interval`` and stopping at the first missing file. With
+    ``export_mmcv`` each save also writes ``epoch_{E+1}.pth`` / ``iter_{I+1}.pth`` in mmcv's layout
     (:func:`export_mmcv_checkpoint`) and a ``latest.pth`` link.
+
+    Files go to the run directory, so a re-run never overwrites an earlier run's files: ``<log_dir>/checkpoints``
+    when the Trainer has a logger (Lightning's layout, ``<save_dir>/<name>/version_N/checkpoints``), else
+    ``default_root_dir`` (mmcv's flat ``work_dir``). They are ordinary files (mode ``0666`` minus the umask).
+
+    mmcv-layout ``.pth`` files carry mmcv's ``meta`` (see :func:`export_mmcv_checkpoint`) with
+    ``hook_msgs = {last_ckpt, best_score, best_ckpt}``: ``last_ckpt`` is the previous save (mmcv sets it after
+    writing), ``best_score`` / ``best_ckpt`` come from an :class:`~detlight.callbacks.evaluation.Evaluation` callback
+    with ``save_best``.
 
     Order difference: mmcv writes ``epoch_N.pth`` in ``after_train_epoch`` *before* that epoch's ``EvalHook``
     (priority 50 < 70). Lightning runs the epoch-end validation before ``on_train_epoch_end``, so here
     ``epoch_N.ckpt`` is written *after* that epoch's evaluation (and after a ``best_*`` checkpoint of the same epoch).
-    The weights are the same; the ``.ckpt`` additionally carries the evaluation callback's best score. Iteration
-    checkpoints are written in ``on_train_batch_end``, before a validation triggered at that batch, as in mmcv.
+    The weights are the same; the ``.ckpt`` additionally carries the evaluation callback's best score, and
+    ``hook_msgs.best_score`` of ``epoch_N.pth`` already includes epoch N's evaluation (mmcv's holds the best up to
+    epoch N-1). Iteration checkpoints are written in ``on_train_batch_end``, before a validation triggered at that
+    batch, as in mmcv.
 
     Args:
         interval: save period in epochs (``by_epoch``) or training batches; ``<= 0`` disables periodic saving.
         by_epoch: count ``interval`` in epochs (``EpochBasedRunner``) or in training batches.
         save_optimizer: keep optimizer/scheduler/loop state. ``False`` writes weights-only files (Lightning's
             ``save_weights_only``): loadable with ``load_from`` but not resumable with ``fit(ckpt_path=...)``.
-        out_dir: directory for the files. Default: the Trainer's ``default_root_dir`` (mmcv's ``work_dir``); another
-            directory gets the base name of ``default_root_dir`` appended, as in mmcv.
+        out_dir: directory for the files. Default: the run directory (see above); another directory gets the base
+            name of the run directory appended, as mmcv appends ``basename(work_dir)``.
         max_keep_ckpts: number of periodic checkpoints to keep (mmcv's deletion rule); ``<= 0`` keeps all.
-        save_last: also save after the final epoch / batch (mmcv meaning; this is *not* Lightning's ``last.ckpt``).
+        save_last: also save after the final epoch / batch (mmcv's meaning), and the state at an early stop.
         export_mmcv: also write mmcv-layout ``.pth`` files and ``latest.pth``.
-        create_symlink: maintain ``latest.ckpt`` (and ``latest.pth``): a symlink, or a copy where symlinks fail.
+        create_symlink: maintain ``latest.ckpt`` / ``last.ckpt`` (and ``latest.pth``): a symlink, or a copy where
+            symlinks fail.
         meta: extra entries for the ``meta`` dict of exported ``.pth`` files (mmcv ``checkpoint_config.meta``).
         atomic_io: replace the strategy's default ``TorchCheckpointIO`` with :class:`AtomicCheckpointIO`.
 
@@ -137,6 +158,8 @@ class MMCheckpoint(ModelCheckpoint):
     """
 
     CHECKPOINT_NAME_LAST = "latest"
+    #: the mmcv stages this callback acts in (for the preamble's hook table; mmcv's CheckpointHook's)
+    MMCV_STAGES = ("before_run", "after_train_iter", "after_train_epoch", "after_run")
 
     def __init__(
         self,
@@ -171,12 +194,14 @@ class MMCheckpoint(ModelCheckpoint):
         self.atomic_io = atomic_io
         #: mmcv ``runner.meta['hook_msgs']['last_ckpt']``: the previous save, recorded in the next ``.pth``
         self.last_ckpt: str | None = None
+        #: training batches done at the last save (``-1``: none yet in this run)
+        self._saved_at = -1
 
     # ------------------------------------------------------------------ identity / paths
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(interval=self.interval, by_epoch=self.by_epoch, out_dir=self.out_dir)
+        return callback_state_key(self, interval=self.interval, by_epoch=self.by_epoch, out_dir=self.out_dir)
 
     def filename_for(self, trainer_epoch: int | None = None, batch_idx: int | None = None) -> str:
         """mmcv's 1-based name (no extension) for the 0-based epoch or the 0-based global batch index."""
@@ -189,12 +214,18 @@ class MMCheckpoint(ModelCheckpoint):
         return f"iter_{batch_idx + 1}"
 
     def resolve_dir(self, trainer: pl.Trainer) -> str:
-        """mmcv ``before_run``: ``out_dir`` defaults to ``work_dir``; another ``out_dir`` gets ``basename(work_dir)``."""
-        work_dir = os.path.abspath(str(trainer.default_root_dir))
+        """The run directory (``<log_dir>/checkpoints`` with a logger, else ``default_root_dir``); another ``out_dir``
+        gets the run directory's base name appended (mmcv ``before_run``)."""
+        if trainer.loggers:
+            run = os.path.join(os.path.abspath(str(trainer.log_dir or trainer.default_root_dir)), "checkpoints")
+            name = os.path.basename(os.path.dirname(run))
+        else:
+            run = os.path.abspath(str(trainer.default_root_dir))
+            name = os.path.basename(run)
         if self.out_dir is None:
-            return work_dir
+            return run
         out_dir = os.path.abspath(self.out_dir)
-        return out_dir if out_dir == work_dir else os.path.join(out_dir, os.path.basename(work_dir))
+        return out_dir if out_dir in (run, os.path.dirname(run)) else os.path.join(out_dir, name)
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -206,7 +237,7 @@ class MMCheckpoint(ModelCheckpoint):
 
     @override
     def _find_last_checkpoints(self, trainer: pl.Trainer) -> set[str]:
-        latest = os.path.join(self.resolve_dir(trainer), "latest.ckpt")
+        latest = os.path.join(str(self.dirpath or self.resolve_dir(trainer)), "latest.ckpt")
         return {os.path.realpath(latest)} if os.path.exists(latest) else set()
 
     # ------------------------------------------------------------------ triggers
@@ -238,25 +269,54 @@ class MMCheckpoint(ModelCheckpoint):
         """Nothing: mmcv's checkpoint cadence does not depend on validation."""
 
     @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._saved_at = -1
+
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Nothing: the final epoch / batch is already covered by ``save_last``."""
+        """Save the state training stopped in, unless the last save already holds it (see the class docstring)."""
+        done = batches_done(trainer)
+        if not self.save_last_mm or self._skip(trainer) or done == 0 or done == self._saved_at:
+            return
+        loop = trainer.fit_loop.epoch_loop
+        if self.by_epoch and loop.batch_progress.is_last_batch:
+            self._save(trainer, pl_module, trainer.current_epoch + 1)
+        else:
+            self._save(trainer, pl_module, done, stem_prefix="iter")
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """After a preemption checkpoint (``Preemption`` wrote one for this exception), point the links at it."""
+        if not (trainer.is_global_zero and self.create_symlink and self.dirpath):
+            return
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]
+            saved = getattr(callback, "saved_path", None)
+            if isinstance(saved, str) and saved.endswith(".ckpt") and os.path.isfile(saved):
+                for name in ("latest.ckpt", "last.ckpt"):
+                    link_or_copy(saved, os.path.join(str(self.dirpath), name))
+                self.last_model_path = saved
+                return
 
     # ------------------------------------------------------------------ saving
-    def _save(self, trainer: pl.Trainer, pl_module: pl.LightningModule, number: int) -> None:
+    def _save(self, trainer: pl.Trainer, pl_module: pl.LightningModule, number: int,
+              stem_prefix: str | None = None) -> None:
         assert self.dirpath is not None  # set in setup
-        stem = f"{'epoch' if self.by_epoch else 'iter'}_{number}"
+        stem = f"{stem_prefix or ('epoch' if self.by_epoch else 'iter')}_{number}"
         ckpt_path = os.path.join(str(self.dirpath), f"{stem}.ckpt")
         log.info("Saving checkpoint at %d %s", number, "epochs" if self.by_epoch else "iterations")
-        self._save_checkpoint(trainer, ckpt_path)  # all ranks: the strategy decides who writes
+        save_checkpoint_via(self, trainer, ckpt_path)  # all ranks: the strategy decides who writes
         self.last_model_path = ckpt_path
+        self._saved_at = batches_done(trainer)
         if not trainer.is_global_zero:
             return
         if self.create_symlink:
             link_or_copy(ckpt_path, os.path.join(str(self.dirpath), "latest.ckpt"))
+            link_or_copy(ckpt_path, os.path.join(str(self.dirpath), "last.ckpt"))
         if self.export_mmcv:
             pth_path = os.path.join(str(self.dirpath), f"{stem}.pth")
-            meta = dict(self.meta, hook_msgs={"last_ckpt": self.last_ckpt} if self.last_ckpt else {})
-            export_mmcv_checkpoint(pth_path, trainer, pl_module, save_optimizer=self.save_optimizer, meta=meta)
+            hook_msgs = {**best_hook_msgs(trainer), **({"last_ckpt": self.last_ckpt} if self.last_ckpt else {})}
+            export_mmcv_checkpoint(pth_path, trainer, pl_module, save_optimizer=self.save_optimizer, meta=self.meta,
+                                   by_epoch=self.by_epoch, hook_msgs=hook_msgs)
             if self.create_symlink:
                 link_or_copy(pth_path, os.path.join(str(self.dirpath), "latest.pth"))
             self.last_ckpt = pth_path
@@ -298,3 +358,13 @@ def _is_last_iter(trainer: pl.Trainer, batch_idx: int) -> bool:
         max_epochs is not None and max_epochs > 0 and trainer.current_epoch + 1 == max_epochs
         and batch_idx + 1 == trainer.num_training_batches
     )
+
+
+def best_hook_msgs(trainer: pl.Trainer) -> dict[str, Any]:
+    """``{best_score, best_ckpt}`` of the first callback that keeps a best checkpoint (mmcv's ``hook_msgs``)."""
+    for callback in getattr(trainer, "callbacks", []):
+        score, path = getattr(callback, "best_score", None), getattr(callback, "best_ckpt_path", None)
+        if isinstance(score, (int, float)) and isinstance(path, str):
+            return {"best_score": float(score), "best_ckpt": path[: -len(".ckpt")] + ".pth"
+                    if path.endswith(".ckpt") and getattr(callback, "export_mmcv", False) else path}
+    return {}

@@ -1,6 +1,6 @@
 """Exponential moving average of the detector's weights, with mmcv's and mmdet's momentum schedules.
 
-Replaces: mmcv ``EMAHook``, mmdet ``ExpMomentumEMAHook`` and ``LinearMomentumEMAHook`` (mmcv-semantics §2.8).
+Replaces: mmcv ``EMAHook``, mmdet ``ExpMomentumEMAHook`` and ``LinearMomentumEMAHook`` (docs/mmcv-semantics.md §2.8).
 
 Why not Lightning's ``WeightAveraging``: it deep-copies the whole LightningModule (evaluator state included) into an
 ``AveragedModel``, passes the number of averaged models (not mmcv's global iteration) to the averaging function,
@@ -20,6 +20,7 @@ from typing_extensions import override
 
 from detlight.callbacks.checkpoint import bare_model
 from detlight.exceptions import CheckpointError, ConfigError
+from detlight.upstream_internals import callback_state_key
 
 __all__ = ["EMA", "ema_momentum"]
 
@@ -106,7 +107,7 @@ class EMA(Callback):
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(schedule=self.schedule, momentum=self.momentum, interval=self.interval)
+        return callback_state_key(self, schedule=self.schedule, momentum=self.momentum, interval=self.interval)
 
     # ------------------------------------------------------------------ set-up
     @override

@@ -1,6 +1,6 @@
 """When to evaluate and which checkpoint is the best: mmcv's ``EvalHook`` rules on top of Lightning's validation loop.
 
-Replaces: mmcv ``EvalHook`` / ``DistEvalHook`` and mmdet's subclass (mmcv-semantics §2.7): ``interval``, ``start``,
+Replaces: mmcv ``EvalHook`` / ``DistEvalHook`` and mmdet's subclass (docs/mmcv-semantics.md §2.7): ``interval``, ``start``,
 ``dynamic_intervals``, ``save_best`` (incl. ``'auto'``), ``rule`` and the greater/less key inference.
 """
 
@@ -19,8 +19,10 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from typing_extensions import override
 
+from detlight.callbacks._val_gate import apply_validation_gate
 from detlight.callbacks.checkpoint import MMCheckpoint, batches_done, every_n, export_mmcv_checkpoint
 from detlight.exceptions import ConfigError
+from detlight.upstream_internals import keep_first_loop_iter
 
 __all__ = ["DEFAULT_GREATER_KEYS", "DEFAULT_LESS_KEYS", "Evaluation", "infer_rule"]
 
@@ -144,6 +146,7 @@ class Evaluation(Callback):
         self.best_score: float | None = None
         self.best_ckpt_path: str | None = None
         self._initial = True
+        self._forced = False
         self._trainer_gate: tuple[int | None, Any] | None = None
 
     # ------------------------------------------------------------------ rules
@@ -176,21 +179,24 @@ class Evaluation(Callback):
         if self._trainer_gate is not None:
             trainer.check_val_every_n_epoch, trainer.val_check_batch = self._trainer_gate
 
-    @staticmethod
-    def _gate(trainer: pl.Trainer, run: bool) -> None:
-        # Lightning validates when (current_epoch + 1) % check_val_every_n_epoch == 0: 1 always passes and
-        # current_epoch + 2 never does.
-        trainer.check_val_every_n_epoch = 1 if run else trainer.current_epoch + 2
+    def validation_due(self, trainer: pl.Trainer) -> bool:
+        """Whether this epoch (``by_epoch``, asked at its start) or this batch (asked at its end) is evaluated."""
+        if self.by_epoch:
+            return self.should_evaluate(trainer.current_epoch)
+        return self.should_evaluate(trainer.fit_loop.epoch_loop.total_batch_idx)
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.by_epoch:
             return
         epoch = trainer.current_epoch
-        run = self.should_evaluate(epoch)
-        self._gate(trainer, run)
-        if self._initial and self.start is not None and epoch >= self.start and run:
-            _run_validation_now(trainer)
+        apply_validation_gate(trainer, iteration_based=False)
+        if self._initial and self.start is not None and epoch >= self.start and self.should_evaluate(epoch):
+            self._forced = True
+            try:
+                _run_validation_now(trainer)
+            finally:
+                self._forced = False
         self._initial = False
 
     @override
@@ -201,21 +207,38 @@ class Evaluation(Callback):
         self._initial = False
         it = trainer.fit_loop.epoch_loop.total_batch_idx
         if self.start is not None and it >= self.start and self.should_evaluate(it):
-            self._gate(trainer, True)
-            _run_validation_now(trainer)
+            trainer.check_val_every_n_epoch = 1
+            self._forced = True
+            try:
+                _run_validation_now(trainer)
+            finally:
+                self._forced = False
 
     @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if self.by_epoch:
             return
-        # Runs just before the loop's validation check for this batch.
-        self._gate(trainer, self.should_evaluate(trainer.fit_loop.epoch_loop.total_batch_idx))
-        trainer.val_check_batch = 1
+        apply_validation_gate(trainer, iteration_based=True)  # just before the loop's validation check
 
-    # ------------------------------------------------------------------ best checkpoint
+    @override
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Evaluate in this validation run only when due (a ``('val', n)`` workflow phase may run it alone)."""
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or not hasattr(pl_module, "evaluate"):
+            return
+        setattr(pl_module, "evaluate", self._forced or self.validation_due(trainer))  # noqa: B010
+
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if hasattr(pl_module, "evaluate"):
+            evaluated = bool(getattr(pl_module, "evaluate"))  # noqa: B009
+            setattr(pl_module, "evaluate", True)  # noqa: B010 - validate()/test() outside fit always evaluate
+            if not evaluated:
+                return
+        self._save_best_if_better(trainer, pl_module)
+
+    # ------------------------------------------------------------------ best checkpoint
+    def _save_best_if_better(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.save_best is None or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         results = _eval_results(trainer, pl_module)
@@ -236,11 +259,11 @@ class Evaluation(Callback):
             self._save_best(trainer, pl_module, key, score)
 
     def best_filename(self, key: str, trainer: pl.Trainer) -> str:
-        """``best_{key}_epoch_{E+1}`` / ``best_{key}_iter_{I}`` without extension; ``/`` in the key becomes ``_``."""
+        """``best_{key}_epoch_{E+1}`` / ``best_{key}_iter_{I+1}`` without extension; ``/`` in the key becomes ``_``."""
         safe = key.replace("/", "_").replace(os.sep, "_")
         if self.by_epoch:
             return f"best_{safe}_epoch_{trainer.current_epoch + 1}"
-        return f"best_{safe}_iter_{batches_done(trainer)}"
+        return f"best_{safe}_iter_{batches_done(trainer)}"  # batches_done = I + 1 inside iteration I
 
     def _resolve_dir(self, trainer: pl.Trainer) -> str:
         if self.out_dir is not None:
@@ -262,11 +285,17 @@ class Evaluation(Callback):
         self.best_ckpt_path = path
         trainer.save_checkpoint(path, weights_only=False)  # all ranks; the strategy writes on rank 0
         if self.export_mmcv and trainer.is_global_zero:
-            meta = {"hook_msgs": {"best_score": score, "best_ckpt": path[: -len(".ckpt")] + ".pth"}}
-            export_mmcv_checkpoint(os.path.join(directory, f"{stem}.pth"), trainer, pl_module, meta=meta)
+            hook_msgs: dict[str, Any] = {"best_score": score, "best_ckpt": path[: -len(".ckpt")] + ".pth"}
+            last = next((cb.last_ckpt for cb in trainer.callbacks  # type: ignore[attr-defined]
+                         if isinstance(cb, MMCheckpoint) and cb.last_ckpt), None)
+            if last:
+                hook_msgs["last_ckpt"] = last
+            export_mmcv_checkpoint(os.path.join(directory, f"{stem}.pth"), trainer, pl_module, by_epoch=self.by_epoch,
+                                   hook_msgs=hook_msgs)
         unit = "epoch" if self.by_epoch else "iter"
-        log.info("Now best checkpoint is saved as %s. Best %s is %.4f at %s %s.", os.path.basename(path), key,
-                 score, stem.rsplit("_", 1)[-1], unit)
+        # mmcv's two lines (EvalHook._save_ckpt)
+        log.info("Now best checkpoint is saved as %s.", os.path.basename(path))
+        log.info("Best %s is %.4f at %s %s.", key, score, stem.rsplit("_", 1)[-1], unit)
 
     # ------------------------------------------------------------------ state
     @override
@@ -320,9 +349,7 @@ def _run_validation_now(trainer: pl.Trainer) -> None:
     """
     if not trainer.enable_validation:
         return
-    connector = trainer._logger_connector
-    first_loop_iter = connector._first_loop_iter
-    trainer.validating = True
-    trainer.fit_loop.epoch_loop.val_loop.run()
-    trainer.training = True
-    connector._first_loop_iter = first_loop_iter
+    with keep_first_loop_iter(trainer):
+        trainer.validating = True
+        trainer.fit_loop.epoch_loop.val_loop.run()
+        trainer.training = True

@@ -1,6 +1,6 @@
 """Users' own mmcv-style hooks as one Lightning callback: mmcv's priority order, stages and runner.
 
-Replaces: ``BaseRunner.register_hook`` / ``call_hook`` for ``custom_hooks`` (mmcv-semantics §4.3). The hooks are
+Replaces: ``BaseRunner.register_hook`` / ``call_hook`` for ``custom_hooks`` (docs/mmcv-semantics.md §4.3). The hooks are
 built by :mod:`detlight.compat.hook_registry`, see a :class:`~detlight.compat.runner.RunnerView`, and may be written
 against a real mmcv or against detlight's dependency-free shim (:mod:`detlight.compat.mmcv_shim`). One of mmcv's or
 mmdet's standard hooks given here runs, runs in place of its detlight counterpart, or is refused, as
@@ -25,6 +25,7 @@ from detlight.compat.hook_registry import HookSpec, build_hook, import_hook_modu
 from detlight.compat.hook_table import lookup_standard_hook, refusal, standard_base
 from detlight.compat.runner import RunnerView, plain_meta
 from detlight.exceptions import DetLightError, HookError
+from detlight.upstream_internals import callback_state_key
 
 __all__ = ["MMCVHooks"]
 
@@ -57,7 +58,7 @@ class MMCVHooks(Callback):
     A hook that raises inside a stage stops the run with a :class:`~detlight.exceptions.HookError` naming the hook
     class and the stage; checkpoints written before stay as they are.
 
-    Differences from mmcv, by design (mmcv-semantics §4.3): backward and the optimizer step are Lightning's automatic
+    Differences from mmcv, by design (docs/mmcv-semantics.md §4.3): backward and the optimizer step are Lightning's automatic
     optimization and have already run when ``after_train_iter`` is dispatched, so a hook with priority < 40
     (ABOVE_NORMAL) sees stepped weights, where mmcv ran it before OptimizerHook. detlight's own callbacks are ordered
     by the callback list, not by these priorities. Val stages fire only during ``fit`` and not during the sanity check.
@@ -371,7 +372,7 @@ class MMCVHooks(Callback):
     @override
     def state_key(self) -> str:
         # Two MMCVHooks in one Trainer (a converted config plus the user's own) need distinct checkpoint keys.
-        return self._generate_state_key(hooks=[type(h).__qualname__ for h in self.runner._hooks])
+        return callback_state_key(self, hooks=[type(h).__qualname__ for h in self.runner._hooks])
 
     @override
     def state_dict(self) -> dict[str, Any]:

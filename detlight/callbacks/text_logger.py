@@ -16,15 +16,34 @@ import lightning.pytorch as pl
 import torch
 
 from detlight.callbacks._reduce import reduce_max
-from detlight.callbacks.interval_logger import (
+from detlight.callbacks.logger_callback import (
     LoggerCallback,
     completed_iters,
     current_lrs,
     max_iters,
 )
+from detlight.callbacks.progress_bar import TqdmLoggingHandler, in_notebook
+from detlight.callbacks.run_meta import run_meta
 from detlight.exceptions import ConfigError
 
-__all__ = ["TextLogger", "read_json_log"]
+__all__ = ["TextLogger", "preamble", "read_json_log", "run_meta"]
+
+#: mmcv ``Priority`` names of the hooks detlight's callbacks stand for (docs/mmcv-semantics.md §2.0); others show ``NORMAL``.
+PRIORITY_OF = {"LrUpdater": "VERY_HIGH", "MomentumUpdater": "HIGH", "MMCheckpoint": "NORMAL", "IterTimer": "LOW",
+               "Evaluation": "LOW", "TextLogger": "VERY_LOW", "IntervalLogger": "VERY_LOW"}
+#: mmcv hook stage -> the Lightning hooks that play it
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("before_run", ("on_train_start",)),
+    ("before_train_epoch", ("on_train_epoch_start",)),
+    ("before_train_iter", ("on_train_batch_start",)),
+    ("after_train_iter", ("on_train_batch_end",)),
+    ("after_train_epoch", ("on_train_epoch_end",)),
+    ("before_val_epoch", ("on_validation_start", "on_validation_epoch_start")),
+    ("before_val_iter", ("on_validation_batch_start",)),
+    ("after_val_iter", ("on_validation_batch_end",)),
+    ("after_val_epoch", ("on_validation_epoch_end", "on_validation_end")),
+    ("after_run", ("on_train_end",)),
+)
 
 #: The python logger the text lines go to; the ``.log`` file handler sits on it, so ``detlight.*`` messages land
 #: in the file too (mmdet's ``get_root_logger`` played this role).
@@ -51,6 +70,11 @@ class TextLogger(LoggerCallback):
     ``{"mode": "val", "epoch": E, "iter": N, "lr": ..., <metrics>}``, N being the number of validation batches; the
     validation losses of a ``('val', n)`` workflow phase (the module's ``val_log_buffer``) follow as a second line.
 
+    At train start it writes mmcv's preamble (:func:`preamble`): ``Start running, host: ..., work_dir: ...``, the
+    hook-order table by stage (the Trainer's callbacks in the order they run, each with the mmcv priority it stands
+    for), ``workflow: [('train', 1)], max: 12 epochs`` and ``Checkpoints will be saved to ... by
+    HardDiskBackend.``, then ``Exp name: ...`` once. In a notebook the hook table goes to the ``.log`` file only.
+
     ``memory`` is ``torch.cuda.max_memory_allocated`` in MB (maximum over ranks), only when the module is on CUDA.
     ETA is mmcv's: the running mean of ``time`` (times ``interval`` per log) times the iterations left to
     ``max_epochs * num_training_batches`` or ``max_steps``. Files go to ``trainer.log_dir`` (``default_root_dir``
@@ -60,12 +84,13 @@ class TextLogger(LoggerCallback):
         interval: log every this many iterations (mmcv default 10).
         ignore_last: skip the last, incomplete interval of an epoch.
         by_epoch: count iterations within the epoch rather than over the run.
-        interval_exp_name: print ``Exp name: <exp_name>`` every this many iterations (and at each epoch's
-            evaluation when ``by_epoch``).
+        interval_exp_name: print ``Exp name: <exp_name>`` every this many iterations (it is also printed once
+            after the preamble; mmcv repeated it at every epoch's evaluation too).
         json: also write ``{timestamp}.log.json``.
         meta: extra json-serialisable entries for the meta line (they win over the defaults).
         timestamp: the ``%Y%m%d_%H%M%S`` stem of the files; by default the time the training starts.
-        console: add a stderr handler to the ``detlight`` logger when no handler would otherwise print its lines.
+        console: add a stderr handler to the ``detlight`` logger when no handler would otherwise print its lines;
+            it writes through ``tqdm.write``, so the lines appear above the progress bar, not on its line.
     """
 
     def __init__(
@@ -117,8 +142,14 @@ class TextLogger(LoggerCallback):
         self._open_log_file(self.log_path)
         meta = run_meta(log_dir)
         meta.update(self.meta)
+        meta.setdefault("hook_msgs", {})  # mmcv's runner.meta always has it (empty before any checkpoint)
         self.exp_name = meta.get("exp_name")
         self._dump(meta)
+        for line in preamble(trainer, log_dir):
+            # The hook table is long: in a notebook it goes to the .log file only .
+            long = line.startswith("Hooks will be executed")
+            logging.getLogger(LOGGER_NAME).info(line, extra={"detlight_file_only": long and in_notebook()})
+        self._exp_name_line(True)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._close()
@@ -132,7 +163,9 @@ class TextLogger(LoggerCallback):
     def _open_log_file(self, path: str) -> None:
         logger = logging.getLogger(LOGGER_NAME)
         if self.console and not logger.hasHandlers():
-            self._handlers.append(logging.StreamHandler(sys.stderr))
+            console = TqdmLoggingHandler(sys.stderr)  # printed above an active progress bar
+            console.addFilter(lambda record: not getattr(record, "detlight_file_only", False))
+            self._handlers.append(console)
         self._handlers.append(logging.FileHandler(path, mode="a", encoding="utf-8"))
         for handler in self._handlers:
             handler.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -174,7 +207,7 @@ class TextLogger(LoggerCallback):
         if not trainer.is_global_zero:
             return
         exp_due = (iteration + 1) % self.interval_exp_name == 0 if self.interval_exp_name > 0 else False
-        self._exp_name_line(exp_due or (self.by_epoch and batch_idx + 1 == trainer.num_training_batches))
+        self._exp_name_line(exp_due)
         self._info(self._train_head(trainer, log_dict, iteration) + _items(log_dict))
         self._dump(log_dict)
 
@@ -188,7 +221,6 @@ class TextLogger(LoggerCallback):
         if lrs:
             log_dict["lr"] = lrs[0]
         log_dict.update((k, float(v)) for k, v in results.items())
-        self._exp_name_line(self.by_epoch)
         head = f"Epoch(val) [{log_dict['epoch']}][{log_dict['iter']}]\t" if self.by_epoch else (
             f"Iter(val) [{log_dict['iter']}]\t")
         self._info(head + _items(log_dict))
@@ -231,20 +263,6 @@ class TextLogger(LoggerCallback):
             f.write(jsonlib.dumps(OrderedDict((k, _round_float(v)) for k, v in record.items()), default=str) + "\n")
 
 
-def run_meta(log_dir: str) -> dict[str, Any]:
-    """The default meta line: ``seed`` (``PL_GLOBAL_SEED``), ``exp_name`` (run directory name), ``config``."""
-    meta: dict[str, Any] = {}
-    seed = os.environ.get("PL_GLOBAL_SEED")
-    if seed is not None:
-        meta["seed"] = int(seed) if seed.lstrip("-").isdigit() else seed
-    meta["exp_name"] = os.path.basename(os.path.normpath(os.path.abspath(log_dir)))
-    config = os.path.join(log_dir, "config.yaml")
-    if os.path.isfile(config):
-        with open(config, encoding="utf-8") as f:
-            meta["config"] = f.read()
-    return meta
-
-
 def read_json_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read a ``.log.json`` as mmdet3d's ``analyze_logs.py`` does: one object per line, lines without ``epoch``
     (the meta line) skipped. Returns the records in file order.
@@ -284,3 +302,59 @@ def _round_float(value: Any) -> Any:
     if isinstance(value, float):
         return round(value, 5)
     return value
+
+
+def preamble(trainer: pl.Trainer, work_dir: str) -> list[str]:
+    """mmcv's start-of-run lines: host and work_dir, hook order by stage, workflow and length, checkpoint folder."""
+    lines = [f"Start running, host: {_host()}, work_dir: {os.path.abspath(work_dir)}",
+             "Hooks will be executed in the following order:\n" + hook_table(trainer)]
+    workflow = next((cb for cb in trainer.callbacks if type(cb).__name__ == "Workflow"), None)  # type: ignore[attr-defined]
+    flow = getattr(workflow, "workflow", [("train", 1)])
+    if workflow is not None and not getattr(workflow, "by_epoch", True):
+        lines.append(f"workflow: {flow}, max: {getattr(workflow, 'max_iters', None)} iters")
+    elif trainer.max_epochs is not None and trainer.max_epochs > 0:
+        lines.append(f"workflow: {flow}, max: {trainer.max_epochs} epochs")
+    elif trainer.max_steps is not None and trainer.max_steps > 0:
+        lines.append(f"workflow: {flow}, max: {trainer.max_steps} iters")
+    for cb in trainer.callbacks:  # type: ignore[attr-defined]
+        if type(cb).__name__ == "MMCheckpoint" and getattr(cb, "dirpath", None):
+            lines.append(f"Checkpoints will be saved to {cb.dirpath} by HardDiskBackend.")
+    return lines
+
+
+def hook_table(trainer: pl.Trainer) -> str:
+    """mmcv's ``runner.get_hook_info()``: per stage, ``(PRIORITY    ) ClassName`` of every callback acting there.
+
+    A callback acts at a stage when it overrides one of the Lightning hooks that play it (see :data:`STAGES`), or,
+    when its class declares ``MMCV_STAGES``, when the stage is listed there. Progress bars are left out.
+    """
+    from lightning.pytorch.callbacks import Callback, ProgressBar
+
+    blocks = []
+    for stage, hooks in STAGES:
+        rows = []
+        for cb in trainer.callbacks:  # type: ignore[attr-defined]
+            cls = type(cb)
+            if isinstance(cb, ProgressBar):  # terminal output, not a hook
+                continue
+            declared = getattr(cls, "MMCV_STAGES", None)
+            acts = stage in declared if declared is not None else any(
+                getattr(cls, h, None) is not getattr(Callback, h) for h in hooks)
+            if acts:
+                priority = PRIORITY_OF.get(cls.__name__, "NORMAL")
+                rows.append(f"({priority:<12}) {cls.__name__:<35}")
+        if rows:
+            blocks.append(f"{stage}:\n" + "\n".join(rows) + "\n -------------------- ")
+    return "\n".join(blocks)
+
+
+def _host() -> str:
+    """mmcv ``get_host_info``: ``user@hostname``."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        user = "?"
+    return f"{user}@{socket.gethostname()}"

@@ -203,7 +203,9 @@ class DetVisualization(Callback):
         if not self._active(trainer) or not self._pending:
             return
         self.images, self._pending = self._pending, []
-        writers = [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_image")]
+        # Any: a logger's `experiment` is backend-specific (SummaryWriter for TensorBoard); not on the Logger base
+        writers: list[Any] = [getattr(lg, "experiment", None) for lg in trainer.loggers]
+        writers = [w for w in writers if hasattr(w, "add_image")]
         if not writers and trainer.loggers and not self._warned:
             self._warned = True
             rank_zero_warn("DetVisualization: none of the loggers can take images (add a TensorBoardLogger); the "

@@ -534,12 +534,13 @@ class _Converter:
             self._unused(key, hook, TEXT_LOGGER_ARGS, "no detlight setting (out_dir copy, file client)")
         elif kind == "TensorboardLoggerHook":
             save_dir = hook.get("log_dir") or self.trainer["default_root_dir"]
+            # version null: each run gets its own <work_dir>/version_N folder (a re-run never overwrites one)
             self.trainer["logger"] = {"class_path": TB_LOGGER, "init_args": {"save_dir": save_dir, "name": "",
-                                                                             "version": ""}}
+                                                                             "version": None}}
             self._callback(PRIORITIES["VERY_LOW"], INTERVAL_LOGGER, _pick(args, INTERVAL_LOGGER_ARGS))
             self.report.add(key, "approximated", f"trainer.logger + {INTERVAL_LOGGER}", "mmcv tags, step iter+1; "
-                            "event files go to the run directory itself (mmcv: <work_dir>/tf_logs) so that text "
-                            "logs, config.yaml and checkpoints share one folder")
+                            "event files go to the run directory <work_dir>/version_N (mmcv: <work_dir>/tf_logs) so that "
+                            "text logs, config.yaml and checkpoints share one folder, new for every run")
         else:
             lightning = {"WandbLoggerHook": "WandbLogger", "MlflowLoggerHook": "MLFlowLogger",
                          "NeptuneLoggerHook": "NeptuneLogger"}.get(kind)

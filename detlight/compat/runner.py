@@ -1,7 +1,7 @@
 """The runner that mmcv-style hooks see: a read-mostly view of Lightning's state with mmcv's names and counters.
 
 Replaces: the ``runner`` argument of ``mmcv.runner.Hook`` methods (``BaseRunner`` / ``EpochBasedRunner`` /
-``IterBasedRunner`` state, mmcv-semantics §3.1-3.3). :class:`detlight.callbacks.mmcv_hooks.MMCVHooks` owns one view
+``IterBasedRunner`` state, docs/mmcv-semantics.md §3.1-3.3). :class:`detlight.callbacks.mmcv_hooks.MMCVHooks` owns one view
 and moves its counters at the points where mmcv's runners move theirs, so a hook reads the values mmcv would have
 shown it:
 
@@ -39,6 +39,7 @@ import lightning.pytorch as pl
 from torch import nn
 
 from detlight.exceptions import HookError
+from detlight.upstream_internals import dump_trainer_checkpoint
 
 if TYPE_CHECKING:
     from detlight.logbuffer import LogBuffer
@@ -338,7 +339,7 @@ class RunnerView:
 
         trainer = self._require_trainer()
         # Lightning's own checkpoint content, without trainer.save_checkpoint's barrier (hooks save on rank 0 only).
-        atomic_torch_save(trainer._checkpoint_connector.dump_checkpoint(weights_only=weights_only), path)
+        atomic_torch_save(dump_trainer_checkpoint(trainer, weights_only=weights_only), path)
         if latest is not None:
             link_or_copy(path, latest)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torchmetrics import Metric
@@ -54,6 +54,16 @@ class CocoMeanAP(Metric):
 
     full_state_update = False
     higher_is_better = True
+    backend: Literal["faster_coco_eval", "pycocotools"]
+    # States (``add_state(..., default=[])``): per-image tensors; after a DDP sync, one concatenated tensor each.
+    det_boxes: list[torch.Tensor]
+    det_scores: list[torch.Tensor]
+    det_labels: list[torch.Tensor]
+    det_counts: list[torch.Tensor]
+    gt_boxes: list[torch.Tensor]
+    gt_labels: list[torch.Tensor]
+    gt_counts: list[torch.Tensor]
+    image_ids: list[torch.Tensor]
 
     def __init__(self, class_names: Sequence[str] | None = None, backend: str = "faster_coco_eval",
                  iou_types: Sequence[str] = ("bbox",), **kwargs: Any) -> None:
@@ -67,7 +77,7 @@ class CocoMeanAP(Metric):
             for name in ("det_masks", "gt_masks", "mask_hw"):
                 self.add_state(name, default=[], dist_reduce_fx="cat")
         self.class_names = list(class_names) if class_names is not None else None
-        self.backend = backend
+        self.backend = "pycocotools" if backend == "pycocotools" else "faster_coco_eval"  # as a Literal
         for name in ("det_boxes", "det_scores", "det_labels", "det_counts",
                      "gt_boxes", "gt_labels", "gt_counts", "image_ids"):
             self.add_state(name, default=[], dist_reduce_fx="cat")

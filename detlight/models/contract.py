@@ -201,6 +201,9 @@ class DetectorAdapter:
     are passed when the family needs them.
     """
 
+    #: the detector; Any because the contract methods (forward_train, train_step, simple_test) are duck-typed
+    model: Any
+
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.family: TorchvisionFamily | None = None

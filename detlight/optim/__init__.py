@@ -5,7 +5,17 @@ Names are imported on first access (see :mod:`detlight._lazy`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from detlight._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from detlight.optim.builder import (
+        build_optimizer,
+        scale_lr,
+    )
+    from detlight.optim.lr import build_lr_policy
+    from detlight.optim.momentum import build_momentum_policy
 
 _EXPORTS: dict[str, str] = {
     "build_lr_policy": "lr",
@@ -14,5 +24,12 @@ _EXPORTS: dict[str, str] = {
     "scale_lr": "builder",
 }
 
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+__all__ = [
+    "build_lr_policy",
+    "build_momentum_policy",
+    "build_optimizer",
+    "scale_lr",
+]
+
+if not TYPE_CHECKING:  # type checkers read the imports above
+    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -2,7 +2,7 @@
 
 Replaces: mmcv's ``build_optimizer`` and ``DefaultOptimizerConstructor`` (``mmcv/runner/optimizer/``), and mmdet's
 ``auto_scale_lr``. The param groups, their order and their ``lr`` / ``weight_decay`` entries are the ones mmcv builds
-for the same model and config (mmcv-semantics §1, ``optimizer`` and ``auto_scale_lr`` rows).
+for the same model and config (docs/mmcv-semantics.md §1, ``optimizer`` and ``auto_scale_lr`` rows).
 
 Example:
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))

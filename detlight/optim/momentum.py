@@ -2,7 +2,7 @@
 
 Replaces: the ``<Policy>MomentumUpdaterHook`` classes of mmcv 1.7 (``mmcv/runner/hooks/momentum_updater.py``). Same
 shape as :mod:`detlight.optim.lr`: pure objects built from the keys of an mmcv ``momentum_config``; the warm-up
-*divides* the regular momentum by the factor (mmcv-semantics §2.2).
+*divides* the regular momentum by the factor (docs/mmcv-semantics.md §2.2).
 
 Example:
     >>> policy = build_momentum_policy(policy="CosineAnnealing", min_momentum_ratio=0.5, by_epoch=False)

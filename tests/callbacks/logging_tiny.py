@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from detlight.logbuffer import LogBuffer
+from detlight.testing import boring_trainer
 
 
 class TinyModule(pl.LightningModule):
@@ -75,11 +76,8 @@ def make_trainer(root: Path, callbacks: list[Callback], max_epochs: int = 1, log
                  **kwargs: Any) -> pl.Trainer:
     """A quiet CPU Trainer for callback tests."""
     torch.set_num_threads(1)
-    return pl.Trainer(
-        default_root_dir=str(root), callbacks=callbacks, max_epochs=max_epochs, logger=logger, accelerator="cpu",
-        devices=1, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-        num_sanity_val_steps=0, log_every_n_steps=1000, **kwargs,
-    )
+    return boring_trainer(root, callbacks, max_epochs=max_epochs, limit_batches=None, logger=logger,
+                          log_every_n_steps=1000, **kwargs)
 
 
 def weighted_mean(values: Sequence[Sequence[float]]) -> float:

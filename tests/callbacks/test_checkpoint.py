@@ -14,7 +14,7 @@ from detlight.callbacks.checkpoint import AtomicCheckpointIO, MMCheckpoint, atom
 
 
 def _files(path: Path, suffix: str) -> set[str]:
-    return {p.name for p in path.iterdir() if p.suffix == suffix and not p.name.startswith("latest")}
+    return {p.name for p in path.iterdir() if p.suffix == suffix and p.stem not in ("latest", "last")}
 
 
 # Expected sets follow mmcv §2.4: every_n_epochs(interval) or (save_last and last epoch); max_keep deletes
@@ -45,7 +45,8 @@ def test_iter_cadence_and_mmcv_deletion_quirk(tmp_path: Path) -> None:
     assert _files(tmp_path, ".ckpt") == {"iter_6.ckpt", "iter_8.ckpt"}
     assert _files(tmp_path, ".pth") == {"iter_6.pth", "iter_8.pth"}
     meta = torch.load(tmp_path / "iter_6.pth", weights_only=True)["meta"]
-    assert (meta["epoch"], meta["iter"]) == (2, 6)
+    # mmcv saves inside after_train_iter, before runner.iter is incremented: iter_6.pth holds iter 5
+    assert (meta["epoch"], meta["iter"]) == (2, 5)
 
 
 def test_mmcv_layout_is_plain_and_matches_the_model(tmp_path: Path) -> None:

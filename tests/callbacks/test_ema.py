@@ -57,7 +57,7 @@ class _After(Callback):
         self.val_checks.append(self.ema.swapped and all(torch.equal(live[k], v) for k, v in avg.items()))
 
 
-# Golden values worked out by hand from mmcv-semantics §2.8.
+# Golden values worked out by hand from docs/mmcv-semantics.md §2.8.
 @pytest.mark.parametrize(
     ("schedule", "it", "kwargs", "expected"),
     [

@@ -11,30 +11,31 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from det_tiny import BatchSet, TinyDet, loader, module, trainer
+from det_tiny import loader, module, trainer
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
-from detlight.callbacks import misc
+from detlight.callbacks import empty_cache, misc, sync_buffers
 from detlight.callbacks.misc import CheckInvalidLoss, EmptyCache, NumClassCheck, SetEpochInfo, SyncBuffers
 from detlight.exceptions import ModelContractError
+from detlight.testing import BoringDataset, BoringDetector
 
 # ---------------------------------------------------------------------------------------------------- CheckInvalidLoss
 
 
 def test_invalid_loss_names_key_epoch_and_iter(tmp_path: Path) -> None:
     clean = trainer(tmp_path, [CheckInvalidLoss(interval=1)], max_epochs=2, enable_checkpointing=False)
-    clean.fit(module(), DataLoader(BatchSet(2), batch_size=None))  # finite losses: no error
+    clean.fit(module(), DataLoader(BoringDataset(2), batch_size=None))  # finite losses: no error
     assert clean.global_step == 4
     # the second batch (global iter 2) carries a NaN pixel; interval=2 checks iters 2, 4, ...
-    nan_loader = DataLoader(BatchSet(4, nan_at=1), batch_size=None)
+    nan_loader = DataLoader(BoringDataset(4, nan_at=1), batch_size=None)
     tr = trainer(tmp_path, [CheckInvalidLoss(interval=2)], max_epochs=2, enable_checkpointing=False)
-    with pytest.raises(FloatingPointError, match=r"epoch 1, iter 2: \{'loss_x': nan, 'loss': nan\}"):
+    with pytest.raises(FloatingPointError, match=r"epoch 1, iter 2: \{'loss_cls': nan, 'acc': nan, 'loss': nan\}"):
         tr.fit(module(), nan_loader)
 
 
 def test_invalid_loss_is_only_checked_every_interval(tmp_path: Path) -> None:
     # iter 1 is NaN (and the weights after it), but with interval=4 the 3 iterations run are never checked
-    nan_loader = DataLoader(BatchSet(4, nan_at=0), batch_size=None)
+    nan_loader = DataLoader(BoringDataset(4, nan_at=0), batch_size=None)
     tr = trainer(tmp_path, [CheckInvalidLoss(interval=4)], max_epochs=1, enable_checkpointing=False,
                  limit_train_batches=3)
     tr.fit(module(), nan_loader)
@@ -56,7 +57,7 @@ def test_invalid_loss_interval_must_be_positive() -> None:
 )
 def test_empty_cache_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kwargs: dict, expected: int) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(misc, "_empty_cache", lambda: calls.append(1))
+    monkeypatch.setattr(empty_cache, "_empty_cache", lambda: calls.append(1))
     trainer(tmp_path, [EmptyCache(**kwargs)], max_epochs=2, enable_checkpointing=False).fit(
         module(), loader(3), loader(1, seed=1))
     assert len(calls) == expected
@@ -100,7 +101,7 @@ def test_allreduce_buffers_with_two_gloo_processes(tmp_path: Path) -> None:
 
 def test_sync_buffers_is_a_no_op_on_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(misc, "allreduce_buffers", lambda buffers: calls.append(1))
+    monkeypatch.setattr(sync_buffers, "allreduce_buffers", lambda buffers: calls.append(1))
     trainer(tmp_path, [SyncBuffers()], max_epochs=1, enable_checkpointing=False).fit(module(), loader(1))
     assert calls == []
 
@@ -115,8 +116,8 @@ def test_set_epoch_info(tmp_path: Path) -> None:
 
 
 def test_set_epoch_info_needs_the_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delattr(TinyDet, "set_epoch")
-    with pytest.raises(ModelContractError, match="TinyDet has no such method"):
+    monkeypatch.delattr(BoringDetector, "set_epoch")
+    with pytest.raises(ModelContractError, match="BoringDetector has no such method"):
         trainer(tmp_path, [SetEpochInfo()], max_epochs=1, enable_checkpointing=False).fit(module(), loader(1))
 
 
@@ -126,17 +127,17 @@ def test_set_epoch_info_needs_the_method(tmp_path: Path, monkeypatch: pytest.Mon
 def test_num_class_check_passes_and_fails_clearly(tmp_path: Path) -> None:
     trainer(tmp_path, [NumClassCheck()], max_epochs=1, enable_checkpointing=False).fit(
         module(num_classes=2), loader(1), loader(1))
-    with pytest.raises(ValueError, match=r"`num_classes` \(3\) of TinyDet `model` does not match .* \(2\) in BatchSet"):
+    with pytest.raises(ValueError, match=r"`num_classes` \(3\) of BoringDetector `model` does not match .* \(2\) in BoringDataset"):
         trainer(tmp_path, [NumClassCheck()], max_epochs=1, enable_checkpointing=False).fit(
             module(num_classes=3), loader(1))
 
 
 def test_num_class_check_on_validation_sets_and_exclusions(tmp_path: Path) -> None:
-    val = DataLoader(BatchSet(1, classes=("a", "b", "c")), batch_size=None)
-    with pytest.raises(ValueError, match=r"\(3\) in BatchSet"):
+    val = DataLoader(BoringDataset(1, classes=("a", "b", "c")), batch_size=None)
+    with pytest.raises(ValueError, match=r"\(3\) in BoringDataset"):
         trainer(tmp_path, [NumClassCheck()], max_epochs=1, enable_checkpointing=False).fit(
             module(), loader(1), val)
-    trainer(tmp_path, [NumClassCheck(exclude=("TinyDet",))], max_epochs=1, enable_checkpointing=False).fit(
+    trainer(tmp_path, [NumClassCheck(exclude=("BoringDetector",))], max_epochs=1, enable_checkpointing=False).fit(
         module(), loader(1), val)
 
 
@@ -145,10 +146,10 @@ def test_num_class_check_string_and_missing_classes(caplog: pytest.LogCaptureFix
         CLASSES: object = "car"
 
     with pytest.raises(ValueError, match=r"CLASSES = \('car',\)"):
-        misc.check_num_classes(TinyDet(1), Data())
+        misc.check_num_classes(BoringDetector(1), Data())
     Data.CLASSES = None
     with caplog.at_level(logging.WARNING):
-        misc.check_num_classes(TinyDet(1), Data())
+        misc.check_num_classes(BoringDetector(1), Data())
     assert "Please set `CLASSES` in the Data" in caplog.text
 
 
@@ -185,7 +186,7 @@ def _det_sampler(n: int) -> Sampler[int]:
 
 @pytest.mark.parametrize("wrap", ["sampler", "batch_sampler", "det_sampler"])
 def test_lightning_calls_set_epoch_like_dist_sampler_seed_hook(tmp_path: Path, wrap: str) -> None:
-    data = BatchSet(3)
+    data = BoringDataset(3)
     if wrap == "batch_sampler":
         sampler = _RecordingSampler(3)
         dl = DataLoader(data, batch_sampler=BatchSampler(sampler, 1, False), collate_fn=lambda items: items[0])

@@ -63,7 +63,7 @@ def test_json_log_lines_keys_rounding_and_eval(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("PL_GLOBAL_SEED", "7")
     text = _fit(tmp_path, TextLogger(interval=3))
     lines = [json.loads(line) for line in Path(text.json_log_path).read_text().splitlines()]
-    assert lines[0] == {"seed": 7, "exp_name": tmp_path.name}  # meta first, no `epoch`
+    assert lines[0] == {"seed": 7, "exp_name": tmp_path.name, "hook_msgs": {}}  # meta first, no `epoch`
     train = [rec for rec in lines[1:] if rec["mode"] == "train"]
     assert [list(rec) for rec in train] == [TRAIN_KEYS] * 4
     assert [(rec["epoch"], rec["iter"]) for rec in train] == [(1, 3), (1, 6), (2, 3), (2, 6)]
@@ -95,15 +95,20 @@ def test_analyze_logs_reads_it(tmp_path: Path) -> None:
 def test_text_lines_match_mmcv_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_clock(monkeypatch)
     text = _fit(tmp_path, TextLogger(interval=3))
-    lines = [line.split(" - INFO - ", 1)[1] for line in Path(text.log_path).read_text().splitlines()]
+    records = [line.split(" - INFO - ", 1)[1] for line in Path(text.log_path).read_text().splitlines()
+               if " - INFO - " in line]  # the hook table's continuation lines have no head
+    assert records[0].startswith("Start running, host: ") and records[1].startswith("Hooks will be executed")
+    assert records[2] == "workflow: [('train', 1)], max: 2 epochs"
+    start = records.index(f"Exp name: {tmp_path.name}")  # once, after the preamble
+    lines = records[start + 1:]
+    assert not [line for line in lines if line.startswith("Exp name")]
     # ETA: running mean time 1.0 s x (14 - iter - 1) iterations left
     assert lines[0] == ("Epoch [1][3/7]\tlr: 1.000e-01, eta: 0:00:11, time: 1.000, data_time: 0.500, "
                         "loss_a: 3.5000, loss: 7.0000, grad_norm: 3.0000")
     assert lines[1].startswith("Epoch [1][6/7]\tlr: 1.000e-01, eta: 0:00:08, time: 1.000, data_time: 0.500, ")
-    assert lines[2] == f"Exp name: {tmp_path.name}"
-    assert lines[3] == "Epoch(val) [1][2]\tbbox_mAP: 0.5000, bbox_mAP_50: 0.3333"
+    assert lines[2] == "Epoch(val) [1][2]\tbbox_mAP: 0.5000, bbox_mAP_50: 0.3333"
     # mmcv's ETA only sums the logged intervals: the ignored 7th iteration makes it 9 s / 10 iters x 4 left = 3.6 s
-    assert lines[4].startswith("Epoch [2][3/7]\tlr: 1.000e-01, eta: 0:00:03, ")
+    assert lines[3].startswith("Epoch [2][3/7]\tlr: 1.000e-01, eta: 0:00:03, ")
     assert lines[-1] == "Epoch(val) [2][2]\tbbox_mAP: 0.6250, bbox_mAP_50: 1.3333"
     assert not [h for h in logging.getLogger("detlight").handlers if isinstance(h, logging.FileHandler)]
 
@@ -111,7 +116,7 @@ def test_text_lines_match_mmcv_format(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_by_iter_lines(tmp_path: Path) -> None:
     text = _fit(tmp_path, TextLogger(interval=4, by_epoch=False))
     lines = Path(text.log_path).read_text().splitlines()
-    heads = [re.search(r"(Iter(\(val\))? \[[^\]]*\])", line).group(1) for line in lines if "Iter" in line]
+    heads = [m.group(1) for line in lines if (m := re.search(r"(Iter(\(val\))? \[[^\]]*\])", line))]
     assert heads == ["Iter [4/14]", "Iter(val) [2]", "Iter [8/14]", "Iter [12/14]", "Iter(val) [2]"]
     assert [rec["iter"] for rec in read_json_log(text.json_log_path)] == [4, 2, 8, 12, 2]
 
@@ -193,5 +198,5 @@ def test_memory_key_on_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     text = _fit(tmp_path, TextLogger(interval=3), max_epochs=1, module=OnCuda(grad_norm=True))
     train = [rec for rec in read_json_log(text.json_log_path) if rec["mode"] == "train"]
     assert list(train[0]) == TRAIN_KEYS[:4] + ["memory"] + TRAIN_KEYS[4:] and train[0]["memory"] == 3
-    first = Path(text.log_path).read_text().splitlines()[0]
+    first = next(line for line in Path(text.log_path).read_text().splitlines() if "Epoch [" in line)
     assert re.search(r"data_time: \d\.\d{3}, memory: 3, loss_a: ", first)

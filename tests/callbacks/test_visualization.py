@@ -16,6 +16,7 @@ from detlight.callbacks.visualization import (
     slice_batch,
 )
 from detlight.data.transforms import Normalize
+from detlight.testing import BoringDataset
 
 
 def test_denormalize_inverts_the_pipeline_and_crops_padding():
@@ -46,7 +47,7 @@ def test_draw_detections_filters_by_score_and_draws_gt_in_green():
 
 def test_render_batch_restores_train_mode_and_slices():
     module = det_tiny.module()
-    batch = det_tiny.BatchSet(num_batches=1, batch_size=3)[0]
+    batch = BoringDataset(num_batches=1, batch_size=3)[0]
     assert len(slice_batch(batch, 2)["img_metas"]) == 2
     module.train()
     images = render_batch(module, batch, ["a", "b"], num_images=2, score_thr=0.0, upscale=4)

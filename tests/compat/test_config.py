@@ -27,7 +27,7 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 
 # ------------------------------------------------------------------------------------------- real-style configs
 def test_pointpillars_resolves_like_mmcv() -> None:
-    """The values of mmcv-semantics §5 (PointPillars KITTI 3-class, resolved by mmcv.Config.fromfile)."""
+    """The values of docs/mmcv-semantics.md §5 (PointPillars KITTI 3-class, resolved by mmcv.Config.fromfile)."""
     cfg = load_config(PP)
     assert cfg["runner"] == {"type": "EpochBasedRunner", "max_epochs": 80}  # type from cyclic_40e, epochs from child
     assert cfg["optimizer"] == {"type": "AdamW", "lr": 0.001, "betas": (0.95, 0.99), "weight_decay": 0.01}

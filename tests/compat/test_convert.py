@@ -293,11 +293,12 @@ cudnn_benchmark = False
     convert_file(config, out=out, cfg_options=["data.train.pipeline.3.img_scale=(64,64)"])
     main(["fit", "--config", str(out), "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
           "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu"])
-    assert (work_dir / "epoch_1.ckpt").is_file()
-    [json_log] = list(work_dir.glob("*.log.json"))
+    run_dir = work_dir / "version_0"  # each run of a converted config gets its own folder
+    assert (run_dir / "checkpoints" / "epoch_1.ckpt").is_file()
+    [json_log] = list(run_dir.glob("*.log.json"))
     records = [yaml.safe_load(line) for line in json_log.read_text().splitlines()[1:]]
     assert [r["iter"] for r in records if r.get("mode") == "train"] == [1, 2]  # log_config.interval=1
-    assert list(work_dir.glob("events.out.tfevents.*"))
+    assert list(run_dir.glob("events.out.tfevents.*"))
 
 
 def test_standard_custom_hooks() -> None:

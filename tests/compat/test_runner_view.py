@@ -1,4 +1,4 @@
-"""RunnerView counters and attributes on a real Trainer, checked against mmcv's runner traces (mmcv-semantics §3.2-3.3)."""
+"""RunnerView counters and attributes on a real Trainer, checked against mmcv's runner traces (docs/mmcv-semantics.md §3.2-3.3)."""
 
 from __future__ import annotations
 

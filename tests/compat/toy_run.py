@@ -1,4 +1,5 @@
-"""Tiny detector, loaders and reference mmcv runner loops for the hook / runner-view tests."""
+"""The boring detector of :mod:`detlight.testing` in a module, loaders, a Trainer and reference mmcv runner loops
+for the hook / runner-view tests."""
 
 from __future__ import annotations
 
@@ -8,30 +9,14 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 from torchmetrics import Metric
 
 from detlight.compat.hooks import STAGES
 from detlight.module import DetectorModule
+from detlight.testing import BoringDetector, boring_loader, boring_trainer
 
 Record = tuple[str, Any, int, int, int]
-
-
-class TinyDetector(nn.Module):
-    """mmdet contract: ``forward_train`` returns a loss dict, ``simple_test`` per-image detections."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(3, 1)
-
-    def forward_train(self, img: torch.Tensor, img_metas: list[dict], **kwargs: Any) -> dict[str, torch.Tensor]:
-        pred = self.fc(img.mean(dim=(2, 3)))
-        return {"loss_cls": (pred**2).mean(), "acc": pred.detach().mean()}
-
-    def simple_test(self, img: torch.Tensor, img_metas: list[dict], rescale: bool = True) -> list[dict]:
-        return [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
-                for _ in img_metas]
 
 
 class NullEvaluator(Metric):
@@ -46,29 +31,20 @@ class NullEvaluator(Metric):
 
 class ToyModule(DetectorModule):
     def __init__(self) -> None:
-        super().__init__(TinyDetector(), evaluator=NullEvaluator())
+        super().__init__(BoringDetector(), evaluator=NullEvaluator())
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9)
 
 
-def _collate(items: list[int]) -> dict[str, Any]:
-    gen = torch.Generator().manual_seed(items[0])
-    return {"img": torch.randn(len(items), 3, 8, 8, generator=gen), "img_metas": [{"idx": i} for i in items],
-            "gt_bboxes": [torch.zeros(0, 4) for _ in items], "gt_labels": [torch.zeros(0, dtype=torch.long)
-                                                                           for _ in items]}
-
-
 def loader(num_batches: int, batch_size: int = 2) -> DataLoader:
-    return DataLoader(list(range(num_batches * batch_size)), batch_size=batch_size, collate_fn=_collate)
+    return boring_loader(num_batches, batch_size=batch_size, image_size=8)
 
 
 def make_trainer(tmp_path: Path, callbacks: list[pl.Callback], **kwargs: Any) -> pl.Trainer:
-    defaults: dict[str, Any] = dict(default_root_dir=tmp_path, accelerator="cpu", devices=1, logger=False,
-                                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                                    num_sanity_val_steps=0)
-    defaults.update(kwargs)
-    return pl.Trainer(callbacks=callbacks, **defaults)
+    """:func:`detlight.testing.boring_trainer` with every batch and Lightning's default length (a Workflow sets it)."""
+    kwargs.setdefault("max_epochs", None)
+    return boring_trainer(tmp_path, callbacks, limit_batches=None, **kwargs)
 
 
 def _record(stage: str) -> Any:
@@ -101,7 +77,7 @@ class _Runner:
 
 
 def mmcv_epoch_trace(workflow: Sequence[tuple[str, int]], max_epochs: int, train_len: int, val_len: int) -> list[Record]:
-    """EpochBasedRunner.run as in mmcv 1.7 (mmcv-semantics §3.2), with one recording hook."""
+    """EpochBasedRunner.run as in mmcv 1.7 (docs/mmcv-semantics.md §3.2), with one recording hook."""
     r = _Runner()
     r.call("before_run")
     while r.epoch < max_epochs:
@@ -126,7 +102,7 @@ def mmcv_epoch_trace(workflow: Sequence[tuple[str, int]], max_epochs: int, train
 
 
 def mmcv_iter_trace(workflow: Sequence[tuple[str, int]], max_iters: int, train_len: int, val_len: int) -> list[Record]:
-    """IterBasedRunner.run with IterLoader as in mmcv 1.7 (mmcv-semantics §3.3), with one recording hook."""
+    """IterBasedRunner.run with IterLoader as in mmcv 1.7 (docs/mmcv-semantics.md §3.3), with one recording hook."""
     r = _Runner()
     loader_epoch, fetched = {"train": 0, "val": 0}, {"train": 0, "val": 0}
     lengths = {"train": train_len, "val": val_len}

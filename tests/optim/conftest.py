@@ -21,5 +21,5 @@ def _check_golden(value: float, golden: str) -> None:
 
 @pytest.fixture
 def check_golden() -> Callable[[float, str], None]:
-    """Compare a value with a golden string from mmcv-semantics §2.1."""
+    """Compare a value with a golden string from docs/mmcv-semantics.md §2.1."""
     return _check_golden

@@ -1,4 +1,4 @@
-"""LR policies against mmcv 1.7's observed values (mmcv-semantics §2.1) and independent references."""
+"""LR policies against mmcv 1.7's observed values (docs/mmcv-semantics.md §2.1) and independent references."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Momentum policies against mmcv's observed values (mmcv-semantics §2.2) and torch's OneCycleLR momentum."""
+"""Momentum policies against mmcv's observed values (docs/mmcv-semantics.md §2.2) and torch's OneCycleLR momentum."""
 
 from __future__ import annotations
 

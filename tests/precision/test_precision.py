@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
 import pytest
 import torch
 from torch import nn
 
 from detlight.precision import MMFp16Precision, StaticGradScaler, build_scaler
+from detlight.testing import boring_loader, boring_module, boring_trainer
 
 
 def test_static_scale_survives_overflow_and_skips_the_step():
@@ -39,23 +39,9 @@ def test_invalid_loss_scale_is_refused_with_the_key(bad):
         build_scaler(bad, "cpu")
 
 
-class _Tiny(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.layer = nn.Linear(4, 1)
-
-    def training_step(self, batch, batch_idx):
-        return self.layer(batch[0]).pow(2).mean()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
 def test_plugin_trains_with_a_fixed_scale(tmp_path):
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 4)), batch_size=4)
     plugin = MMFp16Precision(loss_scale=128.0, device="cpu")
-    trainer = pl.Trainer(max_steps=3, accelerator="cpu", plugins=[plugin], logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
-    trainer.fit(_Tiny(), data)
+    trainer = boring_trainer(tmp_path, max_epochs=None, max_steps=3, limit_batches=None, plugins=[plugin])
+    trainer.fit(boring_module(), boring_loader(2, batch_size=4))
     assert trainer.global_step == 3
     assert plugin.scaler.get_scale() == 128.0

@@ -36,7 +36,7 @@ def test_fit_pointpillars_config_tiny(tmp_path: Path, tiny_cache: Path, tiny_kit
     logged = trainer.callback_metrics
     assert {"val/mAP", "val/mAP_Car", "val/AP_Car_dist_4"} <= set(logged)
     assert 0.0 <= float(logged["val/mAP"]) <= 1.0
-    ckpts = sorted(p.name for p in (tmp_path / "wd").rglob("*.ckpt"))
+    ckpts = sorted(p.name for p in tmp_path.rglob("*.ckpt"))  # in the run folder: <logger dir>/version_0/checkpoints
     assert {"epoch_1.ckpt", "epoch_2.ckpt"} <= set(ckpts), ckpts
     events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
     assert events and any(b"val/bev/" in e.read_bytes() for e in events)

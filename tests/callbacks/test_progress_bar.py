@@ -1,0 +1,69 @@
+"""The terminal output: detlight's progress bar, log lines through tqdm, and the Lightning messages silenced."""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+from det_tiny import loader, module, trainer
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from tqdm import tqdm
+
+from detlight.callbacks import IterTimer, ProgressBar, TextLogger
+from detlight.callbacks.progress_bar import TqdmLoggingHandler, quiet_lightning, use_detlight_progress_bar
+
+
+def test_bar_shows_one_based_epochs_and_the_loss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trainer(tmp_path, [IterTimer(), ProgressBar(refresh_rate=1)], max_epochs=2, enable_progress_bar=True,
+            enable_checkpointing=False).fit(module(), loader(2))
+    out = capsys.readouterr().out
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out and "Epoch 0" not in out
+    assert "loss=" in out and "v_num" not in out
+
+
+def test_a_plain_tqdm_bar_is_replaced_with_its_settings(tmp_path: Path) -> None:
+    tr = pl.Trainer(default_root_dir=str(tmp_path), callbacks=[TQDMProgressBar(refresh_rate=7)], logger=False)
+    use_detlight_progress_bar(tr)
+    bars = [cb for cb in tr.callbacks if isinstance(cb, TQDMProgressBar)]
+    assert len(bars) == 1 and type(bars[0]) is ProgressBar and bars[0].refresh_rate == 7
+
+
+def test_log_lines_go_above_the_bar_not_onto_its_line() -> None:
+    def lines_with(handler_cls: type[logging.Handler]) -> list[str]:
+        stream = io.StringIO()
+        bar = tqdm(total=10, file=stream, ascii=True)
+        bar.update(3)
+        logger = logging.getLogger("detlight.test_progress_bar")
+        handler = handler_cls(stream)  # type: ignore[call-arg]
+        logger.addHandler(handler)
+        try:
+            logger.warning("Epoch [1][3/10]")
+        finally:
+            logger.removeHandler(handler)
+            bar.close()
+        return [line.split("\r")[-1] for line in stream.getvalue().split("\n")]
+
+    assert "Epoch [1][3/10]" in lines_with(TqdmLoggingHandler)
+    assert "Epoch [1][3/10]" not in lines_with(logging.StreamHandler)  # the plain handler writes onto the bar
+
+
+def test_messages_that_do_not_apply_are_silenced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from lightning.pytorch.utilities._pytree import _tree_flatten
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_lightning()
+        with caplog.at_level(logging.INFO):
+            pl.Trainer(default_root_dir=str(tmp_path), logger=False)
+        _tree_flatten(1)
+        text = TextLogger(interval=1)  # detlight logs by its own interval: no log_every_n_steps warning
+        trainer(tmp_path, [IterTimer(), text], max_epochs=1, log_every_n_steps=50, logger=CSVLogger(str(tmp_path)),
+                enable_checkpointing=False).fit(module(), loader(2))
+    assert "Tip:" not in caplog.text
+    messages = [str(w.message) for w in seen]
+    assert not [m for m in messages if "LeafSpec" in m or "log_every_n_steps" in m], messages
