@@ -107,8 +107,8 @@ def polygons_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
     Decoded with faster-coco-eval's mask utilities (the COCO reference encoding, so masks agree with ``segm`` mAP).
 
     Example:
-        >>> polygons_to_mask([[1, 1, 5, 1, 5, 3, 1, 3]], 6, 8)[:, :7].tolist()[1:4]
-        [[0, 1, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1, 0]]
+        >>> polygons_to_mask([[1, 1, 5, 1, 5, 3, 1, 3]], 6, 8).sum(axis=0).tolist()  # a 4 x 2 rectangle
+        [0, 2, 2, 2, 2, 0, 0, 0]
     """
     from faster_coco_eval.core import mask as mask_utils
 
