@@ -36,6 +36,7 @@ from detlight.callbacks.logger_callback import NOT_COMPUTED
 from detlight.cli import CKPT_PATH_KEYWORDS, DetLightCLI, build_cli, remove_files
 from detlight.compat.convert import convert_py_configs
 from detlight.exceptions import ConfigError, UsageError
+from detlight.upstream_internals import shut_down_workers
 
 __all__ = ["Run", "describe_object", "fit", "overrides_to_args", "predict", "test", "train_detector", "validate"]
 
@@ -532,10 +533,7 @@ def release_workers(trainer: pl.Trainer) -> None:
             value = getattr(trainer, name)
             loaders += list(value) if isinstance(value, (list, tuple)) else [value]
     for loader in loaders:
-        iterator = getattr(loader, "_iterator", None)
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-            iterator._shutdown_workers()
-            loader._iterator = None
+        shut_down_workers(loader)
 
 
 def fit(config: ConfigArg = None, overrides: Overrides = None, *, model: Any = None, datamodule: Any = None,

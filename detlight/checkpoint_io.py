@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from typing_extensions import override
 
 from detlight.exceptions import SaveError
+from detlight.upstream_internals import is_local_path
 
 __all__ = ["AtomicCheckpointIO", "atomic_torch_save", "checkpoint_problem", "link_or_copy"]
 
@@ -134,7 +134,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        if storage_options is not None or not _is_local_file_protocol(str(path)):
+        if storage_options is not None or not is_local_path(str(path)):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         atomic_torch_save(checkpoint, str(path))

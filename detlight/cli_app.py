@@ -14,6 +14,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
 from detlight.module import DetectorModule
+from detlight.upstream_internals import action_typehint, parser_option_actions, set_action_typehint, uncached_union
 
 __all__ = ["TRAINER_DEFAULTS", "DetLightCLI"]
 
@@ -133,9 +134,9 @@ def _int_before_float(parser: Any, options: Sequence[str]) -> None:
     import typing
 
     for option in options:
-        action = parser._option_string_actions.get(option)
-        hint = getattr(action, "_typehint", None)
+        action = parser_option_actions(parser).get(option)
+        hint = action_typehint(action)
         args = getattr(hint, "__args__", None)
         if typing.get_origin(hint) is typing.Union and args and float in args and int in args:
             ordered = (int, float, *(a for a in args if a not in (int, float)))
-            action._typehint = type(hint)(typing.Union, ordered, name=getattr(hint, "_name", None))  # type: ignore
+            set_action_typehint(action, uncached_union(hint, ordered))  # type: ignore[arg-type]

@@ -53,6 +53,7 @@ from detlight.launch_check import _check_torchrun as _check_torchrun
 from detlight.launch_check import _int_env as _int_env
 from detlight.launch_check import _is_distributed_strategy as _is_distributed_strategy
 from detlight.launch_check import resolve_devices as resolve_devices
+from detlight.upstream_internals import strategy_ddp_kwargs
 
 __all__ = [
     "DDP_STRATEGY_PATH",
@@ -141,7 +142,7 @@ class DetDDPStrategy(DDPStrategy):
     @property
     def ddp_kwargs(self) -> dict[str, Any]:
         """The keyword arguments handed to ``torch.nn.parallel.DistributedDataParallel``."""
-        return dict(self._ddp_kwargs)
+        return strategy_ddp_kwargs(self)
 
     def on_exception(self, exception: BaseException) -> None:
         """Print which rank stopped and why before the exception propagates (Lightning adds its own hints)."""

@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 from lightning.pytorch.cli import LightningArgumentParser
 
 from detlight.exceptions import CheckpointError, DetLightError, UsageError, WorkDirError
+from detlight.upstream_internals import parser_actions, parser_option_actions
 
 __all__ = [
     "CheckpointError",
@@ -223,11 +224,11 @@ class FriendlyArgumentParser(LightningArgumentParser):
         raise UsageError(shorten_parser_message(message, self._all_option_strings())) from ex
 
     def _all_option_strings(self) -> list[str]:
-        strings = list(self._option_string_actions)
-        for action in self._actions:
+        strings = list(parser_option_actions(self))
+        for action in parser_actions(self):
             for sub in (getattr(action, "choices", None) or {}).values():
                 if isinstance(sub, argparse.ArgumentParser):
-                    strings += list(sub._option_string_actions)
+                    strings += list(parser_option_actions(sub))
         return [s for s in strings if s.startswith("--")]
 
 

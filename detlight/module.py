@@ -22,6 +22,7 @@ from torchmetrics import Metric
 from detlight.exceptions import CheckpointError, ConfigError
 from detlight.logbuffer import LogBuffer
 from detlight.models.contract import DetectorAdapter
+from detlight.upstream_internals import attached_trainer
 
 __all__ = ["DetectorModule"]
 
@@ -101,7 +102,7 @@ class DetectorModule(pl.LightningModule):
             self._weights_loaded = True
 
     def _check_num_classes(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = getattr(attached_trainer(self), "datamodule", None)
         if getattr(datamodule, "CLASSES", None) is not None:
             from detlight.callbacks.misc import check_num_classes
 
@@ -122,7 +123,7 @@ class DetectorModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        optimizer = self.trainer.optimizers[0] if self._trainer is not None and self.trainer.optimizers else None
+        optimizer = self.trainer.optimizers[0] if attached_trainer(self) is not None and self.trainer.optimizers else None
         outputs = self.adapter.losses(batch, optimizer)
         self.log_buffer.update(outputs["log_vars"], outputs["num_samples"])
         self.last_outputs = outputs

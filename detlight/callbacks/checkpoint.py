@@ -27,6 +27,7 @@ from typing_extensions import override
 from detlight.callbacks.run_meta import checkpoint_meta
 from detlight.checkpoint_io import AtomicCheckpointIO, atomic_torch_save, link_or_copy
 from detlight.exceptions import ConfigError
+from detlight.upstream_internals import callback_state_key, save_checkpoint_via
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -200,7 +201,7 @@ class MMCheckpoint(ModelCheckpoint):
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(interval=self.interval, by_epoch=self.by_epoch, out_dir=self.out_dir)
+        return callback_state_key(self, interval=self.interval, by_epoch=self.by_epoch, out_dir=self.out_dir)
 
     def filename_for(self, trainer_epoch: int | None = None, batch_idx: int | None = None) -> str:
         """mmcv's 1-based name (no extension) for the 0-based epoch or the 0-based global batch index."""
@@ -303,7 +304,7 @@ class MMCheckpoint(ModelCheckpoint):
         stem = f"{stem_prefix or ('epoch' if self.by_epoch else 'iter')}_{number}"
         ckpt_path = os.path.join(str(self.dirpath), f"{stem}.ckpt")
         log.info("Saving checkpoint at %d %s", number, "epochs" if self.by_epoch else "iterations")
-        self._save_checkpoint(trainer, ckpt_path)  # all ranks: the strategy decides who writes
+        save_checkpoint_via(self, trainer, ckpt_path)  # all ranks: the strategy decides who writes
         self.last_model_path = ckpt_path
         self._saved_at = batches_done(trainer)
         if not trainer.is_global_zero:

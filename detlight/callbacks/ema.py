@@ -20,6 +20,7 @@ from typing_extensions import override
 
 from detlight.callbacks.checkpoint import bare_model
 from detlight.exceptions import CheckpointError, ConfigError
+from detlight.upstream_internals import callback_state_key
 
 __all__ = ["EMA", "ema_momentum"]
 
@@ -106,7 +107,7 @@ class EMA(Callback):
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(schedule=self.schedule, momentum=self.momentum, interval=self.interval)
+        return callback_state_key(self, schedule=self.schedule, momentum=self.momentum, interval=self.interval)
 
     # ------------------------------------------------------------------ set-up
     @override

@@ -22,6 +22,7 @@ from typing_extensions import override
 from detlight.callbacks._val_gate import apply_validation_gate
 from detlight.callbacks.checkpoint import MMCheckpoint, batches_done, every_n, export_mmcv_checkpoint
 from detlight.exceptions import ConfigError
+from detlight.upstream_internals import keep_first_loop_iter
 
 __all__ = ["DEFAULT_GREATER_KEYS", "DEFAULT_LESS_KEYS", "Evaluation", "infer_rule"]
 
@@ -348,9 +349,7 @@ def _run_validation_now(trainer: pl.Trainer) -> None:
     """
     if not trainer.enable_validation:
         return
-    connector = trainer._logger_connector
-    first_loop_iter = connector._first_loop_iter
-    trainer.validating = True
-    trainer.fit_loop.epoch_loop.val_loop.run()
-    trainer.training = True
-    connector._first_loop_iter = first_loop_iter
+    with keep_first_loop_iter(trainer):
+        trainer.validating = True
+        trainer.fit_loop.epoch_loop.val_loop.run()
+        trainer.training = True

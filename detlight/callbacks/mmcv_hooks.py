@@ -25,6 +25,7 @@ from detlight.compat.hook_registry import HookSpec, build_hook, import_hook_modu
 from detlight.compat.hook_table import lookup_standard_hook, refusal, standard_base
 from detlight.compat.runner import RunnerView, plain_meta
 from detlight.exceptions import DetLightError, HookError
+from detlight.upstream_internals import callback_state_key
 
 __all__ = ["MMCVHooks"]
 
@@ -371,7 +372,7 @@ class MMCVHooks(Callback):
     @override
     def state_key(self) -> str:
         # Two MMCVHooks in one Trainer (a converted config plus the user's own) need distinct checkpoint keys.
-        return self._generate_state_key(hooks=[type(h).__qualname__ for h in self.runner._hooks])
+        return callback_state_key(self, hooks=[type(h).__qualname__ for h in self.runner._hooks])
 
     @override
     def state_dict(self) -> dict[str, Any]:

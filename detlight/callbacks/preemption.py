@@ -21,6 +21,7 @@ from typing_extensions import override
 
 from detlight.checkpoint_io import AtomicCheckpointIO, checkpoint_problem
 from detlight.exceptions import ConfigError, SaveError
+from detlight.upstream_internals import request_graceful_stop, set_restored_signal_handler
 
 __all__ = ["Preemption"]
 
@@ -109,12 +110,10 @@ class Preemption(Callback):
         """Ignore ``signums`` until the process exits, also after Lightning restores its pre-fit signal handlers."""
         if sys.platform == "win32" or not _in_main_thread():
             return
-        originals = getattr(getattr(trainer, "_signal_connector", None), "_original_handlers", None)
         for signum in dict.fromkeys(signums):
             signal.signal(signum, signal.SIG_IGN)
             self._previous.pop(signum, None)
-            if isinstance(originals, dict) and signum in originals:
-                originals[signum] = signal.SIG_IGN  # what Lightning's teardown puts back
+            set_restored_signal_handler(trainer, signum, signal.SIG_IGN)  # what Lightning's teardown puts back
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -125,7 +124,7 @@ class Preemption(Callback):
 
 def _raise_flag(trainer: pl.Trainer) -> None:
     log.info("Preemption signal received; stopping after the current batch")
-    trainer._signal_connector.received_sigterm = True
+    request_graceful_stop(trainer)
 
 
 def _in_main_thread() -> bool:

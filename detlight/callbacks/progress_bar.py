@@ -21,6 +21,8 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 from typing_extensions import override
 
+from detlight.upstream_internals import progress_bar_leave
+
 __all__ = ["ProgressBar", "TqdmLoggingHandler", "in_notebook", "quiet_lightning", "use_detlight_progress_bar"]
 
 
@@ -76,7 +78,7 @@ class ProgressBar(TQDMProgressBar):
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
         # Lightning's, with the description set before the first draw (no "Epoch 0" flashing in captured output).
-        if self._leave:
+        if progress_bar_leave(self):
             self.train_progress_bar = self.init_train_tqdm()
         total = f"/{trainer.max_epochs}" if trainer.max_epochs is not None and trainer.max_epochs > 0 else ""
         self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}{total}", refresh=False)
@@ -118,7 +120,7 @@ def use_detlight_progress_bar(trainer: pl.Trainer) -> None:
     for i, callback in enumerate(callbacks):
         if type(callback) is TQDMProgressBar:
             callbacks[i] = ProgressBar(refresh_rate=callback.refresh_rate, process_position=callback.process_position,
-                                       leave=callback._leave)
+                                       leave=progress_bar_leave(callback))
 
 
 class _DropTip(logging.Filter):

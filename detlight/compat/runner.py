@@ -39,6 +39,7 @@ import lightning.pytorch as pl
 from torch import nn
 
 from detlight.exceptions import HookError
+from detlight.upstream_internals import dump_trainer_checkpoint
 
 if TYPE_CHECKING:
     from detlight.logbuffer import LogBuffer
@@ -338,7 +339,7 @@ class RunnerView:
 
         trainer = self._require_trainer()
         # Lightning's own checkpoint content, without trainer.save_checkpoint's barrier (hooks save on rank 0 only).
-        atomic_torch_save(trainer._checkpoint_connector.dump_checkpoint(weights_only=weights_only), path)
+        atomic_torch_save(dump_trainer_checkpoint(trainer, weights_only=weights_only), path)
         if latest is not None:
             link_or_copy(path, latest)
 

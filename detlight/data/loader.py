@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from typing_extensions import override
 
 from detlight import exceptions
+from detlight.upstream_internals import shut_down_workers
 
 __all__ = ["DetDataLoader", "explain_worker_death", "leave_signals_to_main_process", "worker_init_fn"]
 
@@ -139,11 +140,7 @@ class DetDataLoader(DataLoader):
     def _shut_down(self, base: Iterator[Any]) -> None:
         # Stop the workers now: left to garbage collection, an iterator whose worker raised takes ~5 s per worker
         # to shut down (torch joins each with a timeout), at some unrelated later point.
-        shutdown = getattr(base, "_shutdown_workers", None)
-        if callable(shutdown):
-            shutdown()
-            if getattr(self, "_iterator", None) is base:
-                self._iterator = None  # a persistent-workers loader must build a fresh iterator next time
+        shut_down_workers(self, base)  # a persistent-workers loader forgets it: a fresh iterator next time
 
     def explain(self, err: BaseException) -> BaseException:
         """The error to raise in place of ``err`` caught while fetching a batch (``err`` itself when it is clear)."""

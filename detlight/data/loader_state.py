@@ -47,6 +47,7 @@ from typing_extensions import override
 
 from detlight.data.loader import DetDataLoader
 from detlight.exceptions import CheckpointError
+from detlight.upstream_internals import clear_pending_loader_states, pending_loader_states
 
 __all__ = ["StatefulDataLoader", "get_rng_state", "load_skipped_loader_state", "set_rng_state"]
 
@@ -172,11 +173,11 @@ def load_skipped_loader_state(trainer: pl.Trainer | None, loader: DataLoader) ->
         Whether a state was loaded.
     """
     fit_loop = getattr(trainer, "fit_loop", None)
-    states = getattr(fit_loop, "_combined_loader_states_to_load", None)
+    states = pending_loader_states(fit_loop) if fit_loop is not None else None
     if not isinstance(loader, StatefulDataLoader) or fit_loop is None or fit_loop.restarting:
         return False  # a restarting fit loop loads the state itself
     if not isinstance(states, list) or len(states) != 1:
         return False  # nothing pending, or states of several loaders (which one is whose is unknown)
     loader.load_state_dict(states[0])
-    fit_loop._combined_loader_states_to_load = []  # a dataloader reload later in the run must not load it again
+    clear_pending_loader_states(fit_loop)  # a dataloader reload later in the run must not load it again
     return True
