@@ -32,8 +32,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from detlight.exceptions import ConfigError
-from detlight.optim.lr import AnnealStrategy, Progress, WarmupKind, _Policy, build_lr_policy
+from detlight.optim.lr import build_lr_policy
 from detlight.optim.momentum import build_momentum_policy
+from detlight.optim.policy import AnnealStrategy, Progress, WarmupKind, _Policy
 
 __all__ = ["LrUpdater", "MomentumUpdater", "lr_log_values", "momentum_log_values", "run_length"]
 

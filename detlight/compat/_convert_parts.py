@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 if TYPE_CHECKING:
-    from detlight.compat.convert import ConversionReport
+    from detlight.compat.report import ConversionReport
 
 __all__ = ["DATASET_TARGETS", "MODEL_TARGETS", "convert_data", "convert_model"]
 

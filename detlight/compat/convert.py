@@ -5,8 +5,9 @@ optimizer, dist settings). Each key is reported as *mapped* (same behaviour), *a
 how it differs) or *dropped* (with the reason and, where there is one, what to write instead). The config is read
 with :func:`detlight.compat.config.load_config`, so nothing in it is executed.
 
-The target schema (class paths and the init args each target accepts) is the table of constants below; that is the
-one place to edit when a detlight class moves.
+The target schema (class paths and the init args each target accepts) is in :mod:`detlight.compat.convert_targets`;
+that is the one place to edit when a detlight class moves. The report classes are in :mod:`detlight.compat.report`
+(and importable from here, as before).
 
 Example:
     >>> cfg = dict(runner=dict(type="EpochBasedRunner", max_epochs=12), optimizer_config=dict(grad_clip=None),
@@ -24,121 +25,51 @@ import atexit
 import contextlib
 import copy
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from detlight.compat._convert_parts import convert_data, convert_model
 from detlight.compat.config import ConfigError, EvalNote, load_config
+from detlight.compat.convert_targets import (
+    CHECKPOINT,
+    CHECKPOINT_ARGS,
+    DROPPED_KEYS,
+    EVALUATION,
+    EVALUATION_ARGS,
+    FP16_PLUGIN,
+    HELPER_NOTE,
+    INTERVAL_LOGGER,
+    INTERVAL_LOGGER_ARGS,
+    ITER_TIMER,
+    LR_UPDATER,
+    MMCV_HOOKS,
+    MOMENTUM_UPDATER,
+    TB_LOGGER,
+    TEXT_LOGGER,
+    TEXT_LOGGER_ARGS,
+    WORKFLOW,
+    _check_loss_scale,
+)
+from detlight.compat.convert_targets import (
+    EMA as EMA,
+)
+from detlight.compat.convert_targets import (
+    GRAD_SCALER_ARGS as GRAD_SCALER_ARGS,
+)
 from detlight.compat.hook_table import CALLBACKS as _CB
 from detlight.compat.hook_table import CUSTOM_HOOKS, PRIORITIES, lookup_standard_hook
+from detlight.compat.report import ConversionReport, ReportEntry
+from detlight.compat.report import Status as Status
+from detlight.compat.report import _present as _present
+from detlight.compat.report import _string_values as _string_values
 
 __all__ = ["ConversionReport", "ReportEntry", "convert_config", "convert_file", "convert_py_configs",
            "convert_to_yaml"]
-
-# ----------------------------------------------------------------------------------------------- target schema
-FP16_PLUGIN = "detlight.precision.MMFp16Precision"
-LR_UPDATER = _CB + "lr_updater.LrUpdater"
-MOMENTUM_UPDATER = _CB + "lr_updater.MomentumUpdater"
-ITER_TIMER = _CB + "iter_timer.IterTimer"
-TEXT_LOGGER = _CB + "text_logger.TextLogger"
-INTERVAL_LOGGER = _CB + "interval_logger.IntervalLogger"
-CHECKPOINT = _CB + "checkpoint.MMCheckpoint"
-EVALUATION = _CB + "evaluation.Evaluation"
-EMA = _CB + "ema.EMA"
-MMCV_HOOKS = "detlight.callbacks.mmcv_hooks.MMCVHooks"
-WORKFLOW = "detlight.workflow.Workflow"
-TB_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
-
-#: init args each callback accepts; other keys of the mmcv dict are reported as dropped.
-CHECKPOINT_ARGS = ("interval", "by_epoch", "save_optimizer", "out_dir", "max_keep_ckpts", "save_last",
-                   "create_symlink", "meta")
-EVALUATION_ARGS = ("interval", "by_epoch", "start", "save_best", "rule", "greater_keys", "less_keys", "out_dir",
-                   "dynamic_intervals")
-TEXT_LOGGER_ARGS = ("interval", "by_epoch", "ignore_last", "interval_exp_name")
-INTERVAL_LOGGER_ARGS = ("interval", "by_epoch", "ignore_last")
-#: one-line mapping for keys that have no detlight setting.
-DROPPED_KEYS = {
-    "log_level": "Python logging level; set it with `logging.getLogger('detlight').setLevel(...)` (no Lightning flag)",
-    "gpu_ids": "set by mmdet's tools/train.py, not a config setting; choose GPUs with trainer.devices",
-    "opencv_num_threads": "detlight does not use OpenCV; torch threads follow OMP_NUM_THREADS",
-    "mp_start_method": "DataLoader workers use the platform default start method",
-    "custom_imports": "modules are never imported by the converter; detlight imports a `class_path` itself, so point "
-    "model.model.class_path (or a callback class_path) at the class in those modules",
-}
-#: keyword arguments of ``torch.amp.GradScaler`` (a dict ``fp16.loss_scale`` is passed to it).
-GRAD_SCALER_ARGS = ("init_scale", "growth_factor", "backoff_factor", "growth_interval", "enabled")
-HELPER_NOTE = "helper variable, not a runtime key; its value is already inlined where the config used it"
-Status = Literal["mapped", "approximated", "dropped"]
-
-
-@dataclass(frozen=True)
-class ReportEntry:
-    """One line of the mapping report: an mmcv key and what became of it."""
-
-    key: str
-    status: Status
-    target: str = ""
-    note: str = ""
-
-
-@dataclass
-class ConversionReport:
-    """Every key of the source config, with its status (mapped / approximated / dropped), target and note."""
-
-    source: str
-    entries: list[ReportEntry] = field(default_factory=list)
-    #: text written, commented out, at the end of the YAML (e.g. a ``data:`` block for the user to fill).
-    yaml_notes: list[str] = field(default_factory=list)
-
-    def add(self, key: str, status: Status, target: str = "", note: str = "") -> None:
-        """Record what became of ``key``."""
-        self.entries.append(ReportEntry(key, status, target, note))
-
-    def status_of(self, key: str) -> list[Status]:
-        """Statuses recorded for ``key`` exactly."""
-        return [e.status for e in self.entries if e.key == key]
-
-    def covers(self, key: str) -> bool:
-        """Whether ``key`` or one of its sub-keys (``key.x``) has an entry."""
-        return any(e.key == key or e.key.startswith(key + ".") for e in self.entries)
-
-    def unbacked(self, out: Mapping[str, Any]) -> list[ReportEntry]:
-        """The *mapped* entries whose target is not in ``out`` (the converted config); empty for an honest report.
-
-        A target is a dotted YAML path (``trainer.max_epochs``), a class path that must appear as a value
-        (``detlight.callbacks.lr_updater.LrUpdater``), several of those joined by `` + `` or ``: ``, or a
-        parenthesised phrase for behaviour that needs no YAML entry (``(Lightning automatic optimization)``).
-        """
-        values = set(_string_values(out))
-        bad = []
-        for entry in self.entries:
-            if entry.status != "mapped":
-                continue
-            pieces = [p for p in re.split(r" \+ |: ", entry.target) if p and not p.startswith("(")]
-            if not entry.target or any(not _present(out, values, p) for p in pieces):
-                bad.append(entry)
-        return bad
-
-    def format(self) -> str:
-        """A readable table: key | status | target | note."""
-        rows = [("key", "status", "target", "note")] + [(e.key, e.status, e.target, e.note) for e in self.entries]
-        widths = [min(max(len(r[i]) for r in rows), cap) for i, cap in enumerate((40, 12, 44))]
-        lines = [f"Mapping report for {self.source}"]
-        for n, row in enumerate(rows):
-            cells = [row[i].ljust(widths[i]) for i in range(3)]
-            lines.append(" | ".join([*cells, row[3]]).rstrip())
-            if n == 0:
-                lines.append("-+-".join("-" * w for w in widths) + "-+-" + "-" * 20)
-        counts = {s: sum(e.status == s for e in self.entries) for s in ("mapped", "approximated", "dropped")}
-        lines.append(", ".join(f"{v} {k}" for k, v in counts.items()))
-        return "\n".join(lines)
 
 
 def convert_config(cfg: Mapping[str, Any], source: str) -> tuple[dict[str, Any], ConversionReport]:
@@ -233,45 +164,6 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
-def _check_loss_scale(scale: Any, source: str) -> None:
-    """What :func:`detlight.precision.build_scaler` accepts, checked without importing torch."""
-    if isinstance(scale, str) and scale == "dynamic":
-        return
-    if isinstance(scale, Mapping):
-        unknown = sorted(set(scale) - set(GRAD_SCALER_ARGS))
-        if unknown:
-            raise ConfigError(f"{source}: fp16.loss_scale keys {unknown} are not GradScaler arguments; accepted: "
-                              f"{list(GRAD_SCALER_ARGS)}.")
-        return
-    if isinstance(scale, float) and scale > 0:
-        return
-    raise ConfigError(f"{source}: `fp16.loss_scale` must be a float > 0 (static scale, e.g. 512.), 'dynamic' or a dict "
-                      f"of GradScaler kwargs; got {scale!r} ({type(scale).__name__}). mmcv refuses ints too.")
-
-
-def _string_values(value: Any) -> Iterator[str]:
-    if isinstance(value, Mapping):
-        for item in value.values():
-            yield from _string_values(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _string_values(item)
-    elif isinstance(value, str):
-        yield value
-
-
-def _present(out: Mapping[str, Any], values: set[str], target: str) -> bool:
-    if target.split(".")[0] in ("detlight", "lightning", "torch"):
-        return target in values
-    node: Any = out
-    for part in target.split("."):
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return False
-    return True
 
 
 def _norm_types(value: Any) -> Iterator[str]:

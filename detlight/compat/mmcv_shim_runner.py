@@ -1,28 +1,49 @@
 """What the dependency-free ``mmcv`` shim serves: ports of the mmcv 1.7 runner pieces that hook files import.
 
-Replaces: ``mmcv.runner.hooks.{lr_updater,checkpoint,optimizer,logger.base}``, ``mmcv.runner.dist_utils``,
-``mmcv.parallel.is_module_wrapper`` and a few ``mmcv.utils`` helpers, for users without mmcv (see
-:mod:`detlight.compat.mmcv_shim` for how they are installed and their limits). The hook classes follow mmcv 1.7.2
-(Copyright (c) OpenMMLab, Apache-2.0), reduced to local files and a single optimizer. ``HOOKS`` is detlight's hook
-registry (:func:`detlight.compat.register_hook`), so ``@HOOKS.register_module()`` makes ``{type: Name}`` work.
+Replaces: ``mmcv.runner.hooks.{checkpoint,optimizer,logger.base}`` and the small hooks (EMA, EmptyCache,
+DistSamplerSeed, Closure, SyncBuffers), for users without mmcv (see :mod:`detlight.compat.mmcv_shim` for how they are
+installed and their limits). The hook classes follow mmcv 1.7.2 (Copyright (c) OpenMMLab, Apache-2.0), reduced to
+local files and a single optimizer. The LR updater hooks are in :mod:`detlight.compat.mmcv_shim_lr`, the
+``mmcv.utils`` / dist helpers and ``HOOKS`` in :mod:`detlight.compat.mmcv_shim_utils`; every name is still
+importable from here.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 import numbers
 import os
-from collections.abc import Callable, Iterable, Sequence
-from math import cos, pi
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import distributed as dist
 from torch import nn
 
-from detlight.compat import hook_registry
 from detlight.compat.hook_base import Hook
+from detlight.compat.mmcv_shim_lr import (
+    CosineAnnealingLrUpdaterHook,
+    ExpLrUpdaterHook,
+    FixedLrUpdaterHook,
+    InvLrUpdaterHook,
+    LrUpdaterHook,
+    PolyLrUpdaterHook,
+    StepLrUpdaterHook,
+    annealing_cos,
+    annealing_linear,
+)
+from detlight.compat.mmcv_shim_utils import (
+    HOOKS,
+    Registry,
+    allreduce_params,
+    digit_version,
+    get_dist_info,
+    get_logger,
+    is_list_of,
+    is_module_wrapper,
+    is_seq_of,
+    is_str,
+    master_only,
+    print_log,
+)
 from detlight.exceptions import HookError
 
 __all__ = [
@@ -58,145 +79,6 @@ __all__ = [
     "print_log",
 ]
 
-
-# ---------------------------------------------------------------------------------------------------- mmcv.utils
-def is_str(x: Any) -> bool:
-    return isinstance(x, str)
-
-
-def is_seq_of(seq: Any, expected_type: type | tuple[type, ...], seq_type: type | None = None) -> bool:
-    if not isinstance(seq, seq_type or Sequence) or not isinstance(seq, Iterable):
-        return False
-    return all(isinstance(item, expected_type) for item in seq)
-
-
-def is_list_of(seq: Any, expected_type: type | tuple[type, ...]) -> bool:
-    return is_seq_of(seq, expected_type, seq_type=list)
-
-
-def digit_version(version_str: str, length: int = 4) -> tuple[int, ...]:
-    """A comparable tuple for a version string (mmcv's ``digit_version``, pre-release parts ignored)."""
-    from packaging.version import Version
-
-    release = list(Version(version_str).release)[:length]
-    return tuple(release + [0] * (length - len(release)))
-
-
-def get_logger(name: str, log_file: str | None = None, log_level: int = logging.INFO, file_mode: str = "w") -> Any:
-    """A standard :mod:`logging` logger (mmcv adds rank-aware handlers; detlight's own logging covers that)."""
-    logger = logging.getLogger(name)
-    logger.setLevel(log_level)
-    return logger
-
-
-def print_log(msg: str, logger: Any = None, level: int = logging.INFO) -> None:
-    if logger is None:
-        print(msg)
-    elif isinstance(logger, logging.Logger):
-        logger.log(level, msg)
-    elif logger != "silent":
-        logging.getLogger(str(logger)).log(level, msg)
-
-
-class Registry:
-    """mmcv's ``Registry`` as far as hook files use it: ``register_module``, ``get``, ``module_dict``, ``build``."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._own: dict[str, type] = {}
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def module_dict(self) -> dict[str, type]:
-        return self._own
-
-    def __len__(self) -> int:
-        return len(self.module_dict)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.module_dict
-
-    def get(self, key: str) -> type | None:
-        return self.module_dict.get(key)
-
-    def _add(self, cls: type, name: str, force: bool) -> None:
-        if name in self.module_dict and self.module_dict[name] is not cls and not force:
-            raise KeyError(f"{name} is already registered in {self.name}")
-        self.module_dict[name] = cls
-
-    def register_module(self, name: str | list[str] | None = None, force: bool = False,
-                        module: type | None = None) -> Any:
-        def _register(cls: type) -> type:
-            names = [cls.__name__] if name is None else [name] if isinstance(name, str) else list(name)
-            for key in names:
-                self._add(cls, key, force)
-            return cls
-
-        return _register(module) if module is not None else _register
-
-    def build(self, cfg: dict[str, Any], **default_args: Any) -> Any:
-        args = dict(cfg)
-        kind = args.pop("type")
-        cls = self.get(kind) if isinstance(kind, str) else kind
-        if cls is None:
-            raise KeyError(f"{kind} is not in the {self.name} registry")
-        for key, value in default_args.items():
-            args.setdefault(key, value)
-        return cls(**args)
-
-
-class _HookRegistry(Registry):
-    """``HOOKS``: detlight's hook registry seen through mmcv's ``Registry`` interface."""
-
-    @property
-    def module_dict(self) -> dict[str, type]:
-        return hook_registry._REGISTRY
-
-    def _add(self, cls: type, name: str, force: bool) -> None:
-        hook_registry.register_hook(cls, name=name, force=force)
-
-
-HOOKS = _HookRegistry("hook")
-
-
-# ---------------------------------------------------------------------------------------------------- dist / parallel
-def get_dist_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def master_only(func: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        rank, _ = get_dist_info()
-        if rank == 0:
-            return func(*args, **kwargs)
-        return None
-
-    return wrapper
-
-
-def allreduce_params(params: Any, coalesce: bool = True, bucket_size_mb: int = -1) -> None:
-    """Average ``params`` (tensors or parameters) over ranks; nothing on a single process."""
-    _, world_size = get_dist_info()
-    if world_size == 1:
-        return
-    for tensor in params:
-        data = getattr(tensor, "data", tensor)
-        dist.all_reduce(data.div_(world_size))
-
-
-def is_module_wrapper(module: Any) -> bool:
-    """True for DataParallel / DistributedDataParallel and the wrapper detlight's runner view gives as ``model``."""
-    from detlight.compat.runner import ModelWrapper
-
-    return isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel, ModelWrapper))
-
-
 # ---------------------------------------------------------------------------------------------------- optimizer
 class OptimizerHook(Hook):
     """Importable for subclassing only: detlight's adapter refuses it, as Lightning owns backward and the step."""
@@ -214,155 +96,6 @@ class OptimizerHook(Hook):
     def after_train_iter(self, runner: Any) -> None:
         raise HookError(f"{type(self).__name__}.after_train_iter: OptimizerHook cannot run under Lightning (see "
                         "detlight.compat.hook_table.OPTIMIZER_REFUSAL)")
-
-
-# ---------------------------------------------------------------------------------------------------- LR updaters
-def annealing_cos(start: float, end: float, factor: float, weight: float = 1.0) -> float:
-    return end + 0.5 * weight * (start - end) * (cos(pi * factor) + 1)
-
-
-def annealing_linear(start: float, end: float, factor: float) -> float:
-    return start + (end - start) * factor
-
-
-class LrUpdaterHook(Hook):
-    """mmcv 1.7's ``LrUpdaterHook`` for one optimizer: constant / linear / exp warmup, ``get_lr`` per policy."""
-
-    def __init__(self, by_epoch: bool = True, warmup: str | None = None, warmup_iters: int = 0,
-                 warmup_ratio: float = 0.1, warmup_by_epoch: bool = False) -> None:
-        if warmup is not None:
-            if warmup not in ("constant", "linear", "exp"):
-                raise ValueError(f'"{warmup}" is not a supported type for warming up, valid types are "constant", '
-                                 '"linear" and "exp"')
-            if warmup_iters <= 0:
-                raise ValueError('"warmup_iters" must be a positive integer')
-            if not 0 < warmup_ratio <= 1.0:
-                raise ValueError('"warmup_ratio" must be in range (0,1]')
-        self.by_epoch = by_epoch
-        self.warmup = warmup
-        self.warmup_iters: int | None = warmup_iters
-        self.warmup_ratio = warmup_ratio
-        self.warmup_by_epoch = warmup_by_epoch
-        self.warmup_epochs: int | None = None
-        if warmup_by_epoch:
-            self.warmup_epochs, self.warmup_iters = warmup_iters, None
-        self.base_lr: list[float] = []
-        self.regular_lr: list[float] = []
-
-    def _set_lr(self, runner: Any, lr_groups: list[float]) -> None:
-        for group, lr in zip(runner.optimizer.param_groups, lr_groups):
-            group["lr"] = lr
-
-    def get_lr(self, runner: Any, base_lr: float) -> float:
-        raise NotImplementedError
-
-    def get_regular_lr(self, runner: Any) -> list[float]:
-        return [self.get_lr(runner, base_lr) for base_lr in self.base_lr]
-
-    def get_warmup_lr(self, cur_iters: int) -> list[float]:
-        assert self.warmup_iters is not None
-        if self.warmup == "constant":
-            return [lr * self.warmup_ratio for lr in self.regular_lr]
-        if self.warmup == "linear":
-            k = (1 - cur_iters / self.warmup_iters) * (1 - self.warmup_ratio)
-            return [lr * (1 - k) for lr in self.regular_lr]
-        k = self.warmup_ratio ** (1 - cur_iters / self.warmup_iters)
-        return [lr * k for lr in self.regular_lr]
-
-    def before_run(self, runner: Any) -> None:
-        for group in runner.optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-        self.base_lr = [group["initial_lr"] for group in runner.optimizer.param_groups]
-
-    def before_train_epoch(self, runner: Any) -> None:
-        if self.warmup_iters is None:
-            self.warmup_iters = (self.warmup_epochs or 0) * len(runner.data_loader)
-        if not self.by_epoch:
-            return
-        self.regular_lr = self.get_regular_lr(runner)
-        self._set_lr(runner, self.regular_lr)
-
-    def before_train_iter(self, runner: Any) -> None:
-        cur_iter = runner.iter
-        assert isinstance(self.warmup_iters, int)
-        if not self.by_epoch:
-            self.regular_lr = self.get_regular_lr(runner)
-            if self.warmup is None or cur_iter >= self.warmup_iters:
-                self._set_lr(runner, self.regular_lr)
-            else:
-                self._set_lr(runner, self.get_warmup_lr(cur_iter))
-        elif self.warmup is not None and cur_iter <= self.warmup_iters:
-            if cur_iter == self.warmup_iters:
-                self._set_lr(runner, self.regular_lr)
-            else:
-                self._set_lr(runner, self.get_warmup_lr(cur_iter))
-
-
-class FixedLrUpdaterHook(LrUpdaterHook):
-    def get_lr(self, runner: Any, base_lr: float) -> float:
-        return base_lr
-
-
-class StepLrUpdaterHook(LrUpdaterHook):
-    def __init__(self, step: int | list[int], gamma: float = 0.1, min_lr: float | None = None, **kwargs: Any) -> None:
-        if isinstance(step, list):
-            if not (is_list_of(step, int) and all(s > 0 for s in step)):
-                raise ValueError(f'"step" must be a list of positive ints, got {step!r}')
-        elif not isinstance(step, int) or step <= 0:
-            raise TypeError('"step" must be a list or integer')
-        self.step, self.gamma, self.min_lr = step, gamma, min_lr
-        super().__init__(**kwargs)
-
-    def get_lr(self, runner: Any, base_lr: float) -> float:
-        progress = runner.epoch if self.by_epoch else runner.iter
-        if isinstance(self.step, int):
-            exp = progress // self.step
-        else:
-            exp = next((i for i, s in enumerate(self.step) if progress < s), len(self.step))
-        lr = base_lr * self.gamma**exp
-        return max(lr, self.min_lr) if self.min_lr is not None else lr
-
-
-class ExpLrUpdaterHook(LrUpdaterHook):
-    def __init__(self, gamma: float, **kwargs: Any) -> None:
-        self.gamma = gamma
-        super().__init__(**kwargs)
-
-    def get_lr(self, runner: Any, base_lr: float) -> float:
-        return base_lr * self.gamma ** (runner.epoch if self.by_epoch else runner.iter)
-
-
-class PolyLrUpdaterHook(LrUpdaterHook):
-    def __init__(self, power: float = 1.0, min_lr: float = 0.0, **kwargs: Any) -> None:
-        self.power, self.min_lr = power, min_lr
-        super().__init__(**kwargs)
-
-    def get_lr(self, runner: Any, base_lr: float) -> float:
-        progress, max_progress = (runner.epoch, runner.max_epochs) if self.by_epoch else (runner.iter, runner.max_iters)
-        return (base_lr - self.min_lr) * (1 - progress / max_progress) ** self.power + self.min_lr
-
-
-class InvLrUpdaterHook(LrUpdaterHook):
-    def __init__(self, gamma: float, power: float = 1.0, **kwargs: Any) -> None:
-        self.gamma, self.power = gamma, power
-        super().__init__(**kwargs)
-
-    def get_lr(self, runner: Any, base_lr: float) -> float:
-        progress = runner.epoch if self.by_epoch else runner.iter
-        return base_lr * (1 + self.gamma * progress) ** (-self.power)
-
-
-class CosineAnnealingLrUpdaterHook(LrUpdaterHook):
-    def __init__(self, min_lr: float | None = None, min_lr_ratio: float | None = None, **kwargs: Any) -> None:
-        if (min_lr is None) == (min_lr_ratio is None):
-            raise ValueError("give exactly one of `min_lr` and `min_lr_ratio`")
-        self.min_lr, self.min_lr_ratio = min_lr, min_lr_ratio
-        super().__init__(**kwargs)
-
-    def get_lr(self, runner: Any, base_lr: float) -> float:
-        progress, max_progress = (runner.epoch, runner.max_epochs) if self.by_epoch else (runner.iter, runner.max_iters)
-        target = base_lr * self.min_lr_ratio if self.min_lr_ratio is not None else self.min_lr
-        return annealing_cos(base_lr, float(target), progress / max_progress)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------------- checkpoint

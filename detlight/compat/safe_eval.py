@@ -28,31 +28,30 @@ Example:
 from __future__ import annotations
 
 import ast
-import copy
 import operator
-import re
 import string
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from detlight.compat.base_ref import _PLACEHOLDER_RE, PLACEHOLDER, BaseRef, _whole_value_nodes, value_dotted
+from detlight.compat.safe_builtins import (
+    _DATA,
+    _HUGE_WIDTH,
+    _MAX_EXPONENT,
+    _MAX_INT_BITS,
+    _PERCENT_WIDTH,
+    BUILTINS,
+    MAX_SIZE,
+    MAX_STEPS,
+    _TooLarge,
+    size_of,
+)
 from detlight.exceptions import ConfigError
 
 __all__ = ["BUILTINS", "MAX_SIZE", "MAX_STEPS", "PLACEHOLDER", "BaseRef", "EvalNote", "Evaluator", "source"]
 
-#: ``{{ _base_.x }}`` references are replaced by this name (with a number) before the file is parsed.
-PLACEHOLDER = "__detlight_base_ref_{}__"
-#: most elements (nested; string characters included) any value built by the file may hold.
-MAX_SIZE = 1_000_000
-#: most comprehension iterations one file may run (all comprehensions together).
-MAX_STEPS = 1_000_000
-_MAX_EXPONENT = 256
-_MAX_INT_BITS = 4096
-_HUGE_WIDTH = re.compile(r"\d{5,}")
-_PERCENT_WIDTH = re.compile(r"%[#0\- +]*(?:\d{5,}|\*|\d*\.(?:\d{5,}|\*))")
-_PLACEHOLDER_RE = re.compile(PLACEHOLDER.format(r"\d+"))
-_DATA = (list, tuple, dict, str, set, frozenset, range)
 _BIN_OPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
@@ -75,120 +74,6 @@ _COMPARE_OPS: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
 MUTATIONS: dict[str, type] = {"update": dict, "append": list, "extend": list}
 
 
-def size_of(value: Any, limit: int = MAX_SIZE) -> int:
-    """Number of elements in ``value``: scalars and containers count 1, strings and ranges their length; nested.
-
-    Counting stops past ``limit``. Shared sub-lists count every time they appear (``[[0] * 1000] * 1000`` is about a
-    million), which is what a copy or a YAML dump of the value would cost.
-    """
-    total, stack = 0, [value]
-    while stack and total <= limit:
-        item = stack.pop()
-        if isinstance(item, (str, range)):
-            total += max(1, len(item))
-        elif isinstance(item, dict):
-            total += 1
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple, set, frozenset)):
-            total += 1
-            stack.extend(item)
-        else:
-            total += 1
-    return total
-
-
-def _data_arg(name: str, value: Any) -> Any:
-    if not isinstance(value, _DATA):
-        raise TypeError(f"{name}() needs a list, tuple, dict, set, str or range here, not {type(value).__name__}")
-    return value
-
-
-def _range(*args: Any) -> range:
-    if not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
-        raise TypeError("range() takes integers")
-    result = range(*args)
-    if len(result) > MAX_SIZE:
-        raise _TooLarge(f"a range of {len(result)} numbers (at most {MAX_SIZE})")
-    return result
-
-
-def _sum(iterable: Any, start: Any = 0) -> Any:
-    _data_arg("sum", iterable)
-    if isinstance(start, (list, tuple, str)) and size_of([start, *iterable]) > MAX_SIZE:
-        raise _TooLarge(f"a sum longer than {MAX_SIZE} elements")
-    return sum(iterable, start)
-
-
-def _min_max(func: Callable[..., Any]) -> Callable[..., Any]:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        if "key" in kwargs:
-            raise TypeError(f"{func.__name__}(key=...) needs a function; configs cannot define one")
-        if len(args) == 1:
-            _data_arg(func.__name__, args[0])
-        return func(*args, **kwargs)
-
-    return call
-
-
-def _sorted(iterable: Any, reverse: bool = False) -> list[Any]:
-    return sorted(_data_arg("sorted", iterable), reverse=reverse)
-
-
-def _as_list(name: str, func: Callable[..., Any]) -> Callable[..., list[Any]]:
-    def call(*args: Any, **kwargs: Any) -> list[Any]:
-        for arg in args:
-            _data_arg(name, arg)
-        return list(func(*args, **kwargs))
-
-    return call
-
-
-def _on_data(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        if args:
-            _data_arg(name, args[0])
-        return func(*args, **kwargs)
-
-    return call
-
-
-def _str(*args: Any, **kwargs: Any) -> str:
-    if args and size_of(args[0]) > MAX_SIZE:
-        raise _TooLarge(f"str() of a value with more than {MAX_SIZE} elements")
-    return str(*args, **kwargs)
-
-
-def _int(*args: Any, **kwargs: Any) -> int:
-    if args and isinstance(args[0], str) and len(args[0]) > 4000:
-        raise _TooLarge("int() of a string longer than 4000 digits")
-    return int(*args, **kwargs)
-
-
-def _seq_constructor(kind: type) -> Callable[..., Any]:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        if args:
-            _data_arg(kind.__name__, args[0])
-        return kind(*args, **kwargs)
-
-    return call
-
-
-#: the builtins a config may call, by name; each checks its arguments are data and bounds what it builds.
-BUILTINS: dict[str, Callable[..., Any]] = {
-    "dict": dict, "list": _seq_constructor(list), "tuple": _seq_constructor(tuple),
-    "len": _on_data("len", len), "sum": _sum, "range": _range, "min": _min_max(min), "max": _min_max(max),
-    "abs": abs, "round": round, "int": _int, "float": float, "str": _str, "bool": bool,
-    "zip": _as_list("zip", zip), "enumerate": _on_data("enumerate", lambda *a, **k: list(enumerate(*a, **k))),
-    "sorted": _sorted, "reversed": _as_list("reversed", reversed), "any": _on_data("any", any),
-    "all": _on_data("all", all),
-}
-
-
-class _TooLarge(Exception):
-    """A builtin would build a value above the size limits."""
-
-
 @dataclass(frozen=True)
 class EvalNote:
     """Something the evaluator computed that mmcv would not have (shown in the conversion report)."""
@@ -196,45 +81,6 @@ class EvalNote:
     key: str
     where: str
     text: str
-
-
-class BaseRef:
-    """A ``{{ _base_.a.b }}`` reference, resolved against the merged bases when the evaluator reads it."""
-
-    def __init__(self, dotted: str, base_cfg: Mapping[str, Any]) -> None:
-        self.dotted = dotted
-        self.base_cfg = base_cfg
-
-    def resolve(self, where: str) -> Any:
-        """The referenced value (a copy), or a :class:`ConfigError` naming the missing part."""
-        value: Any = self.base_cfg
-        for part in self.dotted.split("."):
-            if isinstance(value, Mapping) and part in value:
-                value = value[part]
-            elif isinstance(value, (list, tuple)) and part.isdigit() and int(part) < len(value):
-                value = value[int(part)]
-            else:
-                known = sorted(value) if isinstance(value, Mapping) else f"a {type(value).__name__}"
-                raise ConfigError(
-                    f"{where}: `{{{{_base_.{self.dotted}}}}}` cannot be resolved: `{part}` is not in the merged "
-                    f"`_base_` config (available there: {known})."
-                )
-        return copy.deepcopy(value)
-
-
-def _whole_value_nodes(tree: ast.AST) -> set[int]:
-    """ids of the expression nodes where mmcv's ``{{ _base_.x }}`` placeholder string would be the whole value."""
-    ids: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
-            ids.add(id(node.value))
-        elif isinstance(node, ast.Dict):
-            ids.update(id(v) for v in node.values)
-        elif isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-            ids.update(id(e) for e in node.elts)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
-            ids.update(id(kw.value) for kw in node.keywords if kw.arg is not None)
-    return ids
 
 
 class Evaluator:
@@ -608,9 +454,6 @@ class Evaluator:
         return ConfigError(f"{self._at(node)}: {what}.")
 
 
-def value_dotted(ref: Any) -> str:
-    """The ``a.b`` of a :class:`BaseRef` (for messages)."""
-    return ref.dotted if isinstance(ref, BaseRef) else "?"
 
 
 def _is_mutation(node: ast.expr) -> bool:

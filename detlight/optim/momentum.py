@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from detlight.optim.lr import (
+from detlight.optim.lr_cyclic import CyclicPhases
+from detlight.optim.policy import (
     AnnealStrategy,
-    CyclicPhases,
     Progress,
     WarmupKind,
     _Policy,
