@@ -64,6 +64,9 @@ class CocoMeanAP(Metric):
     gt_labels: list[torch.Tensor]
     gt_counts: list[torch.Tensor]
     image_ids: list[torch.Tensor]
+    det_masks: list[torch.Tensor]  # segm only: flattened uint8 masks per image
+    gt_masks: list[torch.Tensor]
+    mask_hw: list[torch.Tensor]
 
     def __init__(self, class_names: Sequence[str] | None = None, backend: str = "faster_coco_eval",
                  iou_types: Sequence[str] = ("bbox",), **kwargs: Any) -> None:
