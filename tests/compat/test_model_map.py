@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,10 @@ from detlight.compat.model_map import FAMILY_TABLE, NEAREST, map_model
 from detlight.compat.unmapped_detector import UnmappedDetector
 from detlight.exceptions import ConfigError
 
-ZOO = Path("/work/zoo/mmdet/mmdet/.mim/configs")
+# The real mmdet 2.28.2 zoo (the wheel's ``mmdet/.mim/configs``), when DETLIGHT_MMDET_ZOO names it (``:``-separated
+# folders, as in test_zoo_like.py); the first folder holding ``retinanet/`` is used.
+ZOO = next((Path(p) for p in os.environ.get("DETLIGHT_MMDET_ZOO", "").split(":") if p and (Path(p) / "retinanet").is_dir()),
+           Path("/nonexistent"))
 
 
 def _rcnn(kind: str, depth: int = 50) -> dict:
@@ -94,7 +98,7 @@ def test_nuscenes_style_pointpillars_maps_with_range_classes_and_3d_evaluator():
                                          "init_args": {"class_names": names}}
 
 
-@pytest.mark.skipif(not ZOO.is_dir(), reason="mmdet 2.28.2 zoo not on this machine")
+@pytest.mark.skipif(not ZOO.is_dir(), reason="set DETLIGHT_MMDET_ZOO to the mmdet 2.28.2 zoo")
 @pytest.mark.parametrize("config", ["retinanet/retinanet_r50_fpn_1x_coco.py", "fcos/fcos_r50_caffe_fpn_gn-head_1x_coco.py",
                                     "faster_rcnn/faster_rcnn_r101_fpn_1x_coco.py", "mask_rcnn/mask_rcnn_r50_fpn_1x_coco.py",
                                     "ssd/ssd300_coco.py"])
