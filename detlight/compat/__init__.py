@@ -13,10 +13,10 @@ if TYPE_CHECKING:
     from detlight.callbacks.mmcv_hooks import MMCVHooks
     from detlight.compat.config import load_config
     from detlight.compat.convert import (
-        convert_config,
         convert_file,
         convert_py_configs,
     )
+    from detlight.compat.converter import convert_config
     from detlight.compat.hook_base import (
         Hook,
         Priority,
@@ -32,7 +32,7 @@ _EXPORTS: dict[str, str] = {
     "MMCVHooks": "detlight.callbacks.mmcv_hooks",
     "Priority": "hook_base",
     "RunnerView": "runner",
-    "convert_config": "convert",
+    "convert_config": "converter",
     "convert_file": "convert",
     "convert_py_configs": "convert",
     "install_mmcv_shim": "mmcv_shim",
