@@ -207,6 +207,7 @@ class DetectorAdapter:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.family: TorchvisionFamily | None = None
+        self._labels_checked_on_device = False
         if hasattr(model, "forward_train"):
             self.kind = "mmdet"
         elif hasattr(model, "train_step"):
@@ -276,9 +277,19 @@ class DetectorAdapter:
         return targets
 
     def _check_labels(self, labels: Sequence[torch.Tensor]) -> None:
+        """Refuse labels outside ``[0, num_classes)``.
+
+        Free for host tensors, so it runs on every CPU batch. On an accelerator the range check needs a device -> host
+        sync, so it runs on the first batch only (it catches a ``num_classes`` that does not fit the dataset, the
+        usual cause) and the steps after it stay free of syncs.
+        """
         num = self.num_classes()
         if num is None or not labels:
             return
+        if labels[0].device.type != "cpu":
+            if self._labels_checked_on_device:
+                return
+            self._labels_checked_on_device = True
         flat = torch.cat([lab.reshape(-1) for lab in labels])
         if flat.numel() == 0:
             return
