@@ -17,6 +17,7 @@ import warnings
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 from typing_extensions import override
@@ -24,6 +25,9 @@ from typing_extensions import override
 from detlight.upstream_internals import progress_bar_leave
 
 __all__ = ["ProgressBar", "TqdmLoggingHandler", "in_notebook", "quiet_lightning", "use_detlight_progress_bar"]
+
+#: Steps between two host copies of a loss that lives on an accelerator (mmcv's default log interval).
+DEVICE_LOSS_READ_EVERY = 50
 
 
 def in_notebook() -> bool:
@@ -74,6 +78,8 @@ class ProgressBar(TQDMProgressBar):
                  validation_bar: bool | None = None) -> None:
         super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
         self.validation_bar = validation_bar
+        self._loss_text: str | None = None
+        self._loss_read_at = -DEVICE_LOSS_READ_EVERY
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
@@ -96,21 +102,28 @@ class ProgressBar(TQDMProgressBar):
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, int | str | float | dict]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
+        step = trainer.global_step
         loss = _last_loss(pl_module)
-        if loss is not None:
-            metrics = {"loss": f"{loss:.4f}", **metrics}
+        # A loss still on an accelerator is copied to the host at most once per DEVICE_LOSS_READ_EVERY steps (the
+        # training step itself stays free of device syncs); host values are read at every refresh.
+        on_host = not isinstance(loss, torch.Tensor) or loss.device.type == "cpu"
+        if loss is not None and (on_host or step - self._loss_read_at >= DEVICE_LOSS_READ_EVERY):
+            try:
+                self._loss_text = f"{float(loss):.4f}"
+                self._loss_read_at = step
+            except (TypeError, ValueError):
+                pass
+        if self._loss_text is not None:
+            metrics = {"loss": self._loss_text, **metrics}
         return metrics
 
 
-def _last_loss(pl_module: pl.LightningModule) -> float | None:
+def _last_loss(pl_module: pl.LightningModule) -> float | torch.Tensor | None:
     buffer = getattr(pl_module, "log_buffer", None)
     history = getattr(buffer, "val_history", None)
     if not isinstance(history, dict) or not history.get("loss"):
         return None
-    try:
-        return float(history["loss"][-1])
-    except (TypeError, ValueError):
-        return None
+    return history["loss"][-1]
 
 
 def use_detlight_progress_bar(trainer: pl.Trainer) -> None:

@@ -67,3 +67,32 @@ def test_messages_that_do_not_apply_are_silenced(tmp_path: Path, caplog: pytest.
     assert "Tip:" not in caplog.text
     messages = [str(w.message) for w in seen]
     assert not [m for m in messages if "LeafSpec" in m or "log_every_n_steps" in m], messages
+
+
+def test_a_loss_on_an_accelerator_is_copied_to_the_host_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+    from unittest import mock
+
+    import torch
+
+
+    reads: list[int] = []
+
+    def device_loss(value: float) -> mock.MagicMock:
+        loss = mock.MagicMock(spec=torch.Tensor)  # stands in for a CUDA tensor: float() would sync the device
+        loss.device = torch.device("cuda", 0)
+        loss.__float__ = lambda self: reads.append(1) or value
+        return loss
+
+    monkeypatch.setattr(TQDMProgressBar, "get_metrics", lambda self, trainer, pl_module: {})
+    bar = ProgressBar()
+    module_ = SimpleNamespace(log_buffer=SimpleNamespace(val_history={"loss": [device_loss(2.0)]}))
+    shown = []
+    for step in range(0, 120):
+        module_.log_buffer.val_history["loss"] = [device_loss(2.0 + step)]
+        shown.append(bar.get_metrics(SimpleNamespace(global_step=step), module_)["loss"])  # type: ignore[arg-type]
+    assert len(reads) == 3  # steps 0, 50 and 100 only
+    assert shown[0] == shown[49] == "2.0000" and shown[50] == "52.0000" and shown[119] == "102.0000"
+    host = {"loss": [torch.tensor(7.0)]}
+    module_.log_buffer.val_history = host
+    assert bar.get_metrics(SimpleNamespace(global_step=121), module_)["loss"] == "7.0000"  # type: ignore[arg-type]
