@@ -82,7 +82,7 @@ class DetectorModule(pl.LightningModule):
         self._weights_loaded = False
         self.log_buffer = LogBuffer()
         self.last_outputs: dict[str, Any] | None = None
-        #: Set by :class:`detlight.workflow.Workflow` for a ``('val', n)`` workflow phase: validation then also runs
+        #: Set by :class:`detlight.callbacks.workflow.Workflow` for a ``('val', n)`` workflow phase: validation then also runs
         #: the detector's losses (mmcv ``val_step``) into :attr:`val_log_buffer` / :attr:`last_val_outputs`, logged
         #: as ``val/<loss key>`` at the end of the validation epoch.
         self.val_losses = False
@@ -110,7 +110,7 @@ class DetectorModule(pl.LightningModule):
         if head is not None:  # a declared torchvision family: its head is read, background accounted for
             self._check_family_classes(head, len(datamodule.CLASSES))
             return
-        from detlight.callbacks.misc import check_num_classes
+        from detlight.callbacks.num_class_check import check_num_classes
 
         check_num_classes(self.model, datamodule)
 

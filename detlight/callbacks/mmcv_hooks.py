@@ -66,7 +66,7 @@ class MMCVHooks(Callback):
     Args:
         hooks: hook objects or dicts (see :func:`build_hook`).
         by_epoch: epoch-based (mmcv EpochBasedRunner) or iteration-based stages; ``None`` infers it from the Trainer
-            (iteration-based when ``max_steps`` is set and ``max_epochs`` is not). :class:`detlight.workflow.Workflow`
+            (iteration-based when ``max_steps`` is set and ``max_epochs`` is not). :class:`detlight.callbacks.workflow.Workflow`
             sets it from ``runner.type``.
         val_stages: dispatch the val stages for Lightning's validation loop. ``None``: only when the module computes
             a ``('val', n)`` workflow phase (``pl_module.val_losses``), which is when mmcv calls them.

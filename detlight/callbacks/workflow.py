@@ -16,7 +16,7 @@ Known differences from mmcv (docs/mmcv-semantics.md §4.1-4.2):
   loader's pipeline; mmcv's tools build a separate val dataset with the *train* pipeline for it.
 - Lightning validates *inside* the train epoch, before ``on_train_epoch_end``: a Lightning callback's
   ``on_train_epoch_end`` runs after the val phase, where mmcv's ``after_train_epoch`` ran before it.
-  :class:`~detlight.compat.hooks.MMCVHooks` keeps mmcv's order for mmcv-style hooks.
+  :class:`~detlight.callbacks.mmcv_hooks.MMCVHooks` keeps mmcv's order for mmcv-style hooks.
 - With an :class:`~detlight.callbacks.evaluation.Evaluation` callback, validation runs when either the val phase
   or the evaluation is due (mmcv's two cadences); the losses are computed only in runs the workflow asked for and
   the metrics only in runs the evaluation asked for.
@@ -117,7 +117,7 @@ class Workflow(Callback):
     ``check_val_every_n_epoch`` / ``val_check_interval``, ``limit_val_batches`` and ``num_sanity_val_steps=0`` on
     the Trainer (the runner config wins over Trainer arguments; a conflicting explicit value is reported), switches
     on the module's ``val_losses`` when there is a val phase, and sets ``by_epoch`` on
-    :class:`~detlight.compat.hooks.MMCVHooks` callbacks that left it unset. :meth:`trainer_kwargs` gives the same
+    :class:`~detlight.callbacks.mmcv_hooks.MMCVHooks` callbacks that left it unset. :meth:`trainer_kwargs` gives the same
     settings for building a Trainer in Python.
 
     Args:
@@ -184,7 +184,7 @@ class Workflow(Callback):
                                   f"`val_losses` switch such as detlight.module.DetectorModule; got "
                                   f"{type(pl_module).__name__}")
             setattr(pl_module, "val_losses", True)  # noqa: B010 - any module with the switch, not only DetectorModule
-        from detlight.compat.hooks import MMCVHooks
+        from detlight.callbacks.mmcv_hooks import MMCVHooks
 
         for callback in trainer.callbacks:  # type: ignore[attr-defined]
             if isinstance(callback, MMCVHooks) and callback.by_epoch is None:

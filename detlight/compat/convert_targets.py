@@ -28,7 +28,7 @@ CHECKPOINT = _CB + "checkpoint.MMCheckpoint"
 EVALUATION = _CB + "evaluation.Evaluation"
 EMA = _CB + "ema.EMA"
 MMCV_HOOKS = "detlight.callbacks.mmcv_hooks.MMCVHooks"
-WORKFLOW = "detlight.workflow.Workflow"
+WORKFLOW = _CB + "workflow.Workflow"
 TB_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 
 #: init args each callback accepts; other keys of the mmcv dict are reported as dropped.

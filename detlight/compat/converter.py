@@ -378,7 +378,7 @@ class _Converter:
                 adapted.append({**hook, "priority": priority})
                 self.report.add(sub, "approximated", MMCV_HOOKS,
                                 f"`{kind}` runs through the mmcv-hook adapter (after the optimizer step when its "
-                                "priority is < 40); its class must be registered with detlight.compat.hooks."
+                                "priority is < 40); its class must be registered with detlight.compat."
                                 "register_hook, or give its import path as `class_path`")
         if adapted:
             self._callback(PRIORITIES["NORMAL"], MMCV_HOOKS, {"hooks": adapted, "by_epoch": self.by_epoch})

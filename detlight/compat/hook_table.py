@@ -89,7 +89,6 @@ _LR_POLICIES = ("Fixed", "Step", "Exp", "Poly", "Inv", "CosineAnnealing", "FlatC
                 "Cyclic", "OneCycle", "LinearAnnealing")
 _MOMENTUM_POLICIES = ("Step", "CosineAnnealing", "LinearAnnealing", "Cyclic", "OneCycle")
 _EMA = CALLBACKS + "ema.EMA"
-_MISC = CALLBACKS + "misc."
 
 
 def _logger(target_logger: str) -> HookMapping:
@@ -142,14 +141,14 @@ _STANDARD: dict[str, HookMapping] = {
                                          (_EMA, ("momentum", "interval", "warm_up", "skip_buffers"),
                                           {"momentum_schedule": "linear"})),
     "NumClassCheckHook": HookMapping("callback", _CB + "NumClassCheck", "DetectorModule.setup also checks it",
-                                     "replace", (_MISC + "NumClassCheck", (), {})),
+                                     "replace", (CALLBACKS + "num_class_check.NumClassCheck", (), {})),
     "CheckInvalidLossHook": HookMapping("callback", _CB + "CheckInvalidLoss", "", "replace",
-                                        (_MISC + "CheckInvalidLoss", ("interval",), {})),
+                                        (CALLBACKS + "check_invalid_loss.CheckInvalidLoss", ("interval",), {})),
     "EmptyCacheHook": HookMapping("callback", _CB + "EmptyCache", "", "replace",
-                                  (_MISC + "EmptyCache", ("before_epoch", "after_epoch", "after_iter"), {})),
-    "SyncBuffersHook": HookMapping("callback", _CB + "SyncBuffers", "", "replace", (_MISC + "SyncBuffers", (), {})),
+                                  (CALLBACKS + "empty_cache.EmptyCache", ("before_epoch", "after_epoch", "after_iter"), {})),
+    "SyncBuffersHook": HookMapping("callback", _CB + "SyncBuffers", "", "replace", (CALLBACKS + "sync_buffers.SyncBuffers", (), {})),
     "SetEpochInfoHook": HookMapping("callback", _CB + "SetEpochInfo", "", "replace",
-                                    (_MISC + "SetEpochInfo", (), {})),
+                                    (CALLBACKS + "set_epoch_info.SetEpochInfo", (), {})),
     "DistSamplerSeedHook": HookMapping("automatic", note="Lightning calls sampler.set_epoch(epoch) at every train "
                                        "epoch start (keep your own sampler with trainer.use_distributed_sampler: "
                                        "false)", as_user_hook="run"),

@@ -77,7 +77,7 @@ def test_mmdet_1x_schedule() -> None:
     assert callbacks[CHECKPOINT] == {"interval": 1, "by_epoch": True}
     assert callbacks[EVALUATION]["interval"] == 1 and callbacks[TEXT_LOGGER] == {"interval": 50}
     assert MOMENTUM_UPDATER not in callbacks and MMCV_HOOKS not in callbacks
-    assert callbacks["detlight.callbacks.misc.NumClassCheck"] == {}  # from custom_hooks
+    assert callbacks["detlight.callbacks.num_class_check.NumClassCheck"] == {}  # from custom_hooks
     model = out["model"]
     assert model["optimizer"] == {"type": "SGD", "lr": 0.02, "momentum": 0.9, "weight_decay": 0.0001}
     assert model["grad_clip"] == {"max_norm": 35, "norm_type": 2}
@@ -308,7 +308,7 @@ def test_standard_custom_hooks() -> None:
     out, report = convert_config(cfg, "x.py")
     assert out["trainer"]["callbacks"] == [  # sorted by the configs' priorities: 49 before VERY_LOW (90)
         {"class_path": EMA, "init_args": {"total_iter": 100, "momentum_schedule": "exp"}},
-        {"class_path": "detlight.callbacks.misc.CheckInvalidLoss", "init_args": {"interval": 10}},
+        {"class_path": "detlight.callbacks.check_invalid_loss.CheckInvalidLoss", "init_args": {"interval": 10}},
         {"class_path": "detlight.callbacks.preemption.Preemption"},  # every converted config gets it (LOWEST)
     ]
     [seed_hook] = [e for e in report.entries if e.key == "custom_hooks.0"]
