@@ -56,6 +56,20 @@ class DetLightCLI(LightningCLI):
         only = getattr(self, "_only_subcommand", None)
         return {only: full[only]} if only in full else full
 
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        """Parse with each torchvision builder's own defaults (see :func:`~detlight.models.torchvision_factory.builder_signatures`)."""
+        from detlight.models.torchvision_factory import builder_signatures
+
+        with builder_signatures():
+            super().parse_arguments(parser, args)
+
+    def instantiate_classes(self) -> None:
+        """Instantiate with the signatures the config was parsed with."""
+        from detlight.models.torchvision_factory import builder_signatures
+
+        with builder_signatures():
+            super().instantiate_classes()
+
     def add_arguments_to_parser(self, parser: Any) -> None:
         """``--trainer.limit_val_batches=1`` means one batch (an int), ``=1.0`` the whole set, as in Python."""
         _int_before_float(parser, [f"--trainer.limit_{s}_batches" for s in ("train", "val", "test", "predict")]

@@ -7,7 +7,7 @@ changes, and ``tests/test_internals.py`` has one test per function that exercise
 libraries. No other module under ``detlight/`` touches these internals (``tests/test_internals.py`` checks that with
 an AST scan).
 
-Checked on: lightning 2.6.6, jsonargparse 4.53.0, torch 2.14, Python 3.11.
+Checked on: lightning 2.6.6, jsonargparse 4.53.0, torch 2.14, torchvision 0.29, Python 3.11.
 
 Internals (function -> the internal it wraps -> where detlight uses it):
 
@@ -29,6 +29,9 @@ Internals (function -> the internal it wraps -> where detlight uses it):
 - :func:`parser_actions` -> argparse ``parser._actions`` -> ``errors.py``
 - :func:`action_typehint`, :func:`set_action_typehint` -> jsonargparse ``ActionTypeHint._typehint`` -> ``cli_app.py``
 - :func:`uncached_union` -> ``typing._UnionGenericAlias(origin, args, name=)`` -> ``cli_app.py``
+- :func:`followed_parameters` -> ``jsonargparse._parameter_resolvers.get_signature_parameters`` ->
+  ``models/torchvision_factory.py``
+- :func:`set_box_loss` -> torchvision ``RetinaNetRegressionHead._loss_type`` -> ``models/torchvision_factory.py``
 - :func:`shut_down_workers` -> torch ``DataLoader._iterator`` and ``_MultiProcessingDataLoaderIter._shutdown_workers``
   -> ``api.py``, ``data/loader.py``
 
@@ -63,6 +66,7 @@ __all__ = [
     "callback_state_key",
     "clear_pending_loader_states",
     "dump_trainer_checkpoint",
+    "followed_parameters",
     "is_local_path",
     "keep_first_loop_iter",
     "parser_actions",
@@ -72,6 +76,7 @@ __all__ = [
     "request_graceful_stop",
     "save_checkpoint_via",
     "set_action_typehint",
+    "set_box_loss",
     "set_restored_signal_handler",
     "shut_down_workers",
     "strategy_ddp_kwargs",
@@ -253,7 +258,36 @@ def uncached_union(hint: Any, args: Sequence[Any]) -> Any:
     return type(hint)(hint.__origin__, tuple(args), name=getattr(hint, "_name", None))
 
 
+def followed_parameters(function: Any) -> list[tuple[str, Any, Any]]:
+    """``(name, annotation, default)`` of every keyword jsonargparse would offer for ``function``, ``**kwargs`` followed.
+
+    Stands in for: nothing public (jsonargparse resolves these inside ``add_function_arguments``). Checked on
+    jsonargparse 4.53.0, where ``get_signature_parameters`` walks the function's source to find where ``**kwargs``
+    goes. If it moves, this raises ``ImportError`` and torchvision builders given as ``class_path`` show jsonargparse
+    their plain signature (the CLI then warns that their own defaults are not kept).
+    """
+    import inspect
+
+    from jsonargparse._parameter_resolvers import get_signature_parameters
+
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [(p.name, p.annotation, p.default) for p in get_signature_parameters(function, logger=False)
+            if p.kind not in variadic]
+
+
 # ---------------------------------------------------------------------------------------------------- torch
+def set_box_loss(regression_head: Any, loss: str) -> None:
+    """Make a torchvision ``RetinaNetRegressionHead`` train with ``loss`` (``l1``, ``smooth_l1``, ``giou``, ...).
+
+    Stands in for: nothing public; ``retinanet_resnet50_fpn_v2`` sets the same attribute (torchvision 0.29). If it
+    is renamed, this raises ``AttributeError`` instead of silently training with L1.
+    """
+    if not hasattr(regression_head, "_loss_type"):
+        raise AttributeError(f"{type(regression_head).__name__} has no `_loss_type`; torchvision changed how the "
+                             "RetinaNet box loss is chosen")
+    regression_head._loss_type = loss
+
+
 def shut_down_workers(loader: Any, iterator: Any = None) -> bool:
     """Stop the worker processes of ``iterator`` (default: the loader's kept ``persistent_workers`` iterator) now.
 

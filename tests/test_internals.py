@@ -262,6 +262,35 @@ def test_uncached_union_keeps_the_order_given() -> None:
     assert made == cached and typing.get_origin(made) is typing.Union
 
 
+def _inner(a: int, b: float = 2.0, c: str = "x") -> None: ...
+
+
+def _outer(z: int = 1, **kwargs: Any) -> None:
+    _inner(3, **kwargs)
+
+
+def test_followed_parameters_reach_through_kwargs() -> None:
+    params = {name: default for name, _, default in internals.followed_parameters(_outer)}
+    assert params == {"z": 1, "b": 2.0, "c": "x"}  # `a` is given by `outer` itself; no **kwargs entry
+
+
+# ---------------------------------------------------------------------------------------------------- torchvision
+def test_set_box_loss_changes_the_retinanet_regression_loss() -> None:
+    from torchvision.models.detection.retinanet import RetinaNetRegressionHead
+
+    head = RetinaNetRegressionHead(8, 1)
+    target = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]])}]
+    outputs = {"bbox_regression": torch.zeros(1, 1, 4)}
+    anchors = [torch.tensor([[1.0, 1.0, 11.0, 12.0]])]
+    matched = [torch.tensor([0])]
+    l1 = float(head.compute_loss(target, outputs, anchors, matched))
+    internals.set_box_loss(head, "giou")
+    giou = float(head.compute_loss(target, outputs, anchors, matched))
+    assert l1 > 0 and giou > 0 and abs(l1 - giou) > 1e-4
+    with pytest.raises(AttributeError, match="no `_loss_type`"):
+        internals.set_box_loss(torch.nn.Linear(1, 1), "giou")
+
+
 # ---------------------------------------------------------------------------------------------------- torch
 def _numbers(n: int) -> TensorDataset:
     return TensorDataset(torch.arange(n))

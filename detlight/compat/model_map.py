@@ -27,12 +27,12 @@ CENTER_DISTANCE = "detlight.metrics.CenterDistanceMAP"
 
 #: mmdet detector type -> (torchvision builder, what always differs from mmdet's model of that type).
 FAMILY_TABLE: dict[str, tuple[str, str]] = {
-    "FasterRCNN": ("fasterrcnn_resnet50_fpn", "torchvision RPN/RoI heads (anchor sizes 32-512, one per FPN level; "
+    "FasterRCNN": ("fasterrcnn_resnet50_fpn", "torchvision RPN/RoI heads (anchors rounded to whole pixels; "
                    "RoIAlign 7x7; sampling/NMS settings at torchvision defaults except the test thresholds)"),
-    "MaskRCNN": ("maskrcnn_resnet50_fpn", "torchvision RPN/RoI/mask heads (anchor sizes 32-512, one per FPN level; "
+    "MaskRCNN": ("maskrcnn_resnet50_fpn", "torchvision RPN/RoI/mask heads (anchors rounded to whole pixels; "
                  "mask head 4 convs + deconv, 28x28 masks)"),
-    "RetinaNet": ("retinanet_resnet50_fpn", "torchvision RetinaNet head (P3-P7 from C3-C5, 9 anchors per location, "
-                  "focal loss + L1 on box deltas) where mmdet builds P6 from the FPN input by default"),
+    "RetinaNet": ("retinanet_resnet50_fpn", "torchvision RetinaNet head (P3-P7 from C3-C5, anchors rounded to whole "
+                  "pixels, focal loss + L1 on box deltas) where mmdet builds P6 from the FPN input by default"),
     "FCOS": ("fcos_resnet50_fpn", "torchvision FCOS head (GroupNorm, centerness on the regression branch, GIoU "
              "loss); mmdet's norm_on_bbox / centerness_on_reg / center_sampling switches are not carried"),
     "SSD": ("ssd300_vgg16", "torchvision SSD300-VGG16 (fixed 300x300 input, its own default boxes)"),
@@ -84,6 +84,43 @@ def _num_classes(model: Mapping[str, Any]) -> int | None:
     return None
 
 
+#: torchvision's anchors for its ResNet-50 FPN families: R-CNN RPN (one size per level) and RetinaNet (3 octaves).
+_TV_ANCHORS = {"FasterRCNN": [[32.0 * 2 ** i] for i in range(5)],
+               "RetinaNet": [[32.0 * 2 ** i * 2 ** (j / 3) for j in range(3)] for i in range(5)]}
+_TV_RATIOS = [0.5, 1.0, 2.0]
+
+
+def _anchors(kind: str, model: Mapping[str, Any], notes: list[str]) -> dict[str, Any]:
+    """mmdet ``AnchorGenerator`` -> ``anchor_sizes`` / ``aspect_ratios``, when they differ from torchvision's."""
+    gen = _get(model, "bbox_head.anchor_generator" if kind == "RetinaNet" else "rpn_head.anchor_generator")
+    if not isinstance(gen, Mapping):
+        return {}
+    if gen.get("type") != "AnchorGenerator":
+        notes.append(f"anchor generator `{gen.get('type')}` replaced by torchvision's")
+        return {}
+    strides, ratios = gen.get("strides"), gen.get("ratios", _TV_RATIOS)
+    scales = gen.get("scales")
+    if scales is None and gen.get("octave_base_scale") is not None:
+        per = int(gen.get("scales_per_octave", 1))
+        scales = [gen["octave_base_scale"] * 2 ** (i / per) for i in range(per)]
+    numbers = [*(strides or []), *(scales or []), *(ratios or [])]
+    if not strides or not scales or not ratios or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in numbers):
+        notes.append("anchor_generator not carried (no plain strides / scales / ratios)")
+        return {}
+    sizes = [[round(float(s) * float(stride), 2) for s in scales] for stride in strides]
+    out: dict[str, Any] = {}
+    default = _TV_ANCHORS["RetinaNet" if kind == "RetinaNet" else "FasterRCNN"]
+    if len(sizes) != len(default) or any(abs(a - b) > 0.01 for la, lb in zip(sizes, default)
+                                        for a, b in zip(la, lb)) or any(len(a) != len(b) for a, b in zip(sizes, default)):
+        out["anchor_sizes"] = sizes
+    if [float(r) for r in ratios] != _TV_RATIOS:
+        out["aspect_ratios"] = [float(r) for r in ratios]
+    if gen.get("center_offset", 0.0) not in (0, 0.0):
+        notes.append(f"anchor center_offset {gen.get('center_offset')} not carried (torchvision: 0)")
+    return out
+
+
 def _test_options(kind: str, model: Mapping[str, Any]) -> dict[str, Any]:
     test = model.get("test_cfg") or {}
     if kind in ("FasterRCNN", "MaskRCNN"):
@@ -108,6 +145,7 @@ def map_model(model: Mapping[str, Any], report: ConversionReport) -> dict[str, A
     notes = [differs]
     backbone = model.get("backbone") or {}
     init: dict[str, Any] = {}
+    name: str | None = None
     if kind == "SSD":
         builder = SSD_BACKBONES.get(str(backbone.get("type")), builder)
         if backbone.get("type") not in SSD_BACKBONES:
@@ -130,6 +168,12 @@ def map_model(model: Mapping[str, Any], report: ConversionReport) -> dict[str, A
         neck_type = neck.get("type") if isinstance(neck, Mapping) else None
         if neck_type not in ("FPN", None):
             notes.append(f"neck `{neck_type}` replaced by FPN")
+    if kind in ("FasterRCNN", "MaskRCNN", "RetinaNet"):
+        init.update(_anchors(kind, model, notes))
+    width = _get(model, "neck.out_channels")
+    if kind != "SSD" and isinstance(width, int) and not isinstance(width, bool) and width != 256:
+        init.setdefault("backbone", name or "resnet50")  # the FPN width is set where detlight builds the FPN
+        init["fpn_channels"] = width
     num_classes = _num_classes(model)
     if num_classes is None:
         report.entries = [e for e in report.entries if not (e.key == "model" and e.status == "dropped")]

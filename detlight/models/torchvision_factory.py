@@ -5,24 +5,30 @@ FCOS, SSD/SSDLite). :func:`torchvision_detector` calls a torchvision builder fun
 config names, so the builder keeps its own defaults (``fasterrcnn_mobilenet_v3_large_320_fpn``'s ``min_size=320``,
 ``rpn_score_thresh=0.05``), and nothing is downloaded unless the config asks for ``weights`` / ``weights_backbone``.
 
-Why not the builder as ``class_path``: jsonargparse resolves a builder's ``**kwargs`` to the model class signature and
-passes every one of its defaults explicitly (``min_size: 800`` over the builder's 320), and the builders default
-``weights_backbone`` to ImageNet weights (a download). A builder given directly as ``class_path`` still trains, with
-torchvision's meaning of ``num_classes`` (background included) checked against the dataset by
+A builder given directly as ``class_path`` (``torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn``)
+also keeps its defaults: while the CLI parses, :func:`builder_signatures` shows jsonargparse each builder's effective
+signature (the model class's keywords with the builder's own ``defaults`` over them, ``weights_backbone=None``), so
+the values jsonargparse fills in and records in ``config.yaml`` are the ones the builder would use. That form keeps
+torchvision's meaning of ``num_classes`` (background included), checked against the dataset by
 :class:`~detlight.module.DetectorModule`.
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import importlib
 import inspect
+import textwrap
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from torch import nn
 
 from detlight.exceptions import ConfigError
 
-__all__ = ["torchvision_detector"]
+__all__ = ["builder_signatures", "effective_signature", "torchvision_detector"]
 
 _MODULE = "torchvision.models.detection"
 
@@ -34,6 +40,9 @@ def torchvision_detector(
     weights_backbone: str | None = None,
     options: dict[str, Any] | None = None,
     backbone: str | None = None,
+    fpn_channels: int | None = None,
+    anchor_sizes: list[list[float]] | None = None,
+    aspect_ratios: list[float] | None = None,
 ) -> nn.Module:
     """Build a torchvision detector for a dataset of ``num_classes`` classes.
 
@@ -48,8 +57,15 @@ def torchvision_detector(
         options: further builder / model keyword arguments (``min_size``, ``max_size``, ``box_score_thresh``,
             ``trainable_backbone_layers``, ...); those not named keep the builder's defaults.
         backbone: another torchvision ResNet for an FPN family (``resnet18``, ``resnet101``, ``resnext101_32x8d``):
-            the builder's model class is then built around ``resnet_fpn_backbone`` wired as the builder wires its
+            the builder's model class is then built around that ResNet and an FPN, wired as the builder wires its
             ResNet-50 (RetinaNet / FCOS: C3-C5 + P6/P7). ``None`` keeps the builder's own backbone.
+        fpn_channels: the FPN's width (torchvision: 256; mmdet ``neck.out_channels``), with ``backbone`` only. The
+            heads follow it (R-CNN box head input ``fpn_channels * 7 * 7``). Narrow it to train fast on a CPU.
+        anchor_sizes: anchor sizes in input pixels, one list per feature level from the finest (mmdet
+            ``anchor_generator``: ``octave_base_scale * 2**(i / scales_per_octave) * stride`` or ``scales * stride``).
+            R-CNN families (RPN anchors) and RetinaNet only. ``None`` keeps torchvision's (32 to 512, RetinaNet with
+            3 octave scales each). Small objects need small anchors: 12 px boxes barely overlap a 32 px anchor.
+        aspect_ratios: anchor height/width ratios used on every level (mmdet ``ratios``); default ``[0.5, 1, 2]``.
 
     Returns:
         The torchvision model itself (state-dict keys as torchvision's, so its checkpoints load with ``load_from``).
@@ -72,23 +88,84 @@ def torchvision_detector(
         raise ConfigError(f"Set {clash} as init_args of torchvision_detector, not inside `options`.")
     probe = fn.__name__
     head = num_classes + 1 if _has_background(fn) else num_classes
-    if backbone is not None:
-        return _with_backbone(fn, backbone, head, weights, weights_backbone, kwargs)
+    if anchor_sizes is not None or aspect_ratios is not None:
+        kwargs.update(_anchor_option(fn, anchor_sizes, aspect_ratios, kwargs))
+    if fpn_channels is not None and backbone is None:
+        raise ConfigError("`model.model.init_args.fpn_channels` sizes the FPN that `backbone` builds; name a "
+                          "`backbone` too (e.g. resnet18), or drop `fpn_channels` to keep the builder's own.")
     try:
-        return fn(weights=weights, weights_backbone=weights_backbone, num_classes=head, **kwargs)  # type: ignore[no-any-return]
+        if backbone is not None:
+            model = _with_backbone(fn, backbone, head, weights, weights_backbone, kwargs, 256 if fpn_channels is None else fpn_channels)
+        else:
+            model = fn(weights=weights, weights_backbone=weights_backbone, num_classes=head, **kwargs)
     except TypeError as err:
         raise ConfigError(f"torchvision builder `{probe}` rejected the options {sorted(kwargs)}: {err}") from None
     except ValueError as err:
         raise ConfigError(f"torchvision builder `{probe}` with weights={weights!r}, weights_backbone="
                           f"{weights_backbone!r}, num_classes={head} failed: {err}") from None
+    if anchor_sizes is not None:
+        _check_anchor_levels(model, len(anchor_sizes))
+    return model  # type: ignore[no-any-return]
+
+
+def _check_anchor_levels(model: nn.Module, given: int) -> None:
+    """One ``anchor_sizes`` entry per feature map, checked now rather than at the first step."""
+    import torch
+
+    was_training = model.training
+    model.eval()  # no BatchNorm statistics change
+    try:
+        with torch.no_grad():
+            levels = len(model.backbone(torch.zeros(1, 3, 64, 64)))  # type: ignore[operator]
+    finally:
+        model.train(was_training)
+    if levels != given:
+        raise ConfigError(f"`model.model.init_args.anchor_sizes` has {given} levels, but the model's backbone gives "
+                          f"{levels} feature maps; give one list of sizes per feature map, finest first.")
+
+
+def _anchor_option(fn: Any, sizes: list[list[float]] | None, ratios: list[float] | None,
+                   options: dict[str, Any]) -> dict[str, Any]:
+    """``anchor_sizes`` / ``aspect_ratios`` -> the anchor generator keyword the builder's model class takes."""
+    from torchvision.models.detection import FasterRCNN, RetinaNet
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    cls = inspect.signature(fn).return_annotation
+    key = ("rpn_anchor_generator" if isinstance(cls, type) and issubclass(cls, FasterRCNN) else
+           "anchor_generator" if isinstance(cls, type) and issubclass(cls, RetinaNet) else None)
+    if key is None:
+        raise ConfigError(f"`anchor_sizes` / `aspect_ratios` apply to the R-CNN families and RetinaNet; "
+                          f"{fn.__name__} builds {getattr(cls, '__name__', cls)}, whose boxes are not set that way. "
+                          "Drop them, or pass the model's own generator object from Python.")
+    if key in options:
+        raise ConfigError(f"Give either `options.{key}` or `anchor_sizes` / `aspect_ratios`, not both.")
+    if sizes is None:
+        sizes = ([[32.0], [64.0], [128.0], [256.0], [512.0]] if key == "rpn_anchor_generator" else
+                 [[x, x * 2 ** (1 / 3), x * 2 ** (2 / 3)] for x in (32.0, 64.0, 128.0, 256.0, 512.0)])
+    ratios = [0.5, 1.0, 2.0] if ratios is None else ratios
+    bad = [v for level in sizes for v in (level if isinstance(level, (list, tuple)) else [level])
+           if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0]
+    if not sizes or bad or not all(isinstance(level, (list, tuple)) and level for level in sizes):
+        raise ConfigError(f"Expected `model.model.init_args.anchor_sizes` to be one non-empty list of positive "
+                          f"pixel sizes per feature level, e.g. [[16], [32], [64], [128], [256]], but got {sizes!r}.")
+    if not ratios or any(isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0 for r in ratios):
+        raise ConfigError(f"Expected `model.model.init_args.aspect_ratios` to be a non-empty list of positive "
+                          f"height/width ratios, e.g. [0.5, 1.0, 2.0], but got {ratios!r}.")
+    if len({len(level) for level in sizes}) != 1:
+        raise ConfigError(f"Every level of `anchor_sizes` needs the same number of sizes (one head serves all "
+                          f"levels), but got {[len(level) for level in sizes]}.")
+    generator = AnchorGenerator(tuple(tuple(float(v) for v in level) for level in sizes),
+                                tuple(tuple(float(r) for r in ratios) for _ in sizes))
+    return {key: generator}
 
 
 def _with_backbone(fn: Any, backbone: str, num_classes: int, weights: str | None, weights_backbone: str | None,
-                   options: dict[str, Any]) -> nn.Module:
+                   options: dict[str, Any], fpn_channels: int = 256) -> nn.Module:
+    from torchvision.models import resnet
     from torchvision.models.detection import FCOS, RetinaNet
-    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
     from torchvision.ops import FrozenBatchNorm2d
-    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
     cls = inspect.signature(fn).return_annotation
     if weights is not None:
@@ -98,17 +175,57 @@ def _with_backbone(fn: Any, backbone: str, num_classes: int, weights: str | None
         raise ConfigError(f"`model.model.init_args.backbone` {backbone!r} is not supported for {fn.__name__}: use "
                           "a torchvision ResNet name (resnet18, resnet34, resnet50, resnet101, resnet152, "
                           "resnext50_32x4d, resnext101_32x8d, wide_resnet50_2).")
+    if isinstance(fpn_channels, bool) or not isinstance(fpn_channels, int) or fpn_channels < 1:
+        raise ConfigError(f"Expected `model.model.init_args.fpn_channels` to be an int >= 1, but got {fpn_channels!r}.")
     trainable = options.pop("trainable_backbone_layers", 5 if weights_backbone is None else 3)
+    if isinstance(trainable, bool) or not isinstance(trainable, int) or not 0 <= trainable <= 5:
+        raise ConfigError(f"Expected `options.trainable_backbone_layers` to be an int in [0, 5], but got {trainable!r}.")
     dense = issubclass(cls, (RetinaNet, FCOS))
+    v2 = fn.__name__.endswith("_v2")
+    if v2 and fn.__name__ != "retinanet_resnet50_fpn_v2":
+        raise ConfigError(f"`backbone: {backbone}` with {fn.__name__} would drop the v2 heads it builds; use "
+                          f"{fn.__name__[:-3]} (v1 heads) with `backbone`, or {fn.__name__} without it.")
+    if v2 and fpn_channels % 32:
+        raise ConfigError(f"retinanet_resnet50_fpn_v2's head uses GroupNorm(32, fpn_channels): "
+                          f"`fpn_channels` must be a multiple of 32, but got {fpn_channels}.")
     try:
-        body = resnet_fpn_backbone(
-            backbone_name=backbone, weights=weights_backbone, trainable_layers=trainable,
-            norm_layer=nn.BatchNorm2d if weights_backbone is None else FrozenBatchNorm2d,
-            returned_layers=[2, 3, 4] if dense else None, extra_blocks=LastLevelP6P7(256, 256) if dense else None)
-        return cls(body, num_classes=num_classes, **options)  # type: ignore[no-any-return]
+        body = getattr(resnet, backbone)(
+            weights=weights_backbone, norm_layer=nn.BatchNorm2d if weights_backbone is None else FrozenBatchNorm2d)
+    except (AttributeError, KeyError, ValueError) as err:
+        raise ConfigError(f"Building torchvision backbone {backbone!r} with weights_backbone={weights_backbone!r} "
+                          f"failed: {err}") from None
+    # As torchvision wires its ResNet-50 FPNs: only the last `trainable` stages train; dense heads read C3-C5 and
+    # add P6/P7 (from P5; from C5 in RetinaNet v2), R-CNNs read C2-C5 and add a max-pooled P6.
+    train = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable] + (["bn1"] if trainable == 5 else [])
+    for name, parameter in body.named_parameters():
+        if not name.startswith(tuple(train)):
+            parameter.requires_grad_(False)
+    levels = [2, 3, 4] if dense else [1, 2, 3, 4]
+    stage2 = body.inplanes // 8
+    extra = (LastLevelP6P7(stage2 * 8 if v2 else fpn_channels, fpn_channels) if dense else LastLevelMaxPool())
+    try:
+        with_fpn = BackboneWithFPN(
+            body, {f"layer{k}": str(i) for i, k in enumerate(levels)}, [stage2 * 2 ** (k - 1) for k in levels],
+            fpn_channels, extra_blocks=extra)
+        if v2 and "head" not in options:  # retinanet_resnet50_fpn_v2's head: GroupNorm convs, GIoU box loss
+            options["head"] = _retinanet_v2_head(fpn_channels, options.get("anchor_generator"), num_classes)
+        return cls(with_fpn, num_classes=num_classes, **options)  # type: ignore[no-any-return]
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"Building {cls.__name__} with backbone {backbone!r} and options {sorted(options)} "
                           f"failed: {err}") from None
+
+
+def _retinanet_v2_head(channels: int, anchor_generator: Any, num_classes: int) -> nn.Module:
+    from functools import partial
+
+    from torchvision.models.detection.retinanet import RetinaNetHead
+
+    from detlight.upstream_internals import set_box_loss
+
+    anchors = anchor_generator.num_anchors_per_location()[0] if anchor_generator is not None else 9
+    head = RetinaNetHead(channels, anchors, num_classes, norm_layer=partial(nn.GroupNorm, 32))
+    set_box_loss(head.regression_head, "giou")
+    return head
 
 
 def _resolve_builder(builder: str) -> Any:
@@ -141,3 +258,92 @@ def _has_background(fn: Any) -> bool:
     raise ConfigError(f"torchvision builder `{fn.__name__}` returns {annotation!r}, which is in no declared family "
                       f"({sorted(f.name for f in TORCHVISION_FAMILIES.values())}); build the model yourself and give it "
                       "as `model.model`.")
+
+
+@contextlib.contextmanager
+def builder_signatures() -> Iterator[None]:
+    """Give each torchvision detection builder its :func:`effective_signature` for the body of the ``with``.
+
+    jsonargparse reads ``inspect.signature``, which honours ``__signature__``; the attribute is removed again on exit,
+    so code outside the CLI's parsing sees torchvision's functions untouched.
+    """
+    installed: list[Callable[..., Any]] = []
+    try:
+        for fn in _detection_builders():
+            signature = effective_signature(fn)
+            if signature is not None and "__signature__" not in vars(fn):
+                fn.__signature__ = signature  # type: ignore[attr-defined]
+                installed.append(fn)
+        yield
+    finally:
+        for fn in installed:
+            with contextlib.suppress(AttributeError):
+                del fn.__signature__  # type: ignore[attr-defined]
+
+
+def effective_signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    """The keywords a torchvision builder really takes, with the defaults it really uses, and no download.
+
+    Its own keywords, then the model class's (what its ``**kwargs`` reach), with the builder's ``defaults = {...}``
+    literal over the class defaults (``fasterrcnn_mobilenet_v3_large_320_fpn``: ``min_size=320``,
+    ``rpn_score_thresh=0.05``, ...), and ``weights_backbone=None`` (torchvision's default downloads ImageNet weights;
+    name them in the config to get them). ``None`` when the signature cannot be followed.
+
+    Example:
+        >>> from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn as fn
+        >>> params = effective_signature(fn).parameters
+        >>> params["min_size"].default, params["rpn_score_thresh"].default, params["weights_backbone"].default
+        (320, 0.05, None)
+    """
+    from detlight.upstream_internals import followed_parameters
+
+    try:
+        followed = followed_parameters(fn)
+    except Exception as err:  # a jsonargparse without the resolver: say so once, keep its plain behaviour
+        warnings.warn(f"Cannot follow the keywords of {fn.__name__} ({err}); as a class_path it gets the model "
+                      "class defaults. Use detlight.models.torchvision_detector to keep the builder's.", stacklevel=2)
+        return None
+    own = _builder_defaults(fn)
+    params = []
+    for name, annotation, default in followed:
+        if name == "weights_backbone":
+            default = None
+        elif name in own:
+            default = own.pop(name)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation))
+    # Builder defaults the follower did not reach (ssdlite's **kwargs go to two calls) are keywords all the same.
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default) for name, default in own.items()]
+    return inspect.Signature(params, return_annotation=inspect.signature(fn).return_annotation)
+
+
+def _builder_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The literal ``defaults = {...}`` a torchvision builder merges under its ``**kwargs`` (empty if none)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(fn))))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    found: dict[str, Any] = {}
+    for node in ast.walk(tree):
+        target = (node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else
+                  node.target if isinstance(node, ast.AnnAssign) else None)
+        value = getattr(node, "value", None)
+        if isinstance(target, ast.Name) and target.id == "defaults" and isinstance(value, ast.Dict):
+            for key, item in zip(value.keys, value.values):
+                with contextlib.suppress(ValueError, TypeError, SyntaxError):
+                    if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                        found[key.value] = ast.literal_eval(item)
+    return found
+
+
+def _detection_builders() -> list[Callable[..., Any]]:
+    """Public functions of ``torchvision.models.detection`` that return a detector (an ``nn.Module`` subclass)."""
+    detection = importlib.import_module(_MODULE)
+    builders = []
+    for name, value in vars(detection).items():
+        if name.startswith("_") or isinstance(value, type) or not callable(value):
+            continue
+        with contextlib.suppress(TypeError, ValueError):
+            annotation = inspect.signature(value).return_annotation
+            if isinstance(annotation, type) and issubclass(annotation, nn.Module):
+                builders.append(value)
+    return builders

@@ -58,6 +58,34 @@ def test_every_family_in_the_table_is_tested():
     assert {c[0].get("type") if c[0]["type"] != "SingleStageDetector" else "SSD" for c in CASES} == set(FAMILY_TABLE)
 
 
+def test_anchor_generator_and_neck_width_are_carried_where_they_differ():
+    from detlight.models.torchvision_factory import torchvision_detector
+
+    retina = dict(_dense("RetinaNet", 18), neck={"type": "FPN", "out_channels": 64})
+    retina["bbox_head"]["anchor_generator"] = {"type": "AnchorGenerator", "octave_base_scale": 2,
+                                               "scales_per_octave": 3, "ratios": [1.0, 2.0],
+                                               "strides": [8, 16, 32, 64, 128]}
+    init = map_model(retina, ConversionReport("x.py"))["init_args"]
+    assert init["anchor_sizes"][0] == [16.0, 20.16, 25.4] and init["anchor_sizes"][4][0] == 256.0
+    assert init["aspect_ratios"] == [1.0, 2.0] and init["fpn_channels"] == 64 and init["backbone"] == "resnet18"
+    model = torchvision_detector(**init)  # what the converted YAML builds
+    assert model.anchor_generator.sizes[0] == (16.0, 20.16, 25.4) and model.backbone.out_channels == 64
+    faster = _rcnn("FasterRCNN")  # mmdet's defaults: scales=[8], strides 4..64 -> torchvision's own sizes
+    faster["rpn_head"] = {"anchor_generator": {"type": "AnchorGenerator", "scales": [8], "ratios": [0.5, 1.0, 2.0],
+                                               "strides": [4, 8, 16, 32, 64]}}
+    init = map_model(faster, ConversionReport("x.py"))["init_args"]
+    assert "anchor_sizes" not in init and "aspect_ratios" not in init and "fpn_channels" not in init
+    faster["rpn_head"]["anchor_generator"]["scales"] = [4]
+    faster["neck"]["out_channels"] = 128  # a ResNet-50 FPN of another width: detlight builds it
+    init = map_model(faster, ConversionReport("x.py"))["init_args"]
+    assert init["anchor_sizes"] == [[16.0], [32.0], [64.0], [128.0], [256.0]]
+    assert init["backbone"] == "resnet50" and init["fpn_channels"] == 128
+    report = ConversionReport("x.py")
+    faster["rpn_head"]["anchor_generator"] = {"type": "LegacyAnchorGenerator", "scales": [8], "strides": [4]}
+    map_model(faster, report)
+    assert "anchor generator `LegacyAnchorGenerator` replaced" in next(e.note for e in report.entries if e.key == "model")
+
+
 def test_unknown_type_names_nearest_family_and_stops_fit():
     cfg = {"model": {"type": "CascadeRCNN", "roi_head": {}}}
     out, report = convert_config(cfg, "cascade.py")
