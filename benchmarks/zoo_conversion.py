@@ -3,7 +3,8 @@
 Run:  python benchmarks/zoo_conversion.py --mmdet <mmdet>/.mim/configs --mmdet3d <mmdet3d>/.mim/configs
 Each leaf config (not under ``_base_``) is read safely, converted, written to a temporary YAML and parsed by one
 ``detlight fit`` parser (what ``--print_config`` checks: every class_path and init arg), all in this process.
-"Real model" means ``model.model`` is a class detlight builds, not ``UnmappedDetector``.
+"Real model" means ``model.model`` is a class detlight builds, not ``UnmappedDetector``, and ``data`` is not
+``UnmappedDataModule`` (a dataset type without a detlight reader: counted apart, as ``fit`` stops there).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def survey(root: Path, parser: Any) -> tuple[collections.Counter, list[tuple[str
         kind = model_kind(model) or str(model.get("type"))
         out, _ = convert_config(cfg, str(path))
         target = ((out.get("model") or {}).get("model") or {}).get("class_path", "none")
+        no_reader = str((out.get("data") or {}).get("class_path", "")).endswith("UnmappedDataModule")
         with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
             yaml.safe_dump({k: v for k, v in out.items() if k != "ckpt_path"}, f)  # ckpt_path: a fit-only key
             f.flush()
@@ -68,7 +70,11 @@ def survey(root: Path, parser: Any) -> tuple[collections.Counter, list[tuple[str
                 ok, why = False, f"{type(err).__name__}: {str(err).splitlines()[0][:100] if str(err) else ''}"
         real = ok and not target.endswith("UnmappedDetector") and target != "none"
         status = "real model" if real else ("parsed, unmapped" if ok else f"rejected ({why})")
-        counts[status if not status.startswith("rejected") else "rejected"] += 1
+        if ok and no_reader:  # parses, but `fit` stops at the datamodule: counted apart, never as "real model"
+            real, status = False, "parsed, no data reader" + (" (real model)" if status == "real model" else "")
+        counts[status if not status.startswith(("rejected", "parsed, no data")) else status.split(" (")[0]] += 1
+        if status.endswith("(real model)"):
+            counts[status] += 1
         if kind in FAMILIES:
             counts[f"family {kind}: {'real' if real else 'not'}"] += 1
         rows.append((str(path.relative_to(root)), kind, status))
@@ -91,7 +97,9 @@ def main() -> None:
         total = len(rows)
         print(f"## {name}: {total} leaf configs; {counts['real model']} ({100 * counts['real model'] / total:.1f} %) "
               f"parse with a real model.model; {counts['parsed, unmapped']} parse with UnmappedDetector; "
-              f"{counts['rejected']} rejected; {counts['read error']} unreadable")
+              f"{counts['parsed, no data reader']} parse but name a dataset without a detlight reader (of which "
+              f"{counts['parsed, no data reader (real model)']} with a real model); {counts['rejected']} rejected; "
+              f"{counts['read error']} unreadable")
         for key in sorted(k for k in counts if k.startswith("family")):
             print(f"  {key}: {counts[key]}")
         sys.stdout.flush()

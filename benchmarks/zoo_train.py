@@ -31,8 +31,7 @@ def overrides(iters: int, batch: int, work: Path) -> list[str]:
         "--data.init_args.val_samples_per_gpu=16", "--data.init_args.pipeline.img_scale=[128, 128]",
         "--model.model.init_args.num_classes=4",
         "--model.model.init_args.options.min_size=128", "--model.model.init_args.options.max_size=128",
-        f"--trainer.max_steps={iters}", "--trainer.max_epochs=-1", f"--trainer.val_check_interval={iters}",
-        "--trainer.check_val_every_n_epoch=null", f"--trainer.default_root_dir={work}",
+        f"--trainer.max_steps={iters}", "--trainer.max_epochs=-1", f"--trainer.default_root_dir={work}",
     ]
 
 
@@ -41,7 +40,6 @@ def main() -> None:
     parser.add_argument("--config", required=True, help="an mmdet 2.x .py config (e.g. from the mmdet wheel)")
     parser.add_argument("--iters", type=int, default=300)
     parser.add_argument("--batch", type=int, default=2, help="samples_per_gpu (the zoo's 1x configs use 2)")
-    parser.add_argument("--window", type=int, default=50, help="iterations per row of the loss table")
     parser.add_argument("--work", default="/tmp/detlight_zoo_train")
     args = parser.parse_args()
     work = Path(args.work)
@@ -53,29 +51,25 @@ def main() -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     start = time.perf_counter()
     with log.open("w") as f:
-        rc = subprocess.call([sys.executable, "-m", "detlight.cli", "fit", "--config", args.config, *extra,
-                              "--trainer.log_every_n_steps=1"], stdout=f, stderr=subprocess.STDOUT, env=env)
+        rc = subprocess.call([sys.executable, "-m", "detlight.cli", "fit", "--config", args.config, *extra],
+                             stdout=f, stderr=subprocess.STDOUT, env=env)
     wall = time.perf_counter() - start
     runs = sorted(work.rglob("*.log.json"), key=lambda p: p.stat().st_mtime)
     if rc != 0 or not runs:
         print(f"fit failed (rc={rc}); see {log}")
         print(log.read_text()[-3000:])
         sys.exit(1)
-    losses: list[float] = []
-    evals: dict[str, float] = {}
-    for line in runs[-1].read_text().splitlines()[1:]:
-        rec = json.loads(line)
-        if rec.get("mode") == "train" and "loss" in rec:
-            losses.append(rec["loss"])
-        elif rec.get("mode") == "val":
-            evals = {k: v for k, v in rec.items() if k.startswith("bbox_mAP")}
-    print(f"\nfit: rc {rc}, {wall:.0f} s wall, {len(losses)} logged iterations\n")
-    print("| iterations | mean loss |\n|---|---|")
-    for lo in range(0, len(losses), args.window):
-        chunk = losses[lo:lo + args.window]
-        print(f"| {lo + 1}-{lo + len(chunk)} | {sum(chunk) / len(chunk):.4f} |")
-    if evals:
-        print("\nval after the run: " + ", ".join(f"{k} {v:.4f}" for k, v in evals.items()))
+    # The text/json log's records: each averages the losses over the config's log_config.interval (as mmcv's).
+    records = [json.loads(line) for line in runs[-1].read_text().splitlines()[1:]]
+    train = [r for r in records if r.get("mode") == "train" and "loss" in r]
+    print(f"\nfit: rc {rc}, {wall:.0f} s wall ({args.iters} iterations), log {runs[-1]}\n")
+    keys = [k for k in train[0] if k not in ("mode", "epoch", "iter", "data_time", "time", "memory")] if train else []
+    print("| epoch | iter | " + " | ".join(keys) + " | s/iter |\n|" + "---|" * (len(keys) + 3))
+    for r in train:
+        print(f"| {r['epoch']} | {r['iter']} | " + " | ".join(f"{r[k]:.4g}" for k in keys) + f" | {r['time']:.3f} |")
+    for r in records:
+        if r.get("mode") == "val":
+            print("val: " + ", ".join(f"{k} {v:.4f}" for k, v in r.items() if k.startswith("bbox_mAP")))
     print(f"load average at the end: {os.getloadavg()}")
 
 

@@ -52,6 +52,8 @@ DATASET_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "CocoDataset": ("detlight.data.datamodule.DetDataModule", ("ann_file", "img_prefix", "classes", "filter_empty_gt")),
     "KittiDataset": ("detlight.data.datamodule3d.Det3DDataModule", ("data_root", "classes")),
 }
+#: the ``data`` of a config whose dataset type detlight cannot read (imported by the CLI only: it needs Lightning).
+UNMAPPED_DATA = "detlight.compat.unmapped_data.UnmappedDataModule"
 #: mmdet CocoDataset subclasses whose annotations are COCO-format json: read by DetDataModule, and what differs.
 COCO_LIKE = {
     "CityscapesDataset": "Cityscapes' own evaluation (cityscapesscripts) is not run; COCO mAP is reported",
@@ -166,9 +168,10 @@ def convert_model(model: Any, report: ConversionReport) -> dict[str, Any] | None
 def convert_data(data: Any, report: ConversionReport, seed: int | None = None) -> dict[str, Any] | None:
     """``data=dict(samples_per_gpu, ..., train, val, test)`` -> ``{class_path, init_args}`` for the datamodule.
 
-    A dataset type detlight cannot read gets no ``data:`` section (a partial one would silently train on detlight's
-    synthetic set); its batch settings and paths are then reported as dropped and written, commented out, at the end
-    of the YAML as the start of the user's own datamodule section (``report.yaml_notes``).
+    A dataset type detlight cannot read gets :class:`~detlight.compat.unmapped_data.UnmappedDataModule` (whose
+    construction stops ``fit`` naming the type; a partial section would silently train on detlight's synthetic set);
+    its batch settings and paths are reported as dropped and written, commented out, at the end of the YAML as the
+    start of the user's own datamodule section (``report.yaml_notes``).
     """
     if not isinstance(data, Mapping):
         report.add("data", "dropped", note=f"expected a dict, got {type(data).__name__}")
@@ -206,7 +209,16 @@ def convert_data(data: Any, report: ConversionReport, seed: int | None = None) -
             report.add("data", "dropped", note=f"splits {sorted(kinds)} need different datamodules, so none is written")
         deferred.flush(report, False, why)
         report.yaml_notes.append(_data_hint(init, splits, why))
-        return None
+        if not unknown:
+            return None
+        kind = str(kinds[unknown[0]])
+        message = (f"mmdet dataset `{kind}` (data.{unknown[0]}.type) has no detlight reader; detlight reads "
+                   f"{', '.join([*DATASET_TARGETS, *COCO_LIKE])}. Convert the annotations to COCO json (mmdet's "
+                   "tools/dataset_converters/ has converters, e.g. pascal_voc.py) and use `data: {class_path: "
+                   "detlight.data.DetDataModule}`, or set `data: {class_path: my_pkg.MyDataModule}`. `detlight convert "
+                   "<config>.py -o <config>.yaml` writes this config's paths and batch settings as a commented `data:` "
+                   "block at the end of the YAML.")
+        return {"class_path": UNMAPPED_DATA, "init_args": {"dataset_type": kind, "message": message}}
     deferred.flush(report, True, "")
     class_path = targets.pop()
     convert_split = _coco_split if class_path == DATASET_TARGETS["CocoDataset"][0] else _kitti_split

@@ -263,8 +263,9 @@ def apply_model_map(cfg: Mapping[str, Any], out: dict[str, Any], report: Convers
 
 
 def _fit_pipeline(out: dict[str, Any], init: dict[str, Any]) -> None:
-    data_init = (out.get("data") or {}).get("init_args")
-    if not isinstance(data_init, dict):
+    data = out.get("data") or {}
+    data_init = data.get("init_args")
+    if not isinstance(data_init, dict) or str(data.get("class_path", "")).endswith("UnmappedDataModule"):
         return
     pipeline = data_init.setdefault("pipeline", {})
     mean, std = pipeline.get("mean"), pipeline.get("std")

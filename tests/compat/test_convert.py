@@ -196,11 +196,19 @@ def test_unknown_model_and_dataset_say_how_to_point_at_own_class(tmp_path: Path)
                     "data = dict(train=dict(_delete_=True, type='VOCDataset', ann_file='a.txt'))\n")
     text, report_text = convert_file(path)
     out = yaml.safe_load(text)
-    assert "model" not in out["model"] and "data" not in out
+    assert "model" not in out["model"]
     assert "`FasterRCNN` maps to torchvision" in report_text and "no int `num_classes`" in report_text
     assert "my_pkg.MyDetector" in report_text
     assert "`VOCDataset` has no detlight counterpart" in report_text
     assert "# model.model is missing" in text
+    # data: a stand-in whose construction stops the run naming the dataset type (not jsonargparse's `required: data`)
+    assert out["data"]["class_path"] == "detlight.compat.unmapped_data.UnmappedDataModule"
+    assert "ann_file: a.txt" in text  # the commented block the user starts from
+    from detlight.compat.unmapped_data import UnmappedDataModule
+    from detlight.exceptions import DatasetError
+
+    with pytest.raises(DatasetError, match=r"`VOCDataset` \(data.train.type\) has no detlight reader.*COCO json"):
+        UnmappedDataModule(**out["data"]["init_args"])
 
 
 @pytest.mark.parametrize(("cfg", "expected"), [

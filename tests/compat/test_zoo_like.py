@@ -99,7 +99,9 @@ def test_approximated_and_dropped_lines_say_how_or_why() -> None:
 def test_unknown_dataset_keeps_batch_settings_and_paths_in_a_commented_block(tmp_path: Path) -> None:
     text, report = convert_to_yaml(VOC, tmp_path / "voc.yaml")
     out = yaml.safe_load(text)
-    assert "data" not in out
+    assert out["data"]["class_path"] == "detlight.compat.unmapped_data.UnmappedDataModule"  # stops fit, named
+    assert set(out["data"]["init_args"]) == {"dataset_type", "message"}  # nothing else (it accepts nothing else)
+    assert out["data"]["init_args"]["dataset_type"] == "VOCDataset"
     for key in ("data.samples_per_gpu", "data.workers_per_gpu", "data.train.times"):
         assert report.status_of(key) == ["dropped"], key
     assert "VOCDataset` has no detlight datamodule" in next(e.note for e in report.entries
