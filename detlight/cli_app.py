@@ -7,6 +7,7 @@ not import Lightning; ``detlight.cli.DetLightCLI`` still resolves to this class.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,16 +59,17 @@ class DetLightCLI(LightningCLI):
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         """Parse with each torchvision builder's own defaults (see :func:`~detlight.models.torchvision_factory.builder_signatures`)."""
-        from detlight.models.torchvision_factory import builder_signatures
+        from detlight.models.torchvision_factory import builder_signatures, mentions_builders
 
-        with builder_signatures():
+        self._builder_signatures = mentions_builders(args if args is not None else sys.argv[1:])
+        with builder_signatures(self._builder_signatures):
             super().parse_arguments(parser, args)
 
     def instantiate_classes(self) -> None:
         """Instantiate with the signatures the config was parsed with."""
         from detlight.models.torchvision_factory import builder_signatures
 
-        with builder_signatures():
+        with builder_signatures(getattr(self, "_builder_signatures", True)):
             super().instantiate_classes()
 
     def add_arguments_to_parser(self, parser: Any) -> None:

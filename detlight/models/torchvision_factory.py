@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import importlib
 import inspect
 import textwrap
@@ -260,16 +261,33 @@ def _has_background(fn: Any) -> bool:
                       "as `model.model`.")
 
 
+def mentions_builders(args: Any) -> bool:
+    """Whether CLI ``args`` (a list of strings, or a config dict) or the files they name refer to
+    ``torchvision.models.detection``: only then is :func:`builder_signatures` worth its ~0.15 s."""
+    import json
+    from pathlib import Path
+
+    if isinstance(args, dict):
+        return _MODULE in json.dumps(args, default=str)
+    texts = [str(a) for a in args or ()]
+    for arg in list(texts):
+        candidate = arg.split("=", 1)[-1]
+        with contextlib.suppress(OSError, ValueError):
+            if len(candidate) < 4096 and Path(candidate).is_file():
+                texts.append(Path(candidate).read_text(encoding="utf-8", errors="replace"))
+    return any(_MODULE in text for text in texts)
+
+
 @contextlib.contextmanager
-def builder_signatures() -> Iterator[None]:
+def builder_signatures(enabled: bool = True) -> Iterator[None]:
     """Give each torchvision detection builder its :func:`effective_signature` for the body of the ``with``.
 
     jsonargparse reads ``inspect.signature``, which honours ``__signature__``; the attribute is removed again on exit,
-    so code outside the CLI's parsing sees torchvision's functions untouched.
+    so code outside the CLI's parsing sees torchvision's functions untouched. ``enabled=False`` does nothing.
     """
     installed: list[Callable[..., Any]] = []
     try:
-        for fn in _detection_builders():
+        for fn in _detection_builders() if enabled else ():
             signature = effective_signature(fn)
             if signature is not None and "__signature__" not in vars(fn):
                 fn.__signature__ = signature  # type: ignore[attr-defined]
@@ -281,6 +299,7 @@ def builder_signatures() -> Iterator[None]:
                 del fn.__signature__  # type: ignore[attr-defined]
 
 
+@functools.cache
 def effective_signature(fn: Callable[..., Any]) -> inspect.Signature | None:
     """The keywords a torchvision builder really takes, with the defaults it really uses, and no download.
 

@@ -137,3 +137,16 @@ def test_builder_as_class_path_keeps_its_defaults_through_the_cli(monkeypatch):
     assert model.rpn.score_thresh == 0.05 and model.roi_heads.score_thresh == 0.2  # the builder's, and the config's
     init = cli.config["model"]["model"]["init_args"]
     assert init["min_size"] == 320 and init["weights_backbone"] is None  # what config.yaml records
+
+
+def test_builder_signatures_are_installed_only_for_configs_that_name_a_builder(tmp_path):
+    from detlight.models.torchvision_factory import mentions_builders
+
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  model:\n    class_path: torchvision.models.detection.fcos_resnet50_fpn\n")
+    assert mentions_builders(["fit", "--config", str(config)]) and mentions_builders(["fit", f"--config={config}"])
+    assert mentions_builders({"model": {"model": {"class_path": "torchvision.models.detection.ssd300_vgg16"}}})
+    other = tmp_path / "d.yaml"
+    other.write_text("model:\n  model:\n    class_path: detlight.models.CenterNet\n")
+    assert not mentions_builders(["fit", "--config", str(other), "--trainer.max_epochs=1"])
+    assert not mentions_builders(None)
