@@ -58,7 +58,11 @@ class DetLightCLI(LightningCLI):
         return {only: full[only]} if only in full else full
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
-        """Parse with each torchvision builder's own defaults (see :func:`~detlight.models.torchvision_factory.builder_signatures`)."""
+        """Parse with each torchvision builder's own defaults.
+
+        See :func:`~detlight.models.torchvision_factory.builder_signatures`; installed only when the arguments or
+        config files name ``torchvision.models.detection``.
+        """
         from detlight.models.torchvision_factory import builder_signatures, mentions_builders
 
         self._builder_signatures = mentions_builders(args if args is not None else sys.argv[1:])

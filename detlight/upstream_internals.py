@@ -1,5 +1,5 @@
-"""Every private attribute, private import and private override of Lightning, jsonargparse, argparse and torch's
-``DataLoader`` that detlight relies on, each behind one small named function.
+"""Every private attribute, private import and private override of Lightning, jsonargparse, argparse, torch's
+``DataLoader`` and torchvision that detlight relies on, each behind one small named function.
 
 Replaces: nothing in mmcv. It exists so that an upgrade of one of these libraries fails in one place: each function
 says which public behaviour it stands in for, the version it was checked on and what breaks when the internal

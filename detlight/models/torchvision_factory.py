@@ -96,7 +96,8 @@ def torchvision_detector(
                           "`backbone` too (e.g. resnet18), or drop `fpn_channels` to keep the builder's own.")
     try:
         if backbone is not None:
-            model = _with_backbone(fn, backbone, head, weights, weights_backbone, kwargs, 256 if fpn_channels is None else fpn_channels)
+            width = 256 if fpn_channels is None else fpn_channels
+            model = _with_backbone(fn, backbone, head, weights, weights_backbone, kwargs, width)
         else:
             model = fn(weights=weights, weights_backbone=weights_backbone, num_classes=head, **kwargs)
     except TypeError as err:
@@ -318,7 +319,7 @@ def effective_signature(fn: Callable[..., Any]) -> inspect.Signature | None:
 
     try:
         followed = followed_parameters(fn)
-    except Exception as err:  # a jsonargparse without the resolver: say so once, keep its plain behaviour
+    except (ImportError, AttributeError, TypeError, ValueError) as err:  # resolver moved: keep plain behaviour
         warnings.warn(f"Cannot follow the keywords of {fn.__name__} ({err}); as a class_path it gets the model "
                       "class defaults. Use detlight.models.torchvision_detector to keep the builder's.", stacklevel=2)
         return None
