@@ -60,6 +60,12 @@ COCO_LIKE = {
     "Objects365V1Dataset": "the Objects365 category ids are taken from the json as for COCO",
     "Objects365V2Dataset": "the Objects365 category ids are taken from the json as for COCO",
     "DeepFashionDataset": "evaluated with COCO mAP as in mmdet",
+    "LVISV1Dataset": "LVIS json read as COCO (image files from `coco_url`, as mmdet); LVIS's federated evaluation "
+    "(APr/APc/APf, not-exhaustive and negative categories) is not run: COCO mAP is reported",
+    "LVISV05Dataset": "LVIS json read as COCO; LVIS's federated evaluation (APr/APc/APf, not-exhaustive and negative "
+    "categories) is not run: COCO mAP is reported",
+    "LVISDataset": "LVIS v0.5 json read as COCO; LVIS's federated evaluation (APr/APc/APf, not-exhaustive and "
+    "negative categories) is not run: COCO mAP is reported",
 }
 #: loader keys of ``data`` (and of ``data.<split>_dataloader``) -> datamodule init args.
 LOADER_ARGS = {"samples_per_gpu": "samples_per_gpu", "imgs_per_gpu": "samples_per_gpu",

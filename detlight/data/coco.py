@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 from torch.utils.data import Dataset
@@ -203,6 +204,9 @@ def _index(coco: dict[str, Any], ann_file: Path) -> tuple[list[dict[str, Any]], 
     """Validate images and annotations; return the images and each image's annotations."""
     images: dict[int, dict[str, Any]] = {}
     for i, img in enumerate(coco["images"]):
+        if isinstance(img, dict) and "file_name" not in img and isinstance(img.get("coco_url"), str):
+            # LVIS v1 names images by URL only; mmdet's LVISV1Dataset reads them as <img_prefix>/train2017/<id>.jpg
+            img["file_name"] = urlsplit(img["coco_url"]).path.lstrip("/")
         _check_image(img, i, ann_file)
         if img["id"] in images:
             raise DatasetError(f"Annotation file {ann_file}: image id {img['id']} appears twice in `images`.")

@@ -28,6 +28,22 @@ def test_labels_follow_category_id_order_and_crowd_is_ignored(write_coco: WriteC
     assert second["gt_bboxes_ignore"].tolist() == [[5, 5, 10, 10]]
 
 
+def test_lvis_v1_images_are_named_by_coco_url(write_coco: WriteCoco, coco_dict: dict) -> None:
+    ann = write_coco(coco_dict)  # writes a.png, b.png, empty.png next to the json
+    (ann.parent / "train2017").mkdir()
+    for img in coco_dict["images"]:  # LVIS v1: no file_name, no iscrowd; the image lives under train2017/
+        (ann.parent / img["file_name"]).rename(ann.parent / "train2017" / img["file_name"])
+        img["coco_url"] = f"http://images.cocodataset.org/train2017/{img.pop('file_name')}"
+    for a in coco_dict["annotations"]:
+        a.pop("iscrowd")
+    ann = write_coco(coco_dict, images=False)
+    ds = CocoDataset(ann, ann.parent)
+    first = ds[0]
+    assert first["filename"] == str(ann.parent / "train2017" / "a.png") and ds.num_classes == 2
+    assert len(first["gt_bboxes"]) == 2 and len(ds[1]["gt_bboxes"]) == 2  # no crowd flag: every box trains
+    assert tuple(LoadImage()(dict(first))["img"].shape) == (3, 30, 40)  # the file is found and read
+
+
 @pytest.mark.parametrize(("test_mode", "filter_empty_gt", "ids"), [
     (False, True, [1, 2]), (False, False, [1, 2, 3]), (True, True, [1, 2, 3]),
 ])
