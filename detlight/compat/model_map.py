@@ -118,6 +118,8 @@ def _anchors(kind: str, model: Mapping[str, Any], notes: list[str]) -> dict[str,
         out["aspect_ratios"] = [float(r) for r in ratios]
     if gen.get("center_offset", 0.0) not in (0, 0.0):
         notes.append(f"anchor center_offset {gen.get('center_offset')} not carried (torchvision: 0)")
+    if out:
+        notes.append(f"anchors from anchor_generator: {', '.join(f'{k}={v}' for k, v in out.items())}")
     return out
 
 

@@ -65,8 +65,11 @@ def test_anchor_generator_and_neck_width_are_carried_where_they_differ():
     retina["bbox_head"]["anchor_generator"] = {"type": "AnchorGenerator", "octave_base_scale": 2,
                                                "scales_per_octave": 3, "ratios": [1.0, 2.0],
                                                "strides": [8, 16, 32, 64, 128]}
-    init = map_model(retina, ConversionReport("x.py"))["init_args"]
+    report = ConversionReport("x.py")
+    init = map_model(retina, report)["init_args"]
     assert init["anchor_sizes"][0] == [16.0, 20.16, 25.4] and init["anchor_sizes"][4][0] == 256.0
+    assert "anchors from anchor_generator: anchor_sizes=[[16.0, 20.16, 25.4]" in next(
+        e.note for e in report.entries if e.key == "model")  # the report says the anchors were carried
     assert init["aspect_ratios"] == [1.0, 2.0] and init["fpn_channels"] == 64 and init["backbone"] == "resnet18"
     model = torchvision_detector(**init)  # what the converted YAML builds
     assert model.anchor_generator.sizes[0] == (16.0, 20.16, 25.4) and model.backbone.out_channels == 64
