@@ -41,6 +41,7 @@ def _parser() -> Any:
 
 
 def survey(root: Path, parser: Any) -> tuple[collections.Counter, list[tuple[str, str, str]]]:
+    from detlight.compat._convert_parts import UNMAPPED_DATA
     from detlight.compat.config import load_config
     from detlight.compat.convert import convert_config
     from detlight.compat.model_map import model_kind
@@ -58,7 +59,7 @@ def survey(root: Path, parser: Any) -> tuple[collections.Counter, list[tuple[str
         kind = model_kind(model) or str(model.get("type"))
         out, _ = convert_config(cfg, str(path))
         target = ((out.get("model") or {}).get("model") or {}).get("class_path", "none")
-        no_reader = str((out.get("data") or {}).get("class_path", "")).endswith("UnmappedDataModule")
+        no_reader = (out.get("data") or {}).get("class_path") == UNMAPPED_DATA
         with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
             yaml.safe_dump({k: v for k, v in out.items() if k != "ckpt_path"}, f)  # ckpt_path: a fit-only key
             f.flush()

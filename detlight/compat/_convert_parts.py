@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from detlight.compat.report import dotted_get
+
 if TYPE_CHECKING:
     from detlight.compat.report import ConversionReport
 
@@ -121,16 +123,7 @@ class _Deferred:
                            "commented `data:` block at the end of the YAML has the values)")
 
 
-def _get(src: Mapping[str, Any], dotted: str) -> Any:
-    value: Any = src
-    for part in dotted.split("."):
-        if isinstance(value, Mapping) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return None
-    return value
+_get = dotted_get
 
 
 def _model_kind(model: Mapping[str, Any]) -> str | None:

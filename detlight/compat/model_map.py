@@ -15,6 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from detlight.compat._convert_parts import UNMAPPED_DATA
+from detlight.compat.report import dotted_get
+
 if TYPE_CHECKING:
     from detlight.compat.convert import ConversionReport
 
@@ -60,12 +63,7 @@ _RESNETS: dict[tuple[Any, Any], str] = {("ResNet", 18): "resnet18", ("ResNet", 3
             ("ResNetV1d", 101): "resnet101", ("ResNeXt", 50): "resnext50_32x4d", ("ResNeXt", 101): "resnext101_32x8d"}
 
 
-def _get(src: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(src, Mapping) or part not in src:
-            return None
-        src = src[part]
-    return src
+_get = dotted_get
 
 
 def model_kind(model: Mapping[str, Any]) -> str | None:
@@ -267,7 +265,7 @@ def apply_model_map(cfg: Mapping[str, Any], out: dict[str, Any], report: Convers
 def _fit_pipeline(out: dict[str, Any], init: dict[str, Any]) -> None:
     data = out.get("data") or {}
     data_init = data.get("init_args")
-    if not isinstance(data_init, dict) or str(data.get("class_path", "")).endswith("UnmappedDataModule"):
+    if not isinstance(data_init, dict) or data.get("class_path") == UNMAPPED_DATA:
         return
     pipeline = data_init.setdefault("pipeline", {})
     mean, std = pipeline.get("mean"), pipeline.get("std")

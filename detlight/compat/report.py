@@ -90,15 +90,23 @@ def _string_values(value: Any) -> Iterator[str]:
         yield value
 
 
-def _present(out: Mapping[str, Any], values: set[str], target: str) -> bool:
-    if target.split(".")[0] in ("detlight", "lightning", "torch"):
-        return target in values
-    node: Any = out
-    for part in target.split("."):
+_MISSING = object()
+
+
+def dotted_get(src: Any, dotted: str, default: Any = None) -> Any:
+    """``src["a"]["b"][0]`` for ``"a.b.0"`` (mapping keys, list indices), or ``default`` where a part is missing."""
+    node: Any = src
+    for part in dotted.split("."):
         if isinstance(node, Mapping) and part in node:
             node = node[part]
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
-            return False
-    return True
+            return default
+    return node
+
+
+def _present(out: Mapping[str, Any], values: set[str], target: str) -> bool:
+    if target.split(".")[0] in ("detlight", "lightning", "torch"):
+        return target in values
+    return dotted_get(out, target, _MISSING) is not _MISSING
