@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # torch/torchvision are pinned here to the builds this kind of machine serves; pyproject.toml keeps ranges.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup quickstart test lint test-mmcv
+.PHONY: setup quickstart test lint test-mmcv openmmlab test-openmmlab
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,3 +43,30 @@ $(MMCV_VENV)/.installed: $(VENV)/.installed
 
 test-mmcv: $(MMCV_VENV)/.installed
 	PYTHONPATH=$(CURDIR) $(MMCV_PY) -m pytest -q -p no:cacheprovider -m mmcv tests/compat
+
+# OpenMMLab's own code (mmcv 1.7.0 pure Python, mmdet 2.28.2, mmdet3d 1.0.0rc6, mmsegmentation 0.30.0) in a scratch venv
+# that layers on $(VENV) (torch and detlight are not reinstalled): mmcv's compiled ops are served by detlight.openmmlab.
+# mmdet3d 1.0.0rc6 asserts mmcv <= 1.7.0; its sdist builds here with --no-build-isolation. Runs the `openmmlab` tests.
+OPENMMLAB_VENV ?= .venv-openmmlab
+OPENMMLAB_PY := $(OPENMMLAB_VENV)/bin/python
+OPENMMLAB_PIP := PIP_CONSTRAINT=$(CURDIR)/$(OPENMMLAB_VENV)/constraints.txt $(OPENMMLAB_PY) -m pip install -q
+
+$(OPENMMLAB_VENV)/.installed: $(VENV)/.installed
+	test -x $(OPENMMLAB_PY) || $(PYTHON) -m venv $(OPENMMLAB_VENV)
+	# site.addsitedir (not a bare path line) also runs the base venv's .pth files: detlight's editable install included
+	$(OPENMMLAB_PY) -c 'import site, sys; open(site.getsitepackages()[0] + "/detlight-base.pth", "w").write("import site; site.addsitedir(%r)\n" % sys.argv[1])' \
+		"$$($(PY) -c 'import site; print(site.getsitepackages()[0])')"
+	printf 'setuptools<70\nnumpy<2.3\n' > $(OPENMMLAB_VENV)/constraints.txt
+	$(OPENMMLAB_PIP) 'setuptools<70' wheel
+	MMCV_WITH_OPS=0 $(OPENMMLAB_PIP) mmcv==1.7.0
+	$(OPENMMLAB_PIP) --no-deps mmdet==2.28.2 mmsegmentation==0.30.0
+	$(OPENMMLAB_PIP) --no-build-isolation --no-deps mmdet3d==1.0.0rc6
+	$(OPENMMLAB_PIP) terminaltables pycocotools scipy shapely six matplotlib numba pyquaternion trimesh plyfile networkx
+	$(OPENMMLAB_PIP) --no-deps lyft_dataset_sdk==0.0.8 nuscenes-devkit==1.1.11
+	$(OPENMMLAB_PY) -c 'import detlight, mmcv, mmdet, mmdet3d; print("mmcv", mmcv.__version__, "mmdet", mmdet.__version__, "mmdet3d", mmdet3d.__version__)'
+	touch $@
+
+openmmlab: $(OPENMMLAB_VENV)/.installed
+
+test-openmmlab: $(OPENMMLAB_VENV)/.installed
+	$(OPENMMLAB_PY) -m pytest -q -p no:cacheprovider -m openmmlab tests
