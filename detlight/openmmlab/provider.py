@@ -143,6 +143,9 @@ def install_ops() -> bool:
     if _compiled_ext(list(spec.submodule_search_locations)) is not None:
         return False
     sys.meta_path.append(_FINDER)
+    from detlight.openmmlab.spconv_compat import select_sparse_backend
+
+    select_sparse_backend()  # mmdet3d's sparse layers: spconv 2.x only where it can train (CUDA build + GPU)
     return True
 
 

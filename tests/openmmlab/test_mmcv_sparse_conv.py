@@ -330,3 +330,4 @@ def test_second_voxelnet_train_step_on_cpu() -> None:
     before = model.middle_encoder.conv_input[0].weight.detach().clone()
     optimizer.step()
     assert not torch.equal(before, model.middle_encoder.conv_input[0].weight)
+

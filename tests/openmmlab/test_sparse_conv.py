@@ -297,3 +297,23 @@ def test_bad_geometry_and_channels_raise_clear_errors() -> None:
         sc.indice_conv_forward(torch.zeros(5, 2), torch.zeros(3, 3, 3, 3, 4), pairs, counts, 5, 0, 1)
     with pytest.raises(ValueError, match="8 kernel positions, the rulebook 27"):
         sc.indice_conv_forward(torch.zeros(5, 2), torch.zeros(2, 2, 2, 2, 4), pairs, counts, 5, 1, 0)
+
+
+def test_backend_choice_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    from detlight.openmmlab import spconv_compat
+
+    monkeypatch.delenv(spconv_compat.ENV_VAR, raising=False)
+    monkeypatch.setattr(spconv_compat, "_spconv_installed", lambda: False)
+    assert spconv_compat.sparse_conv_backend() == "torch"
+    with pytest.raises(spconv_compat.SparseBackendError, match="spconv is not installed"):
+        spconv_compat.sparse_conv_backend("spconv")
+    monkeypatch.setattr(spconv_compat, "_spconv_installed", lambda: True)
+    monkeypatch.setattr(spconv_compat, "_spconv_has_cuda", lambda: False)  # spconv's CPU build, or no GPU
+    assert spconv_compat.sparse_conv_backend() == "torch"
+    monkeypatch.setattr(spconv_compat, "_spconv_has_cuda", lambda: True)
+    assert spconv_compat.sparse_conv_backend() == "spconv"
+    monkeypatch.setenv(spconv_compat.ENV_VAR, "torch")
+    assert spconv_compat.sparse_conv_backend() == "torch"
+    monkeypatch.setenv(spconv_compat.ENV_VAR, "cuda")
+    with pytest.raises(spconv_compat.SparseBackendError, match=r"DETLIGHT_SPARSE_CONV='cuda'.*auto, torch or spconv"):
+        spconv_compat.sparse_conv_backend()
