@@ -41,6 +41,7 @@ run-time choice.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -80,19 +81,19 @@ def _kernel_offsets(kernel_size: Sequence[int], device: torch.device) -> Tensor:
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(axes))
 
 
-def _linearise(batch: Tensor, coords: Tensor, shape: Tensor) -> Tensor:
-    """int64 key ``batch * prod(shape) + row-major(coords)``; ``coords`` [..., ndim], ``batch`` broadcastable."""
-    key = batch.to(torch.int64)
+def _linearise(batch: Tensor, coords: Tensor, shape: Sequence[int]) -> Tensor:
+    """Key ``batch * prod(shape) + row-major(coords)`` in ``coords``' dtype; ``coords`` [..., ndim]."""
+    key = batch.to(coords.dtype)
     for axis in range(coords.shape[-1]):
         key = key * shape[axis] + coords[..., axis]
     return key
 
 
-def _delinearise(keys: Tensor, shape: Tensor) -> Tensor:
+def _delinearise(keys: Tensor, shape: Sequence[int]) -> Tensor:
     """Inverse of :func:`_linearise`: ``[M, 1 + ndim]`` int32 (batch first)."""
     cols = []
     rest = keys
-    for axis in range(shape.numel() - 1, -1, -1):
+    for axis in range(len(shape) - 1, -1, -1):
         cols.append(rest % shape[axis])
         rest = torch.div(rest, shape[axis], rounding_mode="floor")
     cols.append(rest)
@@ -137,40 +138,52 @@ def get_indice_pairs(indices: Tensor, batch_size: int, out_shape: Sequence[int],
                     out_shape=out_shape)
     device = indices.device
     subm, transpose = bool(subm), bool(transpose)
-    ksize = torch.tensor([int(k) for k in kernel_size], device=device)
-    dil = torch.tensor([int(d) for d in dilation], device=device)
+    ksize, dil = [int(k) for k in kernel_size], [int(d) for d in dilation]
     if subm:
-        strd = torch.ones_like(ksize)
-        pad = torch.div(ksize, 2, rounding_mode="floor")
-        out_shape = spatial_shape
+        strd, pad, out_shape = [1] * ndim, [k // 2 for k in ksize], spatial_shape
     else:
-        strd = torch.tensor([int(s) for s in stride], device=device)
-        pad = torch.tensor([int(p) for p in padding], device=device)
-    oshape = torch.tensor([int(s) for s in out_shape], device=device, dtype=torch.int64)
+        strd, pad = [int(v) for v in stride], [int(v) for v in padding]
+    oshape = [int(v) for v in out_shape]
     n_in = indices.shape[0]
-    idx = indices.to(torch.int64)
-    batch, coords = idx[:, :1], idx[:, None, 1:]  # [N, 1], [N, 1, ndim]
-    offsets = _kernel_offsets(kernel_size, device)[None]  # [1, K, ndim]
-    if transpose:
-        out = coords * strd - pad + offsets * dil
-        ok = ((out >= 0) & (out < oshape)).all(dim=-1)
+    n_batch = max(int(batch_size), int(indices[:, 0].max()) + 1 if n_in else 1)
+    # int32 keys when every valid key fits (SECOND's 41 x 1600 x 1408 grid: up to 23 samples); int32 math is faster.
+    dtype = torch.int32 if n_batch * math.prod(oshape) < 2**31 else torch.int64
+    idx = indices.to(dtype)
+    offsets = _kernel_offsets(ksize, device).to(dtype)  # [K, ndim]
+    if not transpose and all(v == 1 for v in strd):
+        # out = in + (pad - k * dilation): per offset one shift of the key; bounds checked per dim.
+        shift = torch.tensor(pad, dtype=dtype, device=device) - offsets * torch.tensor(dil, dtype=dtype, device=device)
+        ok = torch.ones((n_in, offsets.shape[0]), dtype=torch.bool, device=device)
+        for axis in range(ndim):
+            moved = idx[:, 1 + axis, None] + shift[None, :, axis]
+            ok &= (moved >= 0) & (moved < oshape[axis])
+        in_keys = _linearise(idx[:, 0], idx[:, 1:], oshape)
+        keys = in_keys[:, None] + _linearise(torch.zeros_like(shift[:, 0]), shift, oshape)[None, :]
     else:
-        num = coords + pad - offsets * dil
-        out = torch.div(num, strd, rounding_mode="floor")
-        ok = ((num % strd == 0) & (out >= 0) & (out < oshape)).all(dim=-1)
-    keys = _linearise(batch, out, oshape)  # [N, K]
+        coords = idx[:, None, 1:]  # [N, 1, ndim]
+        strd_t, pad_t = torch.tensor(strd, dtype=dtype, device=device), torch.tensor(pad, dtype=dtype, device=device)
+        dil_t, shape_t = torch.tensor(dil, dtype=dtype, device=device), torch.tensor(oshape, dtype=dtype, device=device)
+        if transpose:
+            out = coords * strd_t - pad_t + offsets * dil_t
+            ok = ((out >= 0) & (out < shape_t)).all(dim=-1)
+        else:
+            num = coords + pad_t - offsets * dil_t
+            out = torch.div(num, strd_t, rounding_mode="floor")
+            ok = ((num % strd_t == 0) & (out >= 0) & (out < shape_t)).all(dim=-1)
+        keys = _linearise(idx[:, :1], out, oshape)  # [N, K]
+        in_keys = None
 
     if subm:
-        in_keys = _linearise(idx[:, 0], idx[:, 1:], oshape)
+        assert in_keys is not None
         sorted_keys, order = torch.sort(in_keys, stable=True)
-        pos = torch.searchsorted(sorted_keys, keys.contiguous(), right=True) - 1  # last duplicate wins, as the grid
-        pos = pos.clamp(min=0)
-        out_index = torch.where(ok & (sorted_keys[pos] == keys), order[pos], -1)
+        keys = torch.where(ok, keys, -1)  # never a key of an input
+        pos = (torch.searchsorted(sorted_keys, keys, right=True) - 1).clamp_(min=0)  # last duplicate wins, as the grid
+        out_index = torch.where(sorted_keys[pos] == keys, order[pos], -1)
         pairs, counts = _pairs_from_table(out_index, n_in)
         return [indices, pairs, counts]
 
     uniq, inverse = torch.unique(keys[ok], sorted=True, return_inverse=True)
-    out_index = torch.full_like(keys, -1)
+    out_index = torch.full(keys.shape, -1, dtype=torch.int64, device=device)
     out_index[ok] = inverse
     pairs, counts = _pairs_from_table(out_index, n_in)
     return [_delinearise(uniq, oshape), pairs, counts]
