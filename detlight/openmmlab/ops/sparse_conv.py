@@ -231,6 +231,16 @@ def _rows(indice_pairs: Tensor, k: int, n: int, side: int) -> Tensor:
     return indice_pairs[k, side, :n].to(device=indice_pairs.device, dtype=torch.int64)
 
 
+def _identity_offset(indice_pairs: Tensor, counts: list[int], n_in: int, n_out: int) -> int:
+    """The kernel offset whose pairs are ``(i, i)`` for every site (a submanifold conv's centre), or -1."""
+    if n_in != n_out or n_in == 0:
+        return -1
+    k = max(range(len(counts)), key=counts.__getitem__)  # the fullest offset, as mmcv's kernel picks it
+    if counts[k] != n_in:
+        return -1
+    return k if torch.equal(indice_pairs[k, 0, :n_in], indice_pairs[k, 1, :n_in]) else -1
+
+
 def _flat_filters(filters: Tensor, features: Tensor, indice_pairs: Tensor) -> Tensor:
     if filters.dim() < 3:
         raise ValueError(f"sparse conv filters must be (*kernel, in, out), got shape {tuple(filters.shape)}")
@@ -256,13 +266,18 @@ def indice_conv_forward(features: Tensor, filters: Tensor, indice_pairs: Tensor,
         indice_pair_num: ``[K]`` pair counts.
         num_activate_out: number of output rows.
         inverse: the rulebook belongs to the paired (downsampling) conv; gather from row 1, scatter to row 0.
-        subm: submanifold (no effect on the arithmetic here).
+        subm: submanifold: an offset pairing every site with itself is one plain GEMM (no gather / scatter).
     """
     weight = _flat_filters(filters, features, indice_pairs)
-    out = features.new_zeros((int(num_activate_out), weight.shape[-1]))
+    counts = indice_pair_num.tolist()
+    same = _identity_offset(indice_pairs, counts, features.shape[0], int(num_activate_out)) if subm else -1
+    if same >= 0:
+        out = features @ weight[same]
+    else:
+        out = features.new_zeros((int(num_activate_out), weight.shape[-1]))
     src, dst = (1, 0) if inverse else (0, 1)
-    for k, n in enumerate(indice_pair_num.tolist()):
-        if n <= 0:
+    for k, n in enumerate(counts):
+        if n <= 0 or k == same:
             continue
         rows_in = _rows(indice_pairs, k, n, src)
         rows_out = _rows(indice_pairs, k, n, dst)
@@ -275,11 +290,17 @@ def indice_conv_backward(features: Tensor, filters: Tensor, out_bp: Tensor, indi
                          indice_pair_num: Tensor, inverse: int = 0, subm: int = 0) -> list[Tensor]:
     """``mmcv._ext.indice_conv_backward``: ``[grad features, grad filters (*kernel, C_in, C_out)]``."""
     weight = _flat_filters(filters, features, indice_pairs)
-    grad_in = torch.zeros_like(features)
     grad_w = torch.zeros_like(weight)
+    counts = indice_pair_num.tolist()
+    same = _identity_offset(indice_pairs, counts, features.shape[0], out_bp.shape[0]) if subm else -1
+    if same >= 0:
+        grad_in = out_bp @ weight[same].t()
+        grad_w[same] = features.t() @ out_bp
+    else:
+        grad_in = torch.zeros_like(features)
     src, dst = (1, 0) if inverse else (0, 1)
-    for k, n in enumerate(indice_pair_num.tolist()):
-        if n <= 0:
+    for k, n in enumerate(counts):
+        if n <= 0 or k == same:
             continue
         rows_in = _rows(indice_pairs, k, n, src)
         rows_out = _rows(indice_pairs, k, n, dst)
