@@ -129,7 +129,7 @@ def run_variant(variant: str, voxels: int, grid: tuple[int, int, int], repeats: 
     try:
         result["fwd_bwd"] = _time(lambda: step(True), repeats)
     except RuntimeError as exc:
-        result["error"] = str(exc).strip().splitlines()[-1][:120]
+        result["error"] = str(exc).strip().splitlines()[-1].split(". ")[0][:100]
     return result
 
 

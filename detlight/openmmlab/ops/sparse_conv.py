@@ -28,9 +28,10 @@ Semantics follow mmcv-full's CUDA launcher (the build users train with):
   pairs with inputs ascending (deterministic; the CUDA kernel writes them in atomic order);
 - max pooling starts from zeros, so an output never goes below 0 (as mmcv's kernel).
 
-Limits: float16 runs as float32 math would on CPU only if torch supports ``mm`` in half there; the rulebook is rebuilt
-on every call (no ``grid`` reuse: the ``*_backward`` rulebook variants ignore the scratch grid they are given, which
-only saved an allocation in the CUDA build). ``fused_indice_conv_forward`` adds the bias after the convolution.
+Limits: the rulebook is rebuilt on every call that mmcv makes (layers sharing an ``indice_key`` reuse it, as in mmcv);
+the ``*_backward`` rulebook variants ignore the scratch ``grid`` they are given (it only saved an allocation in the
+CUDA build). On CUDA tensors the same code runs, correct but slower than spconv's kernels. Duplicate input
+coordinates are invalid input, as in mmcv. Measurements and the backend table: docs/sparse-conv.md.
 
 Choice: this torch path is the default because it needs no extra dependency, serves mmcv's own names (so every
 OpenMMLab config using ``SubMConv3d`` etc. works unchanged) and trains on CPU, which spconv 2.x's CPU build does not
