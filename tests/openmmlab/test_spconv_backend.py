@@ -36,8 +36,8 @@ import detlight.openmmlab
 detlight.openmmlab.install_ops()
 from mmcv.cnn.bricks.registry import CONV_LAYERS
 import mmdet3d.ops.spconv as flag
-from mmdet3d.models.middle_encoders import sparse_encoder
-print(flag.IS_SPCONV2_AVAILABLE, CONV_LAYERS.get("SubMConv3d").__module__, sparse_encoder.SparseSequential.__module__)
+from mmdet3d.ops import sparse_block  # imported spconv's or mmcv's classes by the flag, as SparseEncoder does
+print(flag.IS_SPCONV2_AVAILABLE, CONV_LAYERS.get("SubMConv3d").__module__, sparse_block.SparseSequential.__module__)
 '''
 
 
