@@ -100,7 +100,7 @@ def _restore_mmcv_layers(module: types.ModuleType) -> None:
     for name in _MMCV_SPARSE_LAYERS:
         layer = getattr(sparse_conv, name, None)
         if layer is not None:
-            CONV_LAYERS._register_module(layer, name, force=True)
+            CONV_LAYERS.register_module(name=name, force=True, module=layer)
 
 
 class _TorchBackendLoader(importlib.abc.Loader):
