@@ -285,17 +285,20 @@ def test_backward_rulebook_variant_equals_forward_and_empty_input() -> None:
 
 
 def test_bad_geometry_and_channels_raise_clear_errors() -> None:
+    from detlight.exceptions import DetLightError
+
+    assert issubclass(sc.SparseConvInputError, DetLightError) and issubclass(sc.SparseConvInputError, ValueError)
     idx = _voxels(5, (4, 4, 4), 1, seed=26)
-    with pytest.raises(ValueError, match=r"indices must be \[N, 4\]"):
+    with pytest.raises(sc.SparseConvInputError, match=r"indices must be \[N, 4\]"):
         sc.get_indice_pairs_3d_forward(idx[:, :3], 1, [4] * 3, [4] * 3, [3] * 3, [1] * 3, [1] * 3, [1] * 3,
                                        [0] * 3, 0, 0)
-    with pytest.raises(ValueError, match="kernel_size"):
+    with pytest.raises(sc.SparseConvInputError, match="kernel_size"):
         sc.get_indice_pairs_3d_forward(idx, 1, [4] * 3, [4] * 3, [3, 3], [1] * 3, [1] * 3, [1] * 3, [0] * 3, 0, 0)
     _, pairs, counts = sc.get_indice_pairs_3d_forward(idx, 1, [4] * 3, [4] * 3, [3] * 3, [1] * 3, [1] * 3,
                                                       [1] * 3, [0] * 3, 1, 0)
-    with pytest.raises(ValueError, match="features have 2 channels, filters expect 3"):
+    with pytest.raises(sc.SparseConvInputError, match="features have 2 channels, filters expect 3"):
         sc.indice_conv_forward(torch.zeros(5, 2), torch.zeros(3, 3, 3, 3, 4), pairs, counts, 5, 0, 1)
-    with pytest.raises(ValueError, match="8 kernel positions, the rulebook 27"):
+    with pytest.raises(sc.SparseConvInputError, match="8 kernel positions, the rulebook 27"):
         sc.indice_conv_forward(torch.zeros(5, 2), torch.zeros(2, 2, 2, 2, 4), pairs, counts, 5, 1, 0)
 
 

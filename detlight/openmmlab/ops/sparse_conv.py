@@ -8,8 +8,8 @@ Replaces the spconv 1.x kernels that mmcv-full compiles into ``mmcv._ext`` (``ge
 How it computes:
 
 - **Rulebook** (``get_indice_pairs_*``): every (active input, kernel offset) candidate is generated at once as an
-  ``[N, K]`` table of output coordinates; a coordinate is linearised to one int64 key ``batch * volume + row-major
-  offset``. Regular and transposed convolutions deduplicate the keys with ``torch.unique`` (sorted), submanifold
+  ``[N, K]`` table of output coordinates; a coordinate is linearised to one integer key ``batch * volume + row-major
+  offset`` (int32 when every key fits). Regular and transposed convolutions deduplicate the keys with ``torch.unique`` (sorted), submanifold
   convolutions look the keys up among the input keys with ``torch.searchsorted`` (a sorted table instead of the
   dense ``batch * volume`` grid the CUDA kernel allocates; SECOND's grid would need ~370 MB per sample).
 - **Convolution**: gather - GEMM - scatter-add per kernel offset (one ``index_select``, one ``mm`` and one
@@ -48,9 +48,11 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from detlight.exceptions import DetLightError
 from detlight.openmmlab.ops import ext_op
 
 __all__ = [
+    "SparseConvInputError",
     "fused_indice_conv_forward",
     "get_indice_pairs",
     "get_indice_pairs_2d_backward",
@@ -65,15 +67,19 @@ __all__ = [
 ]
 
 
+class SparseConvInputError(DetLightError, ValueError):
+    """Indices, geometry or channels that do not fit together (the message names the value and what fits)."""
+
+
 def _check_geometry(indices: Tensor, ndim: int, **dims: Sequence[int]) -> None:
     if indices.dim() != 2 or indices.shape[1] != ndim + 1:
-        raise ValueError(f"sparse conv indices must be [N, {ndim + 1}] (batch, {ndim} coordinates), "
+        raise SparseConvInputError(f"sparse conv indices must be [N, {ndim + 1}] (batch, {ndim} coordinates), "
                          f"got shape {tuple(indices.shape)}")
     for key, value in dims.items():
         if len(value) != ndim:
-            raise ValueError(f"sparse conv `{key}` must have {ndim} entries (one per spatial dim), got {list(value)}")
+            raise SparseConvInputError(f"sparse conv `{key}` must have {ndim} entries (one per spatial dim), got {list(value)}")
     if any(int(k) <= 0 for k in dims["kernel_size"]):
-        raise ValueError(f"sparse conv kernel_size must be positive, got {list(dims['kernel_size'])}")
+        raise SparseConvInputError(f"sparse conv kernel_size must be positive, got {list(dims['kernel_size'])}")
 
 
 def _kernel_offsets(kernel_size: Sequence[int], device: torch.device) -> Tensor:
@@ -195,7 +201,7 @@ def _forward_rulebook(ndim: int) -> Callable[..., list[Tensor]]:
            kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
            out_padding: Sequence[int], subm: int, transpose: int) -> list[Tensor]:
         if len(spatial_shape) != ndim:
-            raise ValueError(f"get_indice_pairs_{ndim}d_forward: spatial_shape must have {ndim} dims, "
+            raise SparseConvInputError(f"get_indice_pairs_{ndim}d_forward: spatial_shape must have {ndim} dims, "
                              f"got {list(spatial_shape)}")
         return get_indice_pairs(indices, batch_size, out_shape, spatial_shape, kernel_size, stride, padding,
                                 dilation, out_padding, subm, transpose)
@@ -210,7 +216,7 @@ def _backward_rulebook(ndim: int) -> Callable[..., list[Tensor]]:
            kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
            out_padding: Sequence[int], subm: int, transpose: int) -> list[Tensor]:
         if len(spatial_shape) != ndim:
-            raise ValueError(f"get_indice_pairs_{ndim}d_backward: spatial_shape must have {ndim} dims, "
+            raise SparseConvInputError(f"get_indice_pairs_{ndim}d_backward: spatial_shape must have {ndim} dims, "
                              f"got {list(spatial_shape)}")
         return get_indice_pairs(indices, batch_size, out_shape, spatial_shape, kernel_size, stride, padding,
                                 dilation, out_padding, subm, transpose)
@@ -244,13 +250,13 @@ def _identity_offset(indice_pairs: Tensor, counts: list[int], n_in: int, n_out: 
 
 def _flat_filters(filters: Tensor, features: Tensor, indice_pairs: Tensor) -> Tensor:
     if filters.dim() < 3:
-        raise ValueError(f"sparse conv filters must be (*kernel, in, out), got shape {tuple(filters.shape)}")
+        raise SparseConvInputError(f"sparse conv filters must be (*kernel, in, out), got shape {tuple(filters.shape)}")
     c_in, c_out = filters.shape[-2], filters.shape[-1]
     if features.shape[-1] != c_in:
-        raise ValueError(f"sparse conv features have {features.shape[-1]} channels, filters expect {c_in}")
+        raise SparseConvInputError(f"sparse conv features have {features.shape[-1]} channels, filters expect {c_in}")
     flat = filters.reshape(-1, c_in, c_out)
     if flat.shape[0] != indice_pairs.shape[0]:
-        raise ValueError(f"sparse conv filters have {flat.shape[0]} kernel positions, the rulebook "
+        raise SparseConvInputError(f"sparse conv filters have {flat.shape[0]} kernel positions, the rulebook "
                          f"{indice_pairs.shape[0]} (an inverse conv must use the kernel size of its paired conv)")
     return flat
 
