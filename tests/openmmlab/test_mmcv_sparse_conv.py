@@ -182,6 +182,13 @@ class _DenseEmulator:
         self.batch = batch
 
     def run(self, module: nn.Module, grid: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
+        from mmdet3d.ops import SparseBasicBlock
+
+        if isinstance(module, SparseBasicBlock):  # conv1-bn1-relu-conv2-bn2, + identity, relu (no downsample here)
+            identity = grid
+            for child in (module.conv1, module.norm1, module.relu, module.conv2, module.norm2):
+                grid, active = self.run(child, grid, active)
+            return self.run(module.relu, grid + identity, active)
         if isinstance(module, SparseSequential):
             for child in module:
                 grid, active = self.run(child, grid, active)
@@ -216,24 +223,21 @@ def float64_sparse_ops(monkeypatch: pytest.MonkeyPatch) -> None:
                         ext.indice_conv_backward(f, w, g, p, n, int(inverse), int(subm)))
 
 
-@pytest.mark.usefixtures("float64_sparse_ops")
-def test_second_sparse_encoder_matches_dense_emulation_forward_and_backward() -> None:
-    torch.manual_seed(0)
-    sparse_shape = [41, 24, 16]
-    enc = _second_encoder(sparse_shape).double()
-    coors = _voxels(200, (41, 24, 16), 2, seed=3)
-    feats = torch.randn(coors.shape[0], 4, dtype=torch.float64, requires_grad=True)
+def _check_encoder_against_dense(enc: nn.Module, in_channels: int, grid_shape: tuple[int, int, int],
+                                 voxels: int, out_shape: tuple[int, ...]) -> None:
+    enc = enc.double()
+    coors = _voxels(voxels, grid_shape, 2, seed=3)
+    feats = torch.randn(coors.shape[0], in_channels, dtype=torch.float64, requires_grad=True)
     out = enc(feats, coors, 2)
-    # z: 41 -> 21 -> 11 -> 5 -> 2 (conv_out), times 128 channels; x/y downsampled 8x.
-    assert out.shape == (2, 256, 3, 2)
+    assert out.shape == out_shape
 
     emu = _DenseEmulator(batch=2)
-    active = _dense(torch.ones(coors.shape[0], 1, dtype=torch.float64), coors, tuple(sparse_shape), 2)
-    grid, active = emu.run(enc.conv_input, _dense(feats, coors, tuple(sparse_shape), 2), active)
+    active = _dense(torch.ones(coors.shape[0], 1, dtype=torch.float64), coors, grid_shape, 2)
+    grid, active = emu.run(enc.conv_input, _dense(feats, coors, grid_shape, 2), active)
     for layer in enc.encoder_layers:
         grid, active = emu.run(layer, grid, active)
     grid, _ = emu.run(enc.conv_out, grid, active)
-    ref = grid.reshape(2, 256, 3, 2)
+    ref = grid.reshape(out_shape)
     torch.testing.assert_close(out, ref)
 
     upstream = torch.randn_like(out)
@@ -245,6 +249,27 @@ def test_second_sparse_encoder_matches_dense_emulation_forward_and_backward() ->
         assert torch.isfinite(g).all(), name
         torch.testing.assert_close(g, r, msg=lambda m, n=name: f"{n}: {m}")
     assert all(float(g.abs().sum()) > 0 for g in grads)
+
+
+@pytest.mark.usefixtures("float64_sparse_ops")
+def test_second_sparse_encoder_matches_dense_emulation_forward_and_backward() -> None:
+    torch.manual_seed(0)
+    # hv_second_secfpn_kitti.py's middle_encoder on a 41 x 24 x 16 grid; z: 41 -> 21 -> 11 -> 5 -> 2 (conv_out),
+    # times 128 channels; x/y downsampled 8x.
+    _check_encoder_against_dense(_second_encoder([41, 24, 16]), 4, (41, 24, 16), 200, (2, 256, 3, 2))
+
+
+@pytest.mark.usefixtures("float64_sparse_ops")
+def test_centerpoint_sparse_encoder_with_basic_blocks_matches_dense_emulation() -> None:
+    from mmdet3d.models.builder import build_middle_encoder
+
+    torch.manual_seed(1)
+    # centerpoint_01voxel_second_secfpn_nus.py's pts_middle_encoder (SparseBasicBlock stages) on a 41 x 16 x 16 grid.
+    enc = build_middle_encoder(dict(
+        type="SparseEncoder", in_channels=5, sparse_shape=[41, 16, 16], output_channels=128,
+        order=("conv", "norm", "act"), encoder_channels=((16, 16, 32), (32, 32, 64), (64, 64, 128), (128, 128)),
+        encoder_paddings=((0, 0, 1), (0, 0, 1), (0, 0, [0, 1, 1]), (0, 0)), block_type="basicblock"))
+    _check_encoder_against_dense(enc, 5, (41, 16, 16), 120, (2, 256, 2, 2))
 
 
 def _hard_voxelize(points: Tensor, voxel_size: list[float], pc_range: list[float], max_points: int,
