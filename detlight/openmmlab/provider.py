@@ -123,8 +123,9 @@ def ops_installed() -> bool:
 def install_ops() -> bool:
     """Serve ``mmcv._ext`` from torchvision and torch, so ``import mmcv.ops`` works with a pure-Python mmcv.
 
-    Idempotent and cheap (imports neither mmcv nor torch). Call it before anything imports ``mmcv.ops`` (detlight's
-    entry points that build OpenMMLab code call it for you).
+    Idempotent and cheap (imports neither mmcv nor torch unless spconv is installed: then it checks for CUDA to
+    choose mmdet3d's sparse conv backend, see :mod:`detlight.openmmlab.spconv_compat`). Call it before anything
+    imports ``mmcv.ops`` or ``mmdet3d`` (detlight's entry points that build OpenMMLab code call it for you).
 
     Returns:
         True if detlight serves ``mmcv._ext`` after the call; False when mmcv is not installed or ships a compiled
@@ -143,6 +144,9 @@ def install_ops() -> bool:
     if _compiled_ext(list(spec.submodule_search_locations)) is not None:
         return False
     sys.meta_path.append(_FINDER)
+    from detlight.openmmlab.spconv_compat import select_sparse_backend
+
+    select_sparse_backend()  # mmdet3d's sparse layers: spconv 2.x only where it can train (CUDA build + GPU)
     return True
 
 
