@@ -24,8 +24,8 @@ from torch import Tensor
 __all__ = ["candidate_pairs", "cross_pairs", "greedy_nms_keep", "pairwise_rotated_iou", "pairwise_rotated_overlap",
            "rect_corners", "rect_intersection_area"]
 
-# pairs per intersection chunk: bounds peak memory (about 1.5 kB per pair in float32)
-PAIR_CHUNK = 1 << 16
+# pairs per intersection chunk: bounds peak memory (about 1.5 kB per pair in float32) and stays cache-sized
+PAIR_CHUNK = 1 << 12
 # a point on an edge counts as inside: the tolerance is relative (edge-parameter units)
 _TOL = 1e-6
 
@@ -57,8 +57,8 @@ def _cross(a: Tensor, b: Tensor) -> Tensor:
     return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
 
 
-def _inside(pts: Tensor, rect: Tensor) -> Tensor:
-    """Which of ``pts (P, K, 2)`` lie in the rectangles ``rect (P, 4, 2)`` (boundary included, with tolerance)."""
+def _inside(pts: Tensor, rect: Tensor, margin: float = 0.0) -> Tensor:
+    """Which of ``pts (P, K, 2)`` lie in the rectangles ``rect (P, 4, 2)`` grown by ``margin`` (boundary included)."""
     origin = rect[:, 0:1]
     ab = rect[:, 1:2] - origin
     ad = rect[:, 3:4] - origin
@@ -67,15 +67,19 @@ def _inside(pts: Tensor, rect: Tensor) -> Tensor:
     pad = (ap * ad).sum(-1)
     nab = (ab * ab).sum(-1)
     nad = (ad * ad).sum(-1)
-    return (pab >= -_TOL * nab) & (pab <= (1 + _TOL) * nab) & (pad >= -_TOL * nad) & (pad <= (1 + _TOL) * nad)
+    tab = _TOL * nab + margin * nab.sqrt()
+    tad = _TOL * nad + margin * nad.sqrt()
+    return (pab >= -tab) & (pab <= nab + tab) & (pad >= -tad) & (pad <= nad + tad)
 
 
-def rect_intersection_area(a: Tensor, b: Tensor) -> Tensor:
+def rect_intersection_area(a: Tensor, b: Tensor, margin: float = 0.0) -> Tensor:
     """Exact intersection area of rectangle pairs given by their corners.
 
     Args:
         a: ``(P, 4, 2)`` corners in cyclic order (from :func:`rect_corners`).
         b: ``(P, 4, 2)`` corners of the other rectangle of each pair.
+        margin: a corner of one rectangle within this distance outside the other still counts as inside it (mmcv's
+            ``iou3d`` kernels use 1e-2, which slightly enlarges overlaps; 0 gives the exact area).
 
     Returns:
         ``(P,)`` areas, 0 for pairs whose intersection has fewer than 3 vertices.
@@ -97,7 +101,7 @@ def rect_intersection_area(a: Tensor, b: Tensor) -> Tensor:
     ok = ok & (t1 >= -_TOL) & (t1 <= 1 + _TOL) & (t2 >= -_TOL) & (t2 <= 1 + _TOL)
     cross_pts = (a4 + t1.unsqueeze(-1) * ea4).reshape(p, 16, 2)
     pts = torch.cat((a, b, cross_pts), dim=1)  # (P, 24, 2)
-    valid = torch.cat((_inside(a, b), _inside(b, a), ok.reshape(p, 16)), dim=1)
+    valid = torch.cat((_inside(a, b, margin), _inside(b, a, margin), ok.reshape(p, 16)), dim=1)
     count = valid.sum(1)
     w = valid.to(a.dtype).unsqueeze(-1)
     centre = (pts * w).sum(1) / count.clamp(min=1).to(a.dtype).unsqueeze(-1)
@@ -117,7 +121,7 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
-def pairwise_rotated_overlap(b1: Tensor, b2: Tensor) -> Tensor:
+def pairwise_rotated_overlap(b1: Tensor, b2: Tensor, margin: float = 0.0) -> Tensor:
     """Intersection areas of aligned pairs of ``(cx, cy, w, h, angle)`` boxes.
 
     Both boxes of a pair are shifted by the midpoint of their centres before the corners are formed (precision far
@@ -126,6 +130,7 @@ def pairwise_rotated_overlap(b1: Tensor, b2: Tensor) -> Tensor:
     Args:
         b1: ``(P, 5)`` boxes.
         b2: ``(P, 5)`` boxes.
+        margin: see :func:`rect_intersection_area`.
 
     Returns:
         ``(P,)`` areas in the dtype of ``b1``.
@@ -136,12 +141,12 @@ def pairwise_rotated_overlap(b1: Tensor, b2: Tensor) -> Tensor:
         mid = (x1[:, :2] + x2[:, :2]) / 2
         c1 = rect_corners(x1[:, 0] - mid[:, 0], x1[:, 1] - mid[:, 1], x1[:, 2], x1[:, 3], x1[:, 4])
         c2 = rect_corners(x2[:, 0] - mid[:, 0], x2[:, 1] - mid[:, 1], x2[:, 2], x2[:, 3], x2[:, 4])
-        out[sl] = rect_intersection_area(c1, c2)
+        out[sl] = rect_intersection_area(c1, c2, margin)
     return out
 
 
 def pairwise_rotated_iou(b1: Tensor, b2: Tensor, mode_flag: int = 0, eps: float = 0.0,
-                         min_area: float = 1e-14) -> Tensor:
+                         min_area: float = 1e-14, margin: float = 0.0) -> Tensor:
     """IoU (``mode_flag=0``) or IoF (``1``) of aligned pairs of ``(cx, cy, w, h, angle)`` boxes.
 
     Args:
@@ -150,11 +155,12 @@ def pairwise_rotated_iou(b1: Tensor, b2: Tensor, mode_flag: int = 0, eps: float 
         mode_flag: 0 for intersection over union, 1 for intersection over the area of ``b1``.
         eps: lower bound of the union (mmcv's iou3d uses 1e-8; box_iou_rotated none).
         min_area: pairs where a box is smaller than this get 0 (mmcv's box_iou_rotated: 1e-14).
+        margin: see :func:`rect_intersection_area`.
 
     Returns:
         ``(P,)`` values in the dtype of ``b1``.
     """
-    inter = pairwise_rotated_overlap(b1, b2)
+    inter = pairwise_rotated_overlap(b1, b2, margin)
     area1 = b1[:, 2] * b1[:, 3]
     area2 = b2[:, 2] * b2[:, 3]
     base = area1 + area2 - inter if mode_flag == 0 else area1
@@ -164,10 +170,12 @@ def pairwise_rotated_iou(b1: Tensor, b2: Tensor, mode_flag: int = 0, eps: float 
     return torch.where((area1 < min_area) | (area2 < min_area), torch.zeros_like(val), val)
 
 
-def cross_pairs(b1: Tensor, b2: Tensor, budget: int = 1 << 22) -> Iterator[tuple[Tensor, Tensor]]:
+def cross_pairs(b1: Tensor, b2: Tensor, budget: int = 1 << 22, margin: float = 0.0,
+                ) -> Iterator[tuple[Tensor, Tensor]]:
     """Pairs ``(i, j)`` of ``b1 x b2`` (``(cx, cy, w, h, ...)`` boxes) whose circumscribed circles overlap.
 
-    Rows are taken in chunks of about ``budget`` pairs; only those pairs can have a non-zero intersection.
+    Rows are taken in chunks of about ``budget`` pairs; only those pairs can have a non-zero intersection (the radii
+    grow by ``margin``, see :func:`rect_intersection_area`).
 
     Yields:
         ``(i, j)`` long tensors.
@@ -175,8 +183,8 @@ def cross_pairs(b1: Tensor, b2: Tensor, budget: int = 1 << 22) -> Iterator[tuple
     n, m = b1.shape[0], b2.shape[0]
     if n == 0 or m == 0:
         return
-    r1 = 0.5 * torch.sqrt(b1[:, 2] ** 2 + b1[:, 3] ** 2)
-    r2 = 0.5 * torch.sqrt(b2[:, 2] ** 2 + b2[:, 3] ** 2)
+    r1 = 0.5 * torch.sqrt(b1[:, 2] ** 2 + b1[:, 3] ** 2) + margin
+    r2 = 0.5 * torch.sqrt(b2[:, 2] ** 2 + b2[:, 3] ** 2) + margin
     rows = max(1, budget // m)
     for sl in _chunks(n, rows):
         d2 = (b1[sl, 0, None] - b2[None, :, 0]) ** 2 + (b1[sl, 1, None] - b2[None, :, 1]) ** 2
@@ -184,7 +192,7 @@ def cross_pairs(b1: Tensor, b2: Tensor, budget: int = 1 << 22) -> Iterator[tuple
         yield i + sl.start, j
 
 
-def candidate_pairs(boxes: Tensor, budget: int = 1 << 22) -> Iterator[tuple[Tensor, Tensor]]:
+def candidate_pairs(boxes: Tensor, budget: int = 1 << 22, margin: float = 0.0) -> Iterator[tuple[Tensor, Tensor]]:
     """Index pairs ``(i, j)``, ``i < j``, of ``(cx, cy, w, h, ...)`` boxes whose circumscribed circles overlap.
 
     A sweep over x: boxes sorted by the left end of their circle's x-extent; each box pairs with the boxes whose left
@@ -194,6 +202,7 @@ def candidate_pairs(boxes: Tensor, budget: int = 1 << 22) -> Iterator[tuple[Tens
     Args:
         boxes: ``(N, >=4)``: centre x, centre y, width, height first.
         budget: candidate pairs examined per chunk.
+        margin: added to every radius (see :func:`rect_intersection_area`).
 
     Yields:
         ``(i, j)`` long tensors with ``i < j``.
@@ -201,7 +210,7 @@ def candidate_pairs(boxes: Tensor, budget: int = 1 << 22) -> Iterator[tuple[Tens
     n = boxes.shape[0]
     if n < 2:
         return
-    radius = 0.5 * torch.sqrt(boxes[:, 2] ** 2 + boxes[:, 3] ** 2)
+    radius = 0.5 * torch.sqrt(boxes[:, 2] ** 2 + boxes[:, 3] ** 2) + margin
     lo = boxes[:, 0] - radius
     hi = boxes[:, 0] + radius
     lo_sorted, perm = lo.sort()

@@ -5,14 +5,18 @@ Replaces mmcv-full's ``nms_rotated`` (CPU and CUDA) behind ``mmcv.ops.nms_rotate
 kept higher-scoring box overlaps it too much. It is computed without the sequential loop:
 
 1. candidate pairs are those whose circumscribed circles overlap (a sort-and-sweep over x, never an ``N x N``
-   matrix), restricted to equal labels when mmcv passes labels (``multi_label``);
-2. their exact rotated IoU gives the suppression edges;
+   matrix);
+2. pairs whose IoU cannot reach the threshold are dropped with a cheap bound (the intersection is at most the
+   overlap of the boxes' axis-aligned hulls and at most the smaller area); the exact rotated IoU of the rest gives
+   the suppression edges;
 3. :func:`detlight.openmmlab.ops._rotated.greedy_nms_keep` resolves the greedy order over the edges in a few
    vectorised rounds (as many as the longest suppression chain).
 
 Threshold: like mmcv-full, a CPU tensor is suppressed at ``IoU >= iou_threshold`` (mmcv's CPU kernel) and a CUDA
-tensor at ``IoU > iou_threshold`` (its CUDA kernel). Labels: mmcv-full's CPU kernel ignores them (suppressing across
-classes); here they are honoured on both devices, as mmcv's CUDA kernel does.
+tensor at ``IoU > iou_threshold`` (its CUDA kernel). Labels (``nms_rotated(..., labels=...)``, ``multi_label``): mmcv
+1.7's kernels, CPU and CUDA, read the boxes with the label column but never compare labels, so suppression crosses
+labels (mmcv's own ``test_ml_nms_rotated`` expects exactly that); the same is done here. Per-class NMS is
+``batched_nms(..., class_agnostic=False)``, which offsets the boxes per label before calling this op.
 """
 
 from __future__ import annotations
@@ -23,11 +27,29 @@ from torch import Tensor
 from detlight.openmmlab.ops import ext_op
 from detlight.openmmlab.ops._rotated import candidate_pairs, greedy_nms_keep, pairwise_rotated_iou
 
-__all__ = ["nms_rotated", "rotated_nms_keep"]
+__all__ = ["iou_upper_bound", "nms_rotated", "rotated_nms_keep"]
+
+
+def iou_upper_bound(b1: Tensor, b2: Tensor, margin: float = 0.0) -> Tensor:
+    """An upper bound of the IoU of ``(cx, cy, w, h, angle)`` box pairs, from their axis-aligned hulls and areas."""
+    def half_extents(b: Tensor) -> tuple[Tensor, Tensor]:
+        c, s = torch.cos(b[:, 4]).abs(), torch.sin(b[:, 4]).abs()
+        return (c * b[:, 2] + s * b[:, 3]) / 2 + margin, (s * b[:, 2] + c * b[:, 3]) / 2 + margin
+
+    hx1, hy1 = half_extents(b1)
+    hx2, hy2 = half_extents(b2)
+    ix = (torch.minimum(b1[:, 0] + hx1, b2[:, 0] + hx2) - torch.maximum(b1[:, 0] - hx1, b2[:, 0] - hx2)).clamp(min=0)
+    iy = (torch.minimum(b1[:, 1] + hy1, b2[:, 1] + hy2) - torch.maximum(b1[:, 1] - hy1, b2[:, 1] - hy2)).clamp(min=0)
+    a1, a2 = b1[:, 2] * b1[:, 3], b2[:, 2] * b2[:, 3]
+    g1 = (b1[:, 2] + 2 * margin) * (b1[:, 3] + 2 * margin)
+    g2 = (b2[:, 2] + 2 * margin) * (b2[:, 3] + 2 * margin)
+    inter = torch.minimum(ix * iy, torch.minimum(g1, g2))
+    union = a1 + a2 - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.full_like(union, float("inf")))
 
 
 def rotated_nms_keep(boxes_sorted: Tensor, iou_threshold: float, labels: Tensor | None = None,
-                     strict: bool = True, eps: float = 0.0) -> Tensor:
+                     strict: bool = True, eps: float = 0.0, margin: float = 0.0) -> Tensor:
     """Greedy NMS over boxes already in descending score order.
 
     Args:
@@ -36,6 +58,7 @@ def rotated_nms_keep(boxes_sorted: Tensor, iou_threshold: float, labels: Tensor 
         labels: ``(N,)`` labels; boxes of different labels never suppress each other.
         strict: suppress at ``IoU > thr`` (else ``>=``).
         eps: lower bound of the union in the IoU.
+        margin: corner-inside tolerance of the intersection (see ``_rotated.rect_intersection_area``).
 
     Returns:
         ``(N,)`` bool: which ranks are kept.
@@ -43,11 +66,14 @@ def rotated_nms_keep(boxes_sorted: Tensor, iou_threshold: float, labels: Tensor 
     n = boxes_sorted.shape[0]
     srcs, dsts = [], []
     with torch.no_grad():
-        for i, j in candidate_pairs(boxes_sorted):
+        for i, j in candidate_pairs(boxes_sorted, margin=margin):
             if labels is not None:
                 same = labels[i] == labels[j]
                 i, j = i[same], j[same]
-            iou = pairwise_rotated_iou(boxes_sorted[i], boxes_sorted[j], 0, eps=eps)
+            # margin widens the hulls (mmcv's iou3d corner margin can only add area near the boundary)
+            maybe = iou_upper_bound(boxes_sorted[i], boxes_sorted[j], margin) * (1 + 1e-4) + 1e-6 >= iou_threshold
+            i, j = i[maybe], j[maybe]
+            iou = pairwise_rotated_iou(boxes_sorted[i], boxes_sorted[j], 0, eps=eps, margin=margin)
             hit = iou > iou_threshold if strict else iou >= iou_threshold
             srcs.append(i[hit])
             dsts.append(j[hit])
@@ -68,7 +94,7 @@ def nms_rotated(dets: Tensor, scores: Tensor, order: Tensor, dets_sorted: Tensor
         order: ``(N,)`` the indices sorting ``scores`` in descending order.
         dets_sorted: ``dets[order]``.
         iou_threshold: overlap threshold.
-        multi_label: whether ``dets`` carries a label column (boxes of different labels never suppress each other).
+        multi_label: whether ``dets`` carries a label column (read past, as mmcv does; see the module docstring).
 
     Returns:
         ``(K,)`` long indices into ``dets``.
@@ -79,6 +105,5 @@ def nms_rotated(dets: Tensor, scores: Tensor, order: Tensor, dets_sorted: Tensor
     if dets_sorted.dim() != 2 or dets_sorted.shape[1] < width:
         raise ValueError(f"nms_rotated: dets must be (N, {width}) (cx, cy, w, h, angle{', label' if multi_label else ''})"
                          f", got {tuple(dets_sorted.shape)}")
-    labels = dets_sorted[:, 5] if multi_label else None
-    keep = rotated_nms_keep(dets_sorted[:, :5], float(iou_threshold), labels, strict=dets.is_cuda)
+    keep = rotated_nms_keep(dets_sorted[:, :5], float(iou_threshold), strict=dets.is_cuda)
     return order[keep]

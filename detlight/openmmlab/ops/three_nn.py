@@ -1,9 +1,10 @@
 """``mmcv._ext.three_nn_forward``: the three nearest known points of each unknown point, in torch.
 
 Replaces mmcv-full's CUDA kernel behind ``mmcv.ops.three_nn`` (PointNet++ feature propagation) on CPU and CUDA
-tensors: squared distances from explicit differences, the three smallest by ``topk`` in ascending order (among
-exactly equal distances the order may differ from mmcv's scan). With fewer than three known points the missing
-slots get index 0 and an infinite distance (mmcv: 1e40). Dense per chunk of unknown points.
+tensors: squared distances from explicit differences, then the three smallest in ascending order, equal distances
+in ascending index order as mmcv's scan gives them (three ``argmin`` passes: a loop over the 3 neighbours, not over
+points). With fewer than three known points the missing slots get index 0 and an infinite distance (mmcv: 1e40).
+Dense per chunk of unknown points.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from torch import Tensor
 from detlight.openmmlab.ops import ext_op
 from detlight.openmmlab.ops._points import rows_per_chunk, sq_dist
 
-__all__ = ["smallest_k", "three_nn_forward"]
+__all__ = ["smallest_k", "smallest_k_stable", "three_nn_forward"]
 
 
 def smallest_k(d2: Tensor, k: int, missing: float) -> tuple[Tensor, Tensor]:
@@ -28,12 +29,27 @@ def smallest_k(d2: Tensor, k: int, missing: float) -> tuple[Tensor, Tensor]:
     return vals, idx
 
 
+def smallest_k_stable(d2: Tensor, k: int, missing: float) -> tuple[Tensor, Tensor]:
+    """:func:`smallest_k` with ties in ascending index order (``k`` passes of ``argmin``, which returns the first)."""
+    work = d2.clone()
+    vals, idxs = [], []
+    for _ in range(min(k, d2.shape[-1])):
+        i = work.argmin(-1, keepdim=True)
+        vals.append(work.gather(-1, i))
+        idxs.append(i)
+        work.scatter_(-1, i, float("inf"))
+    for _ in range(k - len(vals)):
+        vals.append(d2.new_full((*d2.shape[:-1], 1), missing))
+        idxs.append(torch.zeros((*d2.shape[:-1], 1), dtype=torch.long, device=d2.device))
+    return torch.cat(vals, -1), torch.cat(idxs, -1)
+
+
 @ext_op(how="torch")
 def three_nn_forward(unknown: Tensor, known: Tensor, dist2: Tensor, idx: Tensor, b: int, n: int, m: int) -> None:
     """Fill ``dist2 (B, n, 3)`` and ``idx (B, n, 3)`` for ``unknown (B, n, 3)`` against ``known (B, m, 3)``."""
     del b, m
     step = rows_per_chunk(known.shape[0], known.shape[1], 3)
     for s in range(0, n, step):
-        vals, near = smallest_k(sq_dist(unknown[:, s:s + step], known), 3, float("inf"))
+        vals, near = smallest_k_stable(sq_dist(unknown[:, s:s + step], known), 3, float("inf"))
         dist2[:, s:s + step] = vals.to(dist2.dtype)
         idx[:, s:s + step] = near.to(idx.dtype)

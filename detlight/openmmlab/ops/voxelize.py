@@ -110,5 +110,5 @@ def hard_voxelize_forward(points: Tensor, voxel_size: Tensor, coors_range: Tenso
     n_vox = min(uniq.numel(), limit_v)
     first_pt = valid[first[first.argsort()][:n_vox]]
     coors[:n_vox] = pc[first_pt].to(coors.dtype)
-    num_points_per_voxel[:n_vox] = counts[first.argsort()][:n_vox].clamp(max=cap).to(num_points_per_voxel.dtype)
+    num_points_per_voxel[:n_vox] = counts[:n_vox].clamp(max=cap).to(num_points_per_voxel.dtype)
     voxel_num.fill_(n_vox)
