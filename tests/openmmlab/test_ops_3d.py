@@ -612,3 +612,21 @@ def test_roiaware_pool3d_matches_naive_and_gradcheck(mode: int) -> None:
         assert idx[key][0].item() == len(lst) and idx[key][1:1 + len(lst)].tolist() == lst
     with pytest.raises(ValueError, match="pool_method"):
         rap.roiaware_pool3d_forward(rois, pts, feats, torch.zeros(1), idx, torch.zeros(1), pool_method=2)
+
+
+# ----------------------------------------------------------------------------------------------- benchmark
+def test_ops_3d_benchmark_runs_tiny(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/ops_3d.py keeps working (tiny sizes; nothing about speed is asserted)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    try:
+        text = importlib.import_module("ops_3d").main(["--scale", "0.005", "--repeats", "1", "--threads", "0"])
+    finally:
+        for name in ("ops_3d", "_bench"):
+            sys.modules.pop(name, None)
+    nms_table = text.split("| boxes |")[1]
+    assert nms_table.count("| yes |") == 3 and "| NO |" not in nms_table  # vectorised == sequential greedy
+    assert text.count("\n| ") >= 30 and capsys.readouterr().out

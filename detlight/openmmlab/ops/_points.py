@@ -10,7 +10,7 @@ from torch import Tensor
 
 __all__ = ["ELEMENT_BUDGET", "batch_of", "local_xy_in_boxes", "rows_per_chunk", "sq_dist"]
 
-# elements of a (rows x N x 3) difference tensor built at once
+# elements of the (rows x N x 3) work built at once (distances are (rows x N))
 ELEMENT_BUDGET = 1 << 24
 
 
@@ -26,10 +26,15 @@ def sq_dist(a: Tensor, b: Tensor) -> Tensor:
     """``(..., P, Q)`` squared distances ``sum((a_p - b_q)^2)``, from explicit differences (as mmcv's kernels).
 
     The differences (not the ``|a|^2 - 2ab + |b|^2`` expansion) keep a zero distance exactly zero, which ball query
-    tests for.
+    tests for; the three squares are added in mmcv's order, one coordinate at a time (no ``(..., P, Q, 3)``
+    temporary).
     """
-    diff = a.unsqueeze(-2) - b.unsqueeze(-3)
-    return (diff * diff).sum(-1)
+    out = None
+    for k in range(a.shape[-1]):
+        d = a[..., k].unsqueeze(-1) - b[..., k].unsqueeze(-2)
+        out = d * d if out is None else out.add_(d * d)
+    assert out is not None
+    return out
 
 
 def local_xy_in_boxes(pts: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -12,6 +12,8 @@ update and one argmax), so a call costs ``m`` small kernels (see ``benchmarks/op
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -20,14 +22,14 @@ from detlight.openmmlab.ops import ext_op
 __all__ = ["furthest_point_sampling_forward", "furthest_point_sampling_with_dist_forward"]
 
 
-def _sample(step_dist: object, temp: Tensor, idx_tensor: Tensor, b: int, m: int) -> None:
+def _sample(step_dist: Callable[[Tensor, Tensor], Tensor], temp: Tensor, idx_tensor: Tensor, b: int, m: int) -> None:
     if m <= 0:
         return
     rows = torch.arange(b, device=temp.device)
     old = torch.zeros(b, dtype=torch.long, device=temp.device)
     picked = torch.zeros((b, m), dtype=torch.long, device=temp.device)
     for j in range(1, m):  # sequential by definition (see the module docstring)
-        temp.copy_(torch.minimum(temp, step_dist(rows, old)))  # type: ignore[operator]
+        temp.copy_(torch.minimum(temp, step_dist(rows, old)))
         old = temp.argmax(1)
         picked[:, j] = old
     idx_tensor.copy_(picked.to(idx_tensor.dtype))

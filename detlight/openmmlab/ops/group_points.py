@@ -58,9 +58,7 @@ def stack_group_points_forward(features: Tensor, features_batch_cnt: Tensor, idx
 def stack_group_points_backward(grad_out: Tensor, idx: Tensor, idx_batch_cnt: Tensor, features_batch_cnt: Tensor,
                                 grad_features: Tensor, b: int, c: int, m: int, n: int, nsample: int) -> None:
     """``grad_features (N, C)`` accumulates ``grad_out (M, C, nsample)`` at the grouped rows."""
-    del b, m, n, nsample
+    del b, c, m, n, nsample
     glob, ok = _stack_index(features_batch_cnt, idx, idx_batch_cnt)
-    rows = glob[ok]
     vals = grad_out.transpose(1, 2)[ok]  # (K, C)
-    grad_features.index_add_(0, rows, vals.to(grad_features.dtype))
-    del c
+    grad_features.index_add_(0, glob[ok], vals.to(grad_features.dtype))

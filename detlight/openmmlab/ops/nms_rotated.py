@@ -12,6 +12,10 @@ kept higher-scoring box overlaps it too much. It is computed without the sequent
 3. :func:`detlight.openmmlab.ops._rotated.greedy_nms_keep` resolves the greedy order over the edges in a few
    vectorised rounds (as many as the longest suppression chain).
 
+Ranks are processed in blocks of 1024: a block's boxes are first tested against the boxes already kept (and
+dropped when suppressed), and only the survivors' pairs among themselves are computed, so boxes suppressed early
+cost nothing further (the loop runs over the ``N / 1024`` blocks, never over boxes).
+
 Threshold: like mmcv-full, a CPU tensor is suppressed at ``IoU >= iou_threshold`` (mmcv's CPU kernel) and a CUDA
 tensor at ``IoU > iou_threshold`` (its CUDA kernel). Labels (``nms_rotated(..., labels=...)``, ``multi_label``): mmcv
 1.7's kernels, CPU and CUDA, read the boxes with the label column but never compare labels, so suppression crosses
@@ -25,9 +29,11 @@ import torch
 from torch import Tensor
 
 from detlight.openmmlab.ops import ext_op
-from detlight.openmmlab.ops._rotated import candidate_pairs, greedy_nms_keep, pairwise_rotated_iou
+from detlight.openmmlab.ops._rotated import candidate_pairs, cross_pairs, greedy_nms_keep, pairwise_rotated_iou
 
-__all__ = ["iou_upper_bound", "nms_rotated", "rotated_nms_keep"]
+__all__ = ["BLOCK", "iou_upper_bound", "nms_rotated", "rotated_nms_keep"]
+
+BLOCK = 1024  # ranks per block of the exact greedy resolution
 
 
 def iou_upper_bound(b1: Tensor, b2: Tensor, margin: float = 0.0) -> Tensor:
@@ -48,9 +54,28 @@ def iou_upper_bound(b1: Tensor, b2: Tensor, margin: float = 0.0) -> Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.full_like(union, float("inf")))
 
 
+def _edges(boxes: Tensor, i: Tensor, j: Tensor, thr: float, labels: Tensor | None, strict: bool, eps: float,
+           margin: float) -> tuple[Tensor, Tensor]:
+    """The pairs ``(i, j)`` whose IoU passes the threshold (bound-filtered, then exact)."""
+    if labels is not None:
+        same = labels[i] == labels[j]
+        i, j = i[same], j[same]
+    # the margin widens the hulls (mmcv's iou3d corner margin only adds area near the boundary)
+    maybe = iou_upper_bound(boxes[i], boxes[j], margin) * (1 + 1e-4) + 1e-6 >= thr
+    i, j = i[maybe], j[maybe]
+    iou = pairwise_rotated_iou(boxes[i], boxes[j], 0, eps=eps, margin=margin)
+    hit = iou > thr if strict else iou >= thr
+    return i[hit], j[hit]
+
+
 def rotated_nms_keep(boxes_sorted: Tensor, iou_threshold: float, labels: Tensor | None = None,
-                     strict: bool = True, eps: float = 0.0, margin: float = 0.0) -> Tensor:
-    """Greedy NMS over boxes already in descending score order.
+                     strict: bool = True, eps: float = 0.0, margin: float = 0.0, block: int = BLOCK) -> Tensor:
+    """Greedy NMS over boxes already in descending score order, exactly, in blocks of ranks.
+
+    Blocks of ``block`` consecutive ranks are taken in order (a loop over ``N / block`` blocks, not over boxes):
+    first every box of the block overlapping a box already kept is dropped (IoU with the kept set, vectorised), then
+    the survivors' own suppression edges are resolved by :func:`greedy_nms_keep`. A box suppressed early never has
+    its pairs with later boxes computed, which is what makes dense scenes cheap.
 
     Args:
         boxes_sorted: ``(N, 5)`` ``(cx, cy, w, h, angle)`` boxes, best first.
@@ -59,28 +84,39 @@ def rotated_nms_keep(boxes_sorted: Tensor, iou_threshold: float, labels: Tensor 
         strict: suppress at ``IoU > thr`` (else ``>=``).
         eps: lower bound of the union in the IoU.
         margin: corner-inside tolerance of the intersection (see ``_rotated.rect_intersection_area``).
+        block: ranks per block.
 
     Returns:
         ``(N,)`` bool: which ranks are kept.
     """
     n = boxes_sorted.shape[0]
-    srcs, dsts = [], []
+    dev = boxes_sorted.device
+    keep = torch.zeros(n, dtype=torch.bool, device=dev)
+    kept = torch.zeros(0, dtype=torch.long, device=dev)
+    args = (float(iou_threshold), labels, strict, eps, margin)
     with torch.no_grad():
-        for i, j in candidate_pairs(boxes_sorted, margin=margin):
-            if labels is not None:
-                same = labels[i] == labels[j]
-                i, j = i[same], j[same]
-            # margin widens the hulls (mmcv's iou3d corner margin can only add area near the boundary)
-            maybe = iou_upper_bound(boxes_sorted[i], boxes_sorted[j], margin) * (1 + 1e-4) + 1e-6 >= iou_threshold
-            i, j = i[maybe], j[maybe]
-            iou = pairwise_rotated_iou(boxes_sorted[i], boxes_sorted[j], 0, eps=eps, margin=margin)
-            hit = iou > iou_threshold if strict else iou >= iou_threshold
-            srcs.append(i[hit])
-            dsts.append(j[hit])
-        empty = torch.zeros(0, dtype=torch.long, device=boxes_sorted.device)
-        src = torch.cat(srcs) if srcs else empty
-        dst = torch.cat(dsts) if dsts else empty
-        return greedy_nms_keep(n, src, dst, boxes_sorted.device)
+        for start in range(0, n, block):
+            ranks = torch.arange(start, min(start + block, n), device=dev)
+            if kept.numel():
+                alive = torch.ones(ranks.numel(), dtype=torch.bool, device=dev)
+                for ki, bi in cross_pairs(boxes_sorted[kept], boxes_sorted[ranks], margin=margin):
+                    _, hit = _edges(boxes_sorted, kept[ki], ranks[bi], *args)
+                    alive[hit - start] = False
+                ranks = ranks[alive]
+            srcs, dsts = [], []
+            for i, j in candidate_pairs(boxes_sorted[ranks], margin=margin):
+                s, d = _edges(boxes_sorted, ranks[i], ranks[j], *args)
+                srcs.append(s)
+                dsts.append(d)
+            local = torch.zeros(n, dtype=torch.long, device=dev)  # rank -> position among the survivors
+            local[ranks] = torch.arange(ranks.numel(), device=dev)
+            src = local[torch.cat(srcs)] if srcs else ranks.new_zeros(0)
+            dst = local[torch.cat(dsts)] if dsts else ranks.new_zeros(0)
+            src, dst = torch.minimum(src, dst), torch.maximum(src, dst)
+            new = ranks[greedy_nms_keep(ranks.numel(), src, dst, dev)]
+            keep[new] = True
+            kept = torch.cat((kept, new))
+    return keep
 
 
 @ext_op(how="torch")

@@ -110,10 +110,10 @@ def roiaware_pool3d_backward(pts_idx_of_voxels: Tensor, argmax: Tensor, grad_out
         cell, c = torch.nonzero(arg >= 0, as_tuple=True)
         grad_in.index_put_((arg[cell, c], c), g[cell, c], accumulate=True)
         return
-    idx = pts_idx_of_voxels.reshape(g.shape[0], -1).long()
-    count = idx[:, 0]
-    slots = torch.arange(1, idx.shape[1], device=idx.device)
-    listed = slots.unsqueeze(0) <= count.unsqueeze(1)
-    cell, s = torch.nonzero(listed, as_tuple=True)
-    share = g / count.clamp(min=1).unsqueeze(1).to(g.dtype)
-    grad_in.index_add_(0, idx[cell, s + 1], share[cell])
+    idx = pts_idx_of_voxels.reshape(g.shape[0], -1)
+    cells = torch.nonzero(idx[:, 0] > 0).flatten()  # only non-empty cells
+    count = idx[cells, 0].long()
+    listed = torch.arange(idx.shape[1] - 1, device=idx.device).unsqueeze(0) < count.unsqueeze(1)
+    row, s = torch.nonzero(listed, as_tuple=True)
+    share = g[cells] / count.unsqueeze(1).to(g.dtype)
+    grad_in.index_add_(0, idx[cells[row], s + 1].long(), share[row])

@@ -36,9 +36,18 @@ def dynamic_point_to_voxel_forward(feats: Tensor, coors: Tensor, reduce_type: st
     if feats.shape[0] == 0:
         empty = torch.zeros(0, dtype=torch.int32, device=coors.device)
         return [feats.clone().detach(), coors.clone().detach(), empty, empty.clone()]
-    clean = coors.masked_fill((coors < 0).any(-1, keepdim=True), -1)
-    out_coors, inverse, counts = torch.unique(clean, dim=0, return_inverse=True, return_counts=True)
-    if bool(out_coors[0, 0] < 0):
+    bad = (coors < 0).any(-1)
+    c64 = coors.to(torch.int64).masked_fill(bad.unsqueeze(-1), 0)
+    extent = c64.amax(0) + 1
+    key = torch.zeros_like(c64[:, 0])
+    for axis in range(c64.shape[1]):  # row-major key: its order is the rows' lexicographic order
+        key = key * extent[axis] + c64[:, axis]
+    key = key.masked_fill(bad, -1)
+    uniq, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+    first = torch.full_like(uniq, key.numel()).scatter_reduce(0, inverse, torch.arange(key.numel(),
+                                                              device=key.device), reduce="amin")
+    out_coors = coors[first]
+    if bool(uniq[0] < 0):
         out_coors, counts, inverse = out_coors[1:], counts[1:], inverse - 1
     point2voxel = inverse.to(torch.int32)
     valid = inverse >= 0

@@ -2,8 +2,7 @@
 
 Replaces mmcv-full's CUDA kernel behind ``mmcv.ops.three_nn`` (PointNet++ feature propagation) on CPU and CUDA
 tensors: squared distances from explicit differences, then the three smallest in ascending order, equal distances
-in ascending index order as mmcv's scan gives them (three ``argmin`` passes: a loop over the 3 neighbours, not over
-points). With fewer than three known points the missing slots get index 0 and an infinite distance (mmcv: 1e40).
+in ascending index order as mmcv's scan gives them (``topk``, and a stable sort for the rare rows with ties). With fewer than three known points the missing slots get index 0 and an infinite distance (mmcv: 1e40).
 Dense per chunk of unknown points.
 """
 
@@ -30,18 +29,24 @@ def smallest_k(d2: Tensor, k: int, missing: float) -> tuple[Tensor, Tensor]:
 
 
 def smallest_k_stable(d2: Tensor, k: int, missing: float) -> tuple[Tensor, Tensor]:
-    """:func:`smallest_k` with ties in ascending index order (``k`` passes of ``argmin``, which returns the first)."""
-    work = d2.clone()
-    vals, idxs = [], []
-    for _ in range(min(k, d2.shape[-1])):
-        i = work.argmin(-1, keepdim=True)
-        vals.append(work.gather(-1, i))
-        idxs.append(i)
-        work.scatter_(-1, i, float("inf"))
-    for _ in range(k - len(vals)):
-        vals.append(d2.new_full((*d2.shape[:-1], 1), missing))
-        idxs.append(torch.zeros((*d2.shape[:-1], 1), dtype=torch.long, device=d2.device))
-    return torch.cat(vals, -1), torch.cat(idxs, -1)
+    """:func:`smallest_k` with equal distances in ascending index order (mmcv's scan order).
+
+    ``topk`` gives the values; only rows where a tie may have reordered indices (equal values among the ``k``, or
+    more than ``k`` entries at the ``k``-th value) are redone with a stable sort.
+    """
+    vals, idx = smallest_k(d2, k, missing)
+    kk = min(k, d2.shape[-1])
+    if kk == 0:
+        return vals, idx
+    tied = (d2 <= vals[..., kk - 1:kk]).sum(-1) > kk
+    if kk > 1:
+        tied |= (vals[..., 1:kk] == vals[..., : kk - 1]).any(-1)
+    if bool(tied.any()):
+        rows = d2[tied]
+        s_vals, s_idx = torch.sort(rows, dim=-1, stable=True)
+        vals[tied, :kk] = s_vals[..., :kk]
+        idx[tied, :kk] = s_idx[..., :kk]
+    return vals, idx
 
 
 @ext_op(how="torch")

@@ -94,8 +94,9 @@ def hard_voxelize_forward(points: Tensor, voxel_size: Tensor, coors_range: Tenso
     first = torch.full((uniq.numel(),), valid.numel(), dtype=torch.int64, device=points.device)
     pos = torch.arange(valid.numel(), device=points.device)
     first.scatter_reduce_(0, inverse, pos, reduce="amin")
+    by_first = first.argsort()  # unique voxels in order of their first point
     rank_of_uniq = torch.empty_like(first)
-    rank_of_uniq[first.argsort()] = torch.arange(uniq.numel(), device=points.device)
+    rank_of_uniq[by_first] = torch.arange(uniq.numel(), device=points.device)
     vox = rank_of_uniq[inverse]  # voxel number of each valid point, by first appearance
     limit_v = voxels.shape[0] if max_voxels == -1 else min(max_voxels, voxels.shape[0])
     # slot of each point inside its voxel: its rank among the voxel's points (points are in input order)
@@ -108,7 +109,7 @@ def hard_voxelize_forward(points: Tensor, voxel_size: Tensor, coors_range: Tenso
     take = (vox < limit_v) & (slot < cap)
     voxels[vox[take], slot[take]] = points[valid[take]].to(voxels.dtype)
     n_vox = min(uniq.numel(), limit_v)
-    first_pt = valid[first[first.argsort()][:n_vox]]
+    first_pt = valid[first[by_first[:n_vox]]]
     coors[:n_vox] = pc[first_pt].to(coors.dtype)
     num_points_per_voxel[:n_vox] = counts[:n_vox].clamp(max=cap).to(num_points_per_voxel.dtype)
     voxel_num.fill_(n_vox)
