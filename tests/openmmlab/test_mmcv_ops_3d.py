@@ -183,18 +183,21 @@ def test_voxelization_nondeterministic_flag(ops: Any, voxel_case: dict[str, np.n
 
 # ------------------------------------------------------------------------------------------- scatter_points
 def _voxel_reference(feats: torch.Tensor, coors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    keys = coors.unique(dim=0, sorted=True)
-    keys = keys[keys.min(-1).values >= 0]
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, c in enumerate(coors.tolist()):
-        groups.setdefault(tuple(c), []).append(i)
-    mean = torch.stack([feats[groups[tuple(k)]].mean(0) for k in keys.tolist()])
-    mx = torch.stack([feats[groups[tuple(k)]].max(0).values for k in keys.tolist()])
-    return keys, mean, mx
+    """Sorted valid voxel rows and each one's mean / max, with numpy (lexsort + reduceat)."""
+    c, f = coors.numpy(), feats.numpy().astype(np.float64)
+    ok = c.min(1) >= 0
+    c, f = c[ok], f[ok]
+    order = np.lexsort(c.T[::-1])
+    c, f = c[order], f[order]
+    starts = np.flatnonzero(np.r_[True, (np.diff(c, axis=0) != 0).any(1)])
+    counts = np.diff(np.r_[starts, len(c)])
+    mean = np.add.reduceat(f, starts, axis=0) / counts[:, None]
+    mx = np.maximum.reduceat(f, starts, axis=0)
+    return torch.from_numpy(c[starts]), torch.from_numpy(mean).float(), torch.from_numpy(mx).float()
 
 
 def test_dynamic_scatter(ops: Any) -> None:
-    """Upstream's cases (200k points there; 5k here, same value ranges)."""
+    """Upstream's cases (200k points there, 5k here; gradcheck on 50 points instead of 100; same value ranges)."""
     gen = torch.Generator().manual_seed(0)
     dsmean = ops.DynamicScatter([0.32, 0.32, 6], [-74.88, -74.88, -2, 74.88, 74.88, 4], True)
     dsmax = ops.DynamicScatter([0.32, 0.32, 6], [-74.88, -74.88, -2, 74.88, 74.88, 4], False)
@@ -219,8 +222,8 @@ def test_dynamic_scatter(ops: Any) -> None:
             seq = (out_coors[:, 0] * 400 + out_coors[:, 1] * 20 + out_coors[:, 2]).argsort()
             assert (out_coors[seq] == keys).all()
             assert torch.allclose(out[seq], ref, atol=1e-2, rtol=1e-5)
-    feats = (torch.rand((100, 4), generator=gen) * 100 - 50).requires_grad_()
-    coors = torch.randint(-1, 3, (100, 3), generator=gen, dtype=torch.int32)
+    feats = (torch.rand((50, 4), generator=gen) * 100 - 50).requires_grad_()
+    coors = torch.randint(-1, 3, (50, 3), generator=gen, dtype=torch.int32)
     assert torch.autograd.gradcheck(dsmean, (feats, coors), eps=1e-2, atol=1e-2, rtol=1e-5)
     assert torch.autograd.gradcheck(dsmax, (feats, coors), eps=1e-2, atol=1e-2, rtol=1e-5)
 
