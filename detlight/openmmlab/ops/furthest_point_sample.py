@@ -29,7 +29,7 @@ def _sample(step_dist: Callable[[Tensor, Tensor], Tensor], temp: Tensor, idx_ten
     old = torch.zeros(b, dtype=torch.long, device=temp.device)
     picked = torch.zeros((b, m), dtype=torch.long, device=temp.device)
     for j in range(1, m):  # sequential by definition (see the module docstring)
-        temp.copy_(torch.minimum(temp, step_dist(rows, old)))
+        torch.minimum(temp, step_dist(rows, old), out=temp)
         old = temp.argmax(1)
         picked[:, j] = old
     idx_tensor.copy_(picked.to(idx_tensor.dtype))
@@ -41,11 +41,15 @@ def furthest_point_sampling_forward(points_xyz: Tensor, temp: Tensor, idx_tensor
     """Fill ``idx_tensor (B, m)`` with furthest-point samples of ``points_xyz (B, n, 3)``; ``temp (B, n)`` is scratch
     (initialised by the caller to a large value)."""
     del n
-    pts = points_xyz[..., :3].to(temp.dtype)
+    xs, ys, zs = (points_xyz[..., k].to(temp.dtype).contiguous() for k in range(3))
 
-    def dist(rows: Tensor, old: Tensor) -> Tensor:
-        diff = pts - pts[rows, old].unsqueeze(1)
-        return (diff * diff).sum(-1)
+    def dist(rows: Tensor, old: Tensor) -> Tensor:  # mmcv's order: dx^2 + dy^2 + dz^2, one coordinate at a time
+        dx = xs - xs[rows, old].unsqueeze(1)
+        d = dx * dx
+        dy = ys - ys[rows, old].unsqueeze(1)
+        d.addcmul_(dy, dy)
+        dz = zs - zs[rows, old].unsqueeze(1)
+        return d.addcmul_(dz, dz)
 
     _sample(dist, temp, idx_tensor, b, m)
 
