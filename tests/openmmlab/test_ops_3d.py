@@ -391,6 +391,48 @@ def test_stack_ball_query_batches_and_empty_balls() -> None:
         assert idx[m].tolist() == (hits + [hits[0]] * 4)[:4]
 
 
+def _cloud_cases(g: torch.Generator, dtype: torch.dtype) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Clouds for grid-vs-dense equality: duplicates (zero distances), centres outside the cloud, a lattice with
+    points exactly on the radius, far-from-origin coordinates, a flat (planar) cloud."""
+    xyz = (torch.rand(2, 600, 3, generator=g) * 4).to(dtype)
+    xyz[:, 100:150] = xyz[:, :50]
+    outside = (torch.rand(2, 40, 3, generator=g) * 8 - 2).to(dtype)
+    ax = torch.arange(0, 2.5, 0.25)
+    lattice = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(1, -1, 3).to(dtype)
+    far = (torch.rand(1, 600, 3, generator=g) * 60 + 1000).to(dtype)
+    flat = torch.cat((torch.rand(1, 600, 2, generator=g) * 4, torch.zeros(1, 600, 1)), -1).to(dtype)
+    return [("random", torch.cat((xyz[:, :150], outside), 1).contiguous(), xyz),
+            ("lattice", lattice[:, ::7].contiguous(), lattice), ("far", far[:, :150].contiguous(), far),
+            ("flat", flat[:, :150].contiguous(), flat)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_ball_query_grid_equals_dense(dtype: torch.dtype) -> None:
+    g = gen(40)
+    for name, centres, xyz in _cloud_cases(g, dtype):
+        for lo, hi, ns in ((0.0, 0.25, 16), (0.25, 0.5, 32), (0.0, 2.0, 8), (0.1, 0.3, 4)):
+            dense = bq.ball_hits_dense(centres, xyz, lo * lo, hi * hi, ns)
+            grid = bq.ball_hits_grid(centres, xyz, lo * lo, hi * hi, ns, max_fraction=2.0)
+            assert grid is not None
+            assert torch.equal(grid[0], dense[0]) and torch.equal(grid[1], dense[1]), (name, lo, hi)
+            assert int(dense[1].sum()) > 0
+    xyz = torch.rand(1, 64, 3, generator=g)
+    xyz[0, 5, 1] = float("nan")  # the grid cannot be built: the caller takes the dense path
+    assert bq.ball_hits_grid(xyz, xyz, 0.0, 0.04, 4) is None
+    assert bq.ball_hits_grid(xyz[:, :4], torch.rand(1, 64, 3, generator=g), 0.0, 0.0, 4) is None
+
+
+def test_ball_query_forward_large_input_takes_grid_and_keeps_empty_rows() -> None:
+    g = gen(41)
+    xyz = torch.rand(2, 4096, 3, generator=g) * 4
+    centres = torch.cat((xyz[:, :300], torch.full((2, 2, 3), 50.0)), 1).contiguous()  # two empty balls
+    idx = torch.full((2, 302, 16), 7, dtype=torch.int32)
+    bq.ball_query_forward(centres, xyz, idx, b=2, n=4096, m=302, min_radius=0.0, max_radius=0.2, nsample=16)
+    found, count = bq.ball_hits_dense(centres, xyz, 0.0, 0.04, 16)
+    assert torch.equal(idx[:, :300].long(), found[:, :300]) and (count[:, :300] > 0).all()
+    assert (idx[:, 300:] == 7).all()  # untouched, as mmcv leaves them
+
+
 def naive_fps(dist: Callable[[int, int], float], n: int, m: int) -> list[int]:
     temp = [1e10] * n
     out, old = [0], 0
