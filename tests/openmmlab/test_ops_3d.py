@@ -410,7 +410,7 @@ def _cloud_cases(g: torch.Generator, dtype: torch.dtype) -> list[tuple[str, torc
 def test_ball_query_grid_equals_dense(dtype: torch.dtype) -> None:
     g = gen(40)
     for name, centres, xyz in _cloud_cases(g, dtype):
-        for lo, hi, ns in ((0.0, 0.25, 16), (0.25, 0.5, 32), (0.0, 2.0, 8), (0.1, 0.3, 4)):
+        for lo, hi, ns in ((0.0, 0.25, 16), (0.25, 0.5, 32), (0.1, 1.0, 4)):
             dense = bq.ball_hits_dense(centres, xyz, lo * lo, hi * hi, ns)
             grid = bq.ball_hits_grid(centres, xyz, lo * lo, hi * hi, ns, max_fraction=2.0)
             assert grid is not None
@@ -431,6 +431,34 @@ def test_ball_query_forward_large_input_takes_grid_and_keeps_empty_rows() -> Non
     found, count = bq.ball_hits_dense(centres, xyz, 0.0, 0.04, 16)
     assert torch.equal(idx[:, :300].long(), found[:, :300]) and (count[:, :300] > 0).all()
     assert (idx[:, 300:] == 7).all()  # untouched, as mmcv leaves them
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_three_nn_grid_equals_dense(dtype: torch.dtype) -> None:
+    for name, known, unknown in _cloud_cases(gen(42), dtype):
+        dense = tn.three_nn_dense(unknown, known)
+        grid = tn.three_nn_grid(unknown, known)
+        assert grid is not None
+        assert torch.equal(grid[0], dense[0]) and torch.equal(grid[1], dense[1]), name
+    g = gen(43)
+    clustered = torch.cat((torch.rand(1, 500, 3, generator=g) * 0.01, torch.rand(1, 500, 3, generator=g) * 5), 1)
+    dense = tn.three_nn_dense(clustered, clustered[:, ::3].contiguous())
+    grid = tn.three_nn_grid(clustered, clustered[:, ::3].contiguous(), max_candidates=64)  # crowded rows: dense
+    assert grid is not None and torch.equal(grid[0], dense[0]) and torch.equal(grid[1], dense[1])
+    assert tn.three_nn_grid(clustered, clustered[:, :2].contiguous()) is None  # fewer than 3 known: dense path
+
+
+def test_three_nn_forward_large_input_matches_stable_sort() -> None:
+    g = gen(44)
+    xyz = torch.rand(2, 4096, 3, generator=g) * 4
+    known = xyz[:, :600].contiguous()
+    known[:, 10] = known[:, 3]  # duplicate: the lower index comes first
+    dist2, idx = torch.zeros(2, 4096, 3), torch.zeros(2, 4096, 3, dtype=torch.int32)
+    tn.three_nn_forward(xyz, known, dist2, idx, b=2, n=4096, m=600)
+    d = ((xyz.unsqueeze(2) - known.unsqueeze(1)) ** 2).sum(-1)
+    order = torch.sort(d, dim=-1, stable=True).indices[..., :3]
+    assert torch.equal(idx.long(), order) and idx[0, 3, :2].tolist() == [3, 10]
+    assert torch.allclose(dist2, d.gather(-1, order))
 
 
 def naive_fps(dist: Callable[[int, int], float], n: int, m: int) -> list[int]:
