@@ -422,7 +422,10 @@ def test_ball_query_grid_equals_dense(dtype: torch.dtype) -> None:
     assert bq.ball_hits_grid(xyz[:, :4], torch.rand(1, 64, 3, generator=g), 0.0, 0.0, 4) is None
 
 
-def test_ball_query_forward_large_input_takes_grid_and_keeps_empty_rows() -> None:
+def test_ball_query_forward_large_input_takes_grid_and_keeps_empty_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    took: list[bool] = []
+    real = bq.ball_hits_grid
+    monkeypatch.setattr(bq, "ball_hits_grid", lambda *a, **k: took.append(True) or real(*a, **k))
     g = gen(41)
     xyz = torch.rand(2, 4096, 3, generator=g) * 4
     centres = torch.cat((xyz[:, :300], torch.full((2, 2, 3), 50.0)), 1).contiguous()  # two empty balls
@@ -431,6 +434,7 @@ def test_ball_query_forward_large_input_takes_grid_and_keeps_empty_rows() -> Non
     found, count = bq.ball_hits_dense(centres, xyz, 0.0, 0.04, 16)
     assert torch.equal(idx[:, :300].long(), found[:, :300]) and (count[:, :300] > 0).all()
     assert (idx[:, 300:] == 7).all()  # untouched, as mmcv leaves them
+    assert took == [True]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
@@ -448,13 +452,23 @@ def test_three_nn_grid_equals_dense(dtype: torch.dtype) -> None:
     assert tn.three_nn_grid(clustered, clustered[:, :2].contiguous()) is None  # fewer than 3 known: dense path
 
 
-def test_three_nn_forward_large_input_matches_stable_sort() -> None:
+def test_three_nn_forward_large_input_matches_stable_sort(monkeypatch: pytest.MonkeyPatch) -> None:
+    results: list[bool] = []
+    real = tn.three_nn_grid
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        res = real(*args, **kwargs)
+        results.append(res is not None)
+        return res
+
+    monkeypatch.setattr(tn, "three_nn_grid", spy)
     g = gen(44)
     xyz = torch.rand(2, 4096, 3, generator=g) * 4
-    known = xyz[:, :600].contiguous()
+    known = xyz[:, :1200].contiguous()
     known[:, 10] = known[:, 3]  # duplicate: the lower index comes first
     dist2, idx = torch.zeros(2, 4096, 3), torch.zeros(2, 4096, 3, dtype=torch.int32)
-    tn.three_nn_forward(xyz, known, dist2, idx, b=2, n=4096, m=600)
+    tn.three_nn_forward(xyz, known, dist2, idx, b=2, n=4096, m=1200)
+    assert results == [True]
     d = ((xyz.unsqueeze(2) - known.unsqueeze(1)) ** 2).sum(-1)
     order = torch.sort(d, dim=-1, stable=True).indices[..., :3]
     assert torch.equal(idx.long(), order) and idx[0, 3, :2].tolist() == [3, 10]
@@ -697,6 +711,7 @@ def test_ops_3d_benchmark_runs_tiny(monkeypatch: pytest.MonkeyPatch, capsys: pyt
     finally:
         for name in ("ops_3d", "_bench"):
             sys.modules.pop(name, None)
-    nms_table = text.split("| boxes |")[1]
+    nms_table, neighbour_table = text.split("| boxes |")[1].split("| dense ms (reference) |")
     assert nms_table.count("| yes |") == 3 and "| NO |" not in nms_table  # vectorised == sequential greedy
+    assert neighbour_table.count("| yes |") == 7 and "| NO |" not in neighbour_table  # served == dense, bitwise
     assert text.count("\n| ") >= 30 and capsys.readouterr().out

@@ -4,7 +4,13 @@ Replaces mmcv-full's CUDA kernels behind ``mmcv.ops.ball_query`` (PointNet++ set
 on CPU and CUDA tensors, with mmcv's semantics: for each centre, the first ``nsample`` points in input order with
 ``d^2 == 0`` or ``min_r^2 <= d^2 < max_r^2``; when fewer are found the rest of the row repeats the first one, and a
 centre with none keeps its zero-initialised row (the stacked variant, with only ``d^2 < r^2``, writes -1 in the
-first slot). Distances are dense per chunk of centres (``centres x points``), so memory, not a loop, bounds a call.
+first slot).
+
+Large inputs bucket the points in a uniform grid of cells a little wider than the radius and test only the points of
+the 27 cells around each centre (every point that can be in the ball), with the same floating-point operations as
+the dense distances, so the result is the dense one bit for bit. Small inputs, radii whose 27 cells hold more than
+8% of the cloud, and non-finite coordinates use the dense distances (per chunk of centres: memory, not a loop,
+bounds a call).
 """
 
 from __future__ import annotations
@@ -72,7 +78,7 @@ def ball_hits_dense(centres: Tensor, xyz: Tensor, lo2: float, hi2: float, nsampl
 
 
 def ball_hits_grid(centres: Tensor, xyz: Tensor, lo2: float, hi2: float, nsample: int,
-                   max_fraction: float = 0.25) -> tuple[Tensor, Tensor] | None:
+                   max_fraction: float = 0.08) -> tuple[Tensor, Tensor] | None:
     """:func:`ball_hits` from the points of the 27 cells (side: the radius) around each centre only.
 
     The same distances (bit for bit, :func:`sq_dist_pairs`) of every point that can be in the ball, so the same

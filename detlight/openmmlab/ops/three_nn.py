@@ -138,8 +138,8 @@ def three_nn_forward(unknown: Tensor, known: Tensor, dist2: Tensor, idx: Tensor,
     """
     del b, n, m
     res = None
-    if unknown.shape[0] * unknown.shape[1] * known.shape[1] >= 1 << 20:
-        res = three_nn_grid(unknown, known)
+    if known.shape[1] >= 1024 and unknown.shape[0] * unknown.shape[1] * known.shape[1] >= 1 << 20:
+        res = three_nn_grid(unknown, known)  # a row costs ~100 candidates: the grid pays from ~1000 known points
     vals, near = res if res is not None else three_nn_dense(unknown, known)
     dist2.copy_(vals.to(dist2.dtype))
     idx.copy_(near.to(idx.dtype))
