@@ -255,7 +255,8 @@ def neighbour_rows(scale: float, repeats: int) -> list[list[str]]:
         same = torch.equal(served[0], dense[0]) and torch.equal(served[1], dense[1])
         t_new = timed(lambda r=r2: bq.ball_hits(centres, xyz, 0.0, r, 32), repeats)
         t_old = timed(lambda r=r2: bq.ball_hits_dense(centres, xyz, 0.0, r, 32), max(1, repeats // 2))
-        rows.append([f"ball_query r={radius}", f"B={b}, {n} pts, {m} centres, 32 samples",
+        path = "grid" if b * m * n >= 1 << 20 and bq.ball_hits_grid(centres, xyz, 0.0, r2, 32) is not None else "dense"
+        rows.append([f"ball_query r={radius}", f"B={b}, {n} pts, {m} centres, 32 samples", path,
                      _bench.spread([t * 1e3 for t in t_old], "{:.0f}"), _bench.spread([t * 1e3 for t in t_new], "{:.0f}"),
                      f"{_bench.median(t_old) / _bench.median(t_new):.1f}x", "yes" if same else "NO"])
     for known_n in (4096, 1024, 256):
@@ -266,7 +267,8 @@ def neighbour_rows(scale: float, repeats: int) -> list[list[str]]:
         same = torch.equal(d2, dense[0]) and torch.equal(i3.long(), dense[1])
         t_new = timed(lambda k=known, d=d2, i=i3: tn.three_nn_forward(xyz, k, d, i, b, n, k.shape[1]), repeats)
         t_old = timed(lambda k=known: tn.three_nn_dense(xyz, k), max(1, repeats // 2))
-        rows.append([f"three_nn {known.shape[1]} known", f"B={b}, {n} unknown",
+        path = "grid" if known.shape[1] >= 1024 and b * n * known.shape[1] >= 1 << 20 else "dense"
+        rows.append([f"three_nn {known.shape[1]} known", f"B={b}, {n} unknown", path,
                      _bench.spread([t * 1e3 for t in t_old], "{:.0f}"), _bench.spread([t * 1e3 for t in t_new], "{:.0f}"),
                      f"{_bench.median(t_old) / _bench.median(t_new):.1f}x", "yes" if same else "NO"])
     return rows
@@ -295,7 +297,8 @@ def main(argv: list[str] | None = None) -> str:
               _bench.markdown_table(["op", "size", "ms: median [min-max]"], op_rows(args.scale, args.repeats)), "",
               _bench.markdown_table(["boxes", "kept", "nms_rotated ms", "sequential greedy loop ms", "speed-up",
                                      "same keep"], nms_rows(sizes, args.repeats)), "",
-              _bench.markdown_table(["op", "size", "dense ms (reference)", "served ms", "speed-up", "same bits"],
+              _bench.markdown_table(["op", "size", "served by", "dense ms (reference)", "served ms", "speed-up",
+                                     "same bits"],
                                     neighbour_rows(args.scale, args.repeats))]
     text = "\n".join(report)
     print(text)
