@@ -13,8 +13,9 @@ Two markdown tables:
    and the same rotated-IoU code, vectorised over the other boxes). Both return the same indices (checked).
 
 3. ``ball_query`` (PointNet++ SSG radii 0.2 / 0.4 / 0.8 / 1.2) and ``three_nn`` (16384 unknown points against
-   4096 / 1024 / 256 known) as served (a uniform grid of candidate cells) against the dense computation of every
-   distance (the previous implementation, kept as the reference), same invocation, results checked bit for bit.
+   4096 / 1024 / 256 known) as served (a uniform grid of candidate cells; for wide balls a scan that stops once a
+   centre is full) against the dense computation of every distance (the previous implementation, kept as the
+   reference), same invocation, results checked bit for bit.
 
 ``--scale`` shrinks every size (the smoke test runs the script at ``--scale 0.02``). The machine line says which CPU
 and how loaded it was; timings on a shared machine vary run to run.
@@ -255,7 +256,8 @@ def neighbour_rows(scale: float, repeats: int) -> list[list[str]]:
         same = torch.equal(served[0], dense[0]) and torch.equal(served[1], dense[1])
         t_new = timed(lambda r=r2: bq.ball_hits(centres, xyz, 0.0, r, 32), repeats)
         t_old = timed(lambda r=r2: bq.ball_hits_dense(centres, xyz, 0.0, r, 32), max(1, repeats // 2))
-        path = "grid" if b * m * n >= 1 << 20 and bq.ball_hits_grid(centres, xyz, 0.0, r2, 32) is not None else "dense"
+        path = ("dense" if b * m * n < 1 << 20 else
+                "grid" if bq.ball_hits_grid(centres, xyz, 0.0, r2, 32) is not None else "prefix scan")
         rows.append([f"ball_query r={radius}", f"B={b}, {n} pts, {m} centres, 32 samples", path,
                      _bench.spread([t * 1e3 for t in t_old], "{:.0f}"), _bench.spread([t * 1e3 for t in t_new], "{:.0f}"),
                      f"{_bench.median(t_old) / _bench.median(t_new):.1f}x", "yes" if same else "NO"])

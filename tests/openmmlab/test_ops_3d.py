@@ -416,9 +416,14 @@ def test_ball_query_grid_equals_dense(dtype: torch.dtype) -> None:
             assert grid is not None
             assert torch.equal(grid[0], dense[0]) and torch.equal(grid[1], dense[1]), (name, lo, hi)
             assert int(dense[1].sum()) > 0
+            prefix = bq.ball_hits_prefix(centres, xyz, lo * lo, hi * hi, ns, first_block=16)  # several blocks
+            assert torch.equal(prefix[0], dense[0]), (name, lo, hi)
+            assert torch.equal(prefix[1].clamp(max=ns), dense[1].clamp(max=ns))
     xyz = torch.rand(1, 64, 3, generator=g)
     xyz[0, 5, 1] = float("nan")  # the grid cannot be built: the caller takes the dense path
     assert bq.ball_hits_grid(xyz, xyz, 0.0, 0.04, 4) is None
+    dense, prefix = bq.ball_hits_dense(xyz, xyz, 0.0, 0.09, 4), bq.ball_hits_prefix(xyz, xyz, 0.0, 0.09, 4, 8)
+    assert torch.equal(prefix[0], dense[0]) and dense[1][0, 5] == 0  # the NaN point is in no ball, not even its own
     assert bq.ball_hits_grid(xyz[:, :4], torch.rand(1, 64, 3, generator=g), 0.0, 0.0, 4) is None
 
 

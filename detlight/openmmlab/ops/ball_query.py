@@ -8,9 +8,9 @@ first slot).
 
 Large inputs bucket the points in a uniform grid of cells a little wider than the radius and test only the points of
 the 27 cells around each centre (every point that can be in the ball), with the same floating-point operations as
-the dense distances, so the result is the dense one bit for bit. Small inputs, radii whose 27 cells hold more than
-8% of the cloud, and non-finite coordinates use the dense distances (per chunk of centres: memory, not a loop,
-bounds a call).
+the dense distances, so the result is the dense one bit for bit. Radii whose 27 cells hold more than 8% of the cloud
+(and non-finite coordinates) scan the points in blocks of doubling size and stop for a centre once it holds
+``nsample`` hits; small inputs compute every distance (per chunk of centres: memory, not a loop, bounds a call).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import Tensor
 from detlight.openmmlab.ops import ext_op
 from detlight.openmmlab.ops._points import ELEMENT_BUDGET, PointGrid, batch_of, rows_per_chunk, sq_dist, sq_dist_pairs
 
-__all__ = ["ball_hits", "ball_hits_dense", "ball_hits_grid", "ball_query_forward", "first_hits", "first_keys",
+__all__ = ["ball_hits", "ball_hits_dense", "ball_hits_grid", "ball_hits_prefix", "ball_query_forward", "first_hits", "first_keys",
            "stack_ball_query_forward"]
 
 
@@ -124,16 +124,54 @@ def ball_hits_grid(centres: Tensor, xyz: Tensor, lo2: float, hi2: float, nsample
     return found, count
 
 
+def ball_hits_prefix(centres: Tensor, xyz: Tensor, lo2: float, hi2: float, nsample: int,
+                     first_block: int = 1024) -> tuple[Tensor, Tensor]:
+    """:func:`ball_hits_dense`'s result, scanning the points in blocks of doubling size and dropping each centre once
+    it holds ``nsample`` hits (only the first ``nsample`` in input order are kept).
+
+    Wide balls fill up in the first block; a centre that never fills scans every point, as the dense path does.
+    ``count`` is exact up to ``nsample`` (all the caller uses: which slots hold hits).
+    """
+    b, m = centres.shape[:2]
+    n = xyz.shape[1]
+    have = torch.full((b, m, nsample), n, dtype=torch.long, device=centres.device)
+    count = torch.zeros((b, m), dtype=torch.long, device=centres.device)
+    start, width = 0, max(int(first_block), 1)
+    while start < n:
+        stop = min(n, start + width)
+        cols = torch.arange(start, stop, device=centres.device)
+        for bi in range(b):
+            rows = (count[bi] < nsample).nonzero().flatten()
+            step = rows_per_chunk(stop - start, 3)
+            for r0 in range(0, rows.numel(), step):
+                sel = rows[r0:r0 + step]
+                hit = _in_ball(sq_dist(centres[bi, sel], xyz[bi, start:stop]), lo2, hi2)
+                key = torch.where(hit, cols, n)
+                k = min(nsample, stop - start)
+                new = torch.topk(key, k, dim=-1, largest=False, sorted=True).values
+                merged = torch.cat((have[bi, sel], new), -1)  # old hits precede every new one
+                have[bi, sel] = torch.sort(merged, dim=-1).values[:, :nsample]
+                count[bi, sel] += hit.sum(-1)
+        if not bool((count < nsample).any()):
+            break
+        start, width = stop, width * 2
+    head = torch.where(count > 0, have[..., 0], 0).unsqueeze(-1)
+    slots = torch.arange(nsample, device=centres.device)
+    return torch.where(slots < count.unsqueeze(-1), have, head), count
+
+
 def ball_hits(centres: Tensor, xyz: Tensor, lo2: float, hi2: float, nsample: int) -> tuple[Tensor, Tensor]:
     """For ``centres (B, M, 3)``: the first ``nsample`` points of ``xyz (B, N, 3)`` (input order) with ``d^2 == 0``
     or ``lo2 <= d^2 < hi2``, padded as mmcv pads, and how many there are: ``(found (B, M, nsample), count (B, M))``.
 
-    Small inputs (or a radius that covers much of the cloud) use the dense distances, large ones the grid.
+    Small inputs use the dense distances; large ones the grid, or where the 27 cells hold much of the cloud (wide
+    radii), :func:`ball_hits_prefix`. All three give the same result.
     """
     if centres.shape[0] * centres.shape[1] * xyz.shape[1] >= 1 << 20:
         res = ball_hits_grid(centres, xyz, lo2, hi2, nsample)
         if res is not None:
             return res
+        return ball_hits_prefix(centres, xyz, lo2, hi2, nsample)
     return ball_hits_dense(centres, xyz, lo2, hi2, nsample)
 
 
