@@ -418,7 +418,7 @@ def test_ball_query_grid_equals_dense(dtype: torch.dtype) -> None:
             assert int(dense[1].sum()) > 0
             prefix = bq.ball_hits_prefix(centres, xyz, lo * lo, hi * hi, ns, first_block=16)  # several blocks
             assert torch.equal(prefix[0], dense[0]), (name, lo, hi)
-            assert torch.equal(prefix[1].clamp(max=ns), dense[1].clamp(max=ns))
+            assert torch.equal(prefix[1], dense[1].clamp(max=ns))
     xyz = torch.rand(1, 64, 3, generator=g)
     xyz[0, 5, 1] = float("nan")  # the grid cannot be built: the caller takes the dense path
     assert bq.ball_hits_grid(xyz, xyz, 0.0, 0.04, 4) is None
@@ -440,6 +440,12 @@ def test_ball_query_forward_large_input_takes_grid_and_keeps_empty_rows(monkeypa
     assert torch.equal(idx[:, :300].long(), found[:, :300]) and (count[:, :300] > 0).all()
     assert (idx[:, 300:] == 7).all()  # untouched, as mmcv leaves them
     assert took == [True]
+    scans: list[bool] = []
+    real_prefix = bq.ball_hits_prefix
+    monkeypatch.setattr(bq, "ball_hits_prefix", lambda *a, **k: scans.append(True) or real_prefix(*a, **k))
+    bq.ball_query_forward(centres, xyz, idx, b=2, n=4096, m=302, min_radius=0.5, max_radius=1.5, nsample=16)
+    found, count = bq.ball_hits_dense(centres, xyz, 0.25, 2.25, 16)
+    assert scans == [True] and torch.equal(idx[:, :300].long(), found[:, :300]) and (idx[:, 300:] == 7).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])

@@ -130,7 +130,7 @@ def ball_hits_prefix(centres: Tensor, xyz: Tensor, lo2: float, hi2: float, nsamp
     it holds ``nsample`` hits (only the first ``nsample`` in input order are kept).
 
     Wide balls fill up in the first block; a centre that never fills scans every point, as the dense path does.
-    ``count`` is exact up to ``nsample`` (all the caller uses: which slots hold hits).
+    ``count`` is capped at ``nsample`` (all a caller uses: which slots hold hits).
     """
     b, m = centres.shape[:2]
     n = xyz.shape[1]
@@ -157,22 +157,23 @@ def ball_hits_prefix(centres: Tensor, xyz: Tensor, lo2: float, hi2: float, nsamp
         start, width = stop, width * 2
     head = torch.where(count > 0, have[..., 0], 0).unsqueeze(-1)
     slots = torch.arange(nsample, device=centres.device)
-    return torch.where(slots < count.unsqueeze(-1), have, head), count
+    return torch.where(slots < count.unsqueeze(-1), have, head), count.clamp_(max=nsample)
 
 
 def ball_hits(centres: Tensor, xyz: Tensor, lo2: float, hi2: float, nsample: int) -> tuple[Tensor, Tensor]:
     """For ``centres (B, M, 3)``: the first ``nsample`` points of ``xyz (B, N, 3)`` (input order) with ``d^2 == 0``
-    or ``lo2 <= d^2 < hi2``, padded as mmcv pads, and how many there are: ``(found (B, M, nsample), count (B, M))``.
+    or ``lo2 <= d^2 < hi2``, padded as mmcv pads, and how many there are, capped at ``nsample``:
+    ``(found (B, M, nsample), count (B, M))``.
 
     Small inputs use the dense distances; large ones the grid, or where the 27 cells hold much of the cloud (wide
     radii), :func:`ball_hits_prefix`. All three give the same result.
     """
     if centres.shape[0] * centres.shape[1] * xyz.shape[1] >= 1 << 20:
         res = ball_hits_grid(centres, xyz, lo2, hi2, nsample)
-        if res is not None:
-            return res
-        return ball_hits_prefix(centres, xyz, lo2, hi2, nsample)
-    return ball_hits_dense(centres, xyz, lo2, hi2, nsample)
+        found, count = res if res is not None else ball_hits_prefix(centres, xyz, lo2, hi2, nsample)
+    else:
+        found, count = ball_hits_dense(centres, xyz, lo2, hi2, nsample)
+    return found, count.clamp_(max=nsample)
 
 
 @ext_op(how="torch")
