@@ -14,6 +14,7 @@ mmcv does.
 from __future__ import annotations
 
 import torch
+import torchvision  # noqa: F401  (loading it registers the torch.ops.torchvision kernels)
 from torch import Tensor
 
 from detlight.openmmlab.ops import ext_op

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torchvision  # noqa: F401  (loading it registers the torch.ops.torchvision kernels)
 from torch import Tensor
 
 from detlight.openmmlab.ops import ext_op
