@@ -273,8 +273,8 @@ def test_roi_align_max_matches_naive_and_fills_argmax(aligned: bool, sampling_ra
 
 
 def test_roi_align_max_backward_is_the_gradient_of_the_winning_point() -> None:
-    x = torch.randn(2, 2, 9, 11, dtype=torch.float64)
-    rois = _rois()[:5]
+    x = torch.randn(2, 2, 6, 7, dtype=torch.float64)
+    rois = _rois()[[0, 2, 3, 5]]
     kw = dict(aligned_height=2, aligned_width=3, spatial_scale=0.9, sampling_ratio=2, pool_mode=0, aligned=True)
 
     def fwd(inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -311,3 +311,318 @@ def test_roi_align_rejects_bad_mode_and_negative_aligned_rois() -> None:
     with pytest.raises(ValueError, match="non-negative"):
         ra.roi_align_forward(x, torch.tensor([[0, 3.0, 0, 1, 2]]), out, out.clone(), out.clone(), 2, 2, 1.0, 0, 0,
                              True)
+
+
+# ------------------------------------------------------------------------------------------------------- roi pool
+def _naive_roi_pool(x: torch.Tensor, rois: torch.Tensor, ph: int, pw: int, scale: float,
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    n, c, h, w = x.shape
+    out = torch.zeros(len(rois), c, ph, pw, dtype=x.dtype)
+    arg = torch.zeros(len(rois), c, ph, pw, dtype=torch.int32)
+    for r, roi in enumerate(rois.tolist()):
+        b = int(roi[0])
+        x1, y1 = roi[1] * scale, roi[2] * scale
+        rw, rh = (roi[3] + 1) * scale - x1, (roi[4] + 1) * scale - y1
+        if rw <= 0 or rh <= 0:
+            continue
+        for ch in range(c):
+            for i in range(ph):
+                for j in range(pw):
+                    ys = min(max(math.floor(i * rh / ph + y1), 0), h)
+                    ye = min(max(math.ceil((i + 1) * rh / ph + y1), 0), h)
+                    xs = min(max(math.floor(j * rw / pw + x1), 0), w)
+                    xe = min(max(math.ceil((j + 1) * rw / pw + x1), 0), w)
+                    best, idx = (0.0, -1) if (ye <= ys or xe <= xs) else (-math.inf, -1)
+                    for yy in range(ys, ye):
+                        for xx in range(xs, xe):
+                            if x[b, ch, yy, xx] > best:
+                                best, idx = x[b, ch, yy, xx].item(), yy * w + xx
+                    out[r, ch, i, j], arg[r, ch, i, j] = best, idx
+    return out, arg
+
+
+def test_roi_pool_matches_naive_mmcv_bins_and_backward_follows_argmax() -> None:
+    from detlight.openmmlab.ops import roi_pool as rp
+
+    x = torch.randn(2, 3, 9, 11, dtype=torch.float64)
+    rois = torch.tensor([[0, 1.3, 0.7, 6.2, 5.9], [1, 0.0, 0.0, 10.0, 8.0], [0, 7.5, 6.5, 30.0, 20.0],
+                         [1, -3.0, -2.0, 2.0, 1.5], [0, 4.0, 4.0, 3.0, 6.0]], dtype=torch.float64)
+    out = torch.zeros(5, 3, 3, 2, dtype=torch.float64)
+    arg = torch.zeros(5, 3, 3, 2, dtype=torch.int32)
+    rp.roi_pool_forward(x, rois, out, arg, pooled_height=3, pooled_width=2, spatial_scale=0.75)
+    ref, ref_arg = _naive_roi_pool(x, rois, 3, 2, 0.75)
+    torch.testing.assert_close(out, ref)
+    assert torch.equal(arg, ref_arg)
+    g_out = torch.randn_like(out)
+    grad = torch.zeros_like(x)
+    rp.roi_pool_backward(g_out, rois, arg, grad, pooled_height=3, pooled_width=2, spatial_scale=0.75)
+    ref_grad = torch.zeros_like(x)
+    for r, b in enumerate(rois[:, 0].long().tolist()):
+        for ch in range(3):
+            for k, a in enumerate(arg[r, ch].flatten().tolist()):
+                if a != -1:
+                    ref_grad[b, ch].view(-1)[a] += g_out[r, ch].flatten()[k]
+    torch.testing.assert_close(grad, ref_grad)
+
+
+def test_roi_pool_uses_mmcv_bins_not_torchvisions() -> None:
+    from detlight.openmmlab.ops import roi_pool as rp
+
+    x = torch.arange(64, dtype=torch.float32).view(1, 1, 8, 8)
+    rois = torch.tensor([[0, 0.6, 0.6, 3.4, 3.4]])
+    out = torch.zeros(1, 1, 2, 2)
+    rp.roi_pool_forward(x, rois, out, torch.zeros(1, 1, 2, 2, dtype=torch.int32), 2, 2, 1.0)
+    # mmcv: float corners 0.6 .. 4.4, bins [0, 3) and [2, 5) per axis -> maxima at rows/cols 2 and 4
+    assert out.flatten().tolist() == [18.0, 20.0, 34.0, 36.0]
+    # torchvision rounds the corners first (1 .. 3, bins [1, 3) / [2, 4)): different maxima
+    assert torchvision.ops.roi_pool(x, rois, (2, 2), 1.0).flatten().tolist() == [18.0, 19.0, 26.0, 27.0]
+
+
+# ----------------------------------------------------------------------------------------------------- focal loss
+def test_sigmoid_focal_loss_matches_autograd_of_the_formula() -> None:
+    from detlight.openmmlab.ops import focal_loss as fl
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 3, 4, 1, 4, 2])  # 4 == num_classes: background
+    weight = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
+    for w in (x.new_empty(0), weight):
+        xr = x.clone().requires_grad_(True)
+        p = xr.sigmoid()
+        onehot = torch.nn.functional.one_hot(t, 5)[:, :4].to(x.dtype)
+        pt = (1 - p) * onehot + p * (1 - onehot)
+        ref = torch.nn.functional.binary_cross_entropy_with_logits(xr, onehot, reduction="none") \
+            * (0.25 * onehot + 0.75 * (1 - onehot)) * pt.pow(2.0)
+        if w.numel():
+            rw = torch.where(t < 4, w[t.clamp(max=3)], torch.ones(()).to(x.dtype))
+            ref = ref * rw[:, None]
+        out = torch.zeros_like(x)
+        fl.sigmoid_focal_loss_forward(x, t, w, out, gamma=2.0, alpha=0.25)
+        torch.testing.assert_close(out, ref.detach())
+        ref.sum().backward()
+        grad = torch.zeros_like(x)
+        fl.sigmoid_focal_loss_backward(x, t, w, grad, gamma=2.0, alpha=0.25)
+        torch.testing.assert_close(grad, xr.grad)
+
+
+def test_softmax_focal_loss_matches_autograd_of_the_formula() -> None:
+    from detlight.openmmlab.ops import focal_loss as fl
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 3, 2, 1, 1])
+    weight = torch.tensor([1.0, 2.0, 0.5, 3.0], dtype=torch.float64)
+    for w in (x.new_empty(0), weight):
+        xr = x.clone().requires_grad_(True)
+        p = xr.softmax(1).gather(1, t[:, None])[:, 0]
+        ref = -0.25 * (1 - p).pow(2.0) * p.log()
+        if w.numel():
+            ref = ref * w[t]
+        out = torch.zeros(5, dtype=torch.float64)
+        sm = x.softmax(1)
+        fl.softmax_focal_loss_forward(sm, t, w, out, gamma=2.0, alpha=0.25)
+        torch.testing.assert_close(out, ref.detach())
+        ref.sum().backward()
+        grad, buff = torch.zeros_like(x), torch.zeros(5, dtype=torch.float64)
+        fl.softmax_focal_loss_backward(sm, t, w, buff, grad, gamma=2.0, alpha=0.25)
+        torch.testing.assert_close(grad, xr.grad)
+
+
+# ---------------------------------------------------------------------------------------------- deformable conv
+def _ref_dcn(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None, weight: torch.Tensor,
+             bias: torch.Tensor | None, stride: int, pad: int, dil: int, groups: int, dg: int) -> torch.Tensor:
+    """DCN with mmcv's sampling rules, in differentiable torch (autograd gives mmcv's gradients)."""
+    n, c, h, w = x.shape
+    co, cg, kh, kw = weight.shape
+    ho, wo = offset.shape[2:]
+    k = kh * kw
+    off = offset.view(n, dg, k, 2, ho, wo)
+    ki = torch.arange(kh, dtype=x.dtype).repeat_interleave(kw)
+    kj = torch.arange(kw, dtype=x.dtype).repeat(kh)
+    y = (torch.arange(ho, dtype=x.dtype) * stride - pad)[None, :, None] + (ki * dil)[:, None, None] + off[:, :, :, 0]
+    xx = (torch.arange(wo, dtype=x.dtype) * stride - pad)[None, None, :] + (kj * dil)[:, None, None] + off[:, :, :, 1]
+    inside = ((y > -1) & (y < h) & (xx > -1) & (xx < w)).to(x.dtype)
+    y0, x0 = y.floor(), xx.floor()
+    ly, lx = y - y0, xx - x0
+    feat = x.view(n, dg, c // dg, h * w)
+    val = 0
+    for dy, wy in ((0, 1 - ly), (1, ly)):
+        for dx, wx in ((0, 1 - lx), (1, lx)):
+            yc, xc = (y0 + dy).long(), (x0 + dx).long()
+            ok = ((yc >= 0) & (yc < h) & (xc >= 0) & (xc < w)).to(x.dtype)
+            idx = (yc.clamp(0, h - 1) * w + xc.clamp(0, w - 1)).view(n, dg, 1, -1).expand(n, dg, c // dg, -1)
+            v = feat.gather(3, idx).view(n, dg, c // dg, k, ho, wo)
+            val = val + (wy * wx * ok)[:, :, None] * v
+    val = val * inside[:, :, None]
+    if mask is not None:
+        val = val * mask.view(n, dg, 1, k, ho, wo)
+    cols = val.reshape(n, groups, (c // groups) * k, ho * wo)
+    out = torch.einsum("gok,ngkp->ngop", weight.view(groups, co // groups, cg * k), cols).reshape(n, co, ho, wo)
+    return out if bias is None else out + bias[None, :, None, None]
+
+
+def _dcn_case(seed: int, boundary: bool) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 4, 5, 6, generator=g, dtype=torch.float64)
+    offset = torch.randn(2, 2 * 2 * 9, 5, 6, generator=g, dtype=torch.float64) * 1.5
+    if boundary:
+        offset[:, ::3] = 0.0  # padding taps exactly on y = -1 / x = -1 / y = H / x = W
+        offset[0, 1, 2, 3] = -3.0  # tap (0, 0) at column 3 sits at x = 3 - 1 = 2: moved exactly onto x = -1
+    mask = torch.rand(2, 2 * 9, 5, 6, generator=g, dtype=torch.float64)
+    weight = torch.randn(6, 2, 3, 3, generator=g, dtype=torch.float64)
+    bias = torch.randn(6, generator=g, dtype=torch.float64)
+    return x, offset, mask, weight, bias
+
+
+@pytest.mark.parametrize("boundary", [False, True])
+def test_deform_conv_v1_matches_mmcv_rules(boundary: bool) -> None:
+    from detlight.openmmlab.ops import deform_conv as dc
+
+    x, offset, _, weight, _ = _dcn_case(0, boundary)
+    kw = dict(kW=3, kH=3, dW=1, dH=1, padW=1, padH=1, dilationW=1, dilationH=1, group=2, deformable_group=2,
+              im2col_step=2)
+    out = torch.zeros(2, 6, 5, 6, dtype=torch.float64)
+    dc.deform_conv_forward(x, weight, offset, out, x.new_empty(0), x.new_empty(0), **kw)
+    xr, orr, wr = (t.clone().requires_grad_(True) for t in (x, offset, weight))
+    ref = _ref_dcn(xr, orr, None, wr, None, 1, 1, 1, 2, 2)
+    torch.testing.assert_close(out, ref.detach())
+    g_out = torch.randn_like(out)
+    ref.backward(g_out)
+    gi, go, gw = torch.zeros_like(x), torch.zeros_like(offset), torch.zeros_like(weight)
+    dc.deform_conv_backward_input(x, offset, g_out, gi, go, weight, x.new_empty(0), **kw)
+    dc.deform_conv_backward_parameters(x, offset, g_out, gw, x.new_empty(0), x.new_empty(0), scale=0.5,
+                                       **{k: v for k, v in kw.items()})
+    torch.testing.assert_close(gi, xr.grad)
+    torch.testing.assert_close(go, orr.grad)
+    torch.testing.assert_close(gw, 0.5 * wr.grad)
+
+
+@pytest.mark.parametrize("boundary", [False, True])
+def test_modulated_deform_conv_matches_mmcv_rules_where_torchvision_does_not(boundary: bool) -> None:
+    from detlight.openmmlab.ops import deform_conv as dc
+
+    x, offset, mask, weight, bias = _dcn_case(1, boundary)
+    kw = dict(kernel_h=3, kernel_w=3, stride_h=1, stride_w=1, pad_h=1, pad_w=1, dilation_h=1, dilation_w=1,
+              group=2, deformable_group=2, with_bias=True)
+    out = torch.zeros(2, 6, 5, 6, dtype=torch.float64)
+    dc.modulated_deform_conv_forward(x, weight, bias, x.new_empty(0), offset, mask, out, x.new_empty(0), **kw)
+    leaves = [t.clone().requires_grad_(True) for t in (x, offset, mask, weight, bias)]
+    ref = _ref_dcn(leaves[0], leaves[1], leaves[2], leaves[3], leaves[4], 1, 1, 1, 2, 2)
+    torch.testing.assert_close(out, ref.detach())
+    g_out = torch.randn_like(out)
+    ref.backward(g_out)
+    grads = [torch.zeros_like(t) for t in (x, weight, bias, offset, mask)]
+    dc.modulated_deform_conv_backward(x, weight, bias, x.new_empty(0), offset, mask, x.new_empty(0), *grads, g_out,
+                                      **kw)
+    gi, gw, gb, go, gm = grads
+    for got, leaf in ((gi, leaves[0]), (go, leaves[1]), (gm, leaves[2]), (gw, leaves[3]), (gb, leaves[4])):
+        torch.testing.assert_close(got, leaf.grad)
+    tv = [t.clone().requires_grad_(True) for t in (x, offset, mask)]
+    torchvision.ops.deform_conv2d(tv[0], tv[1], weight, bias, padding=1, mask=tv[2]).backward(g_out)
+    torch.testing.assert_close(gi, tv[0].grad)
+    torch.testing.assert_close(gm, tv[2].grad)
+    if boundary:  # torchvision's offset gradient is not zero on the -1 border; mmcv's (and ours) is
+        assert not torch.allclose(tv[1].grad, go)
+    else:
+        torch.testing.assert_close(go, tv[1].grad)
+
+
+# -------------------------------------------------------------------------------------------------- masked conv
+def test_masked_conv_im2col_col2im_equal_a_dense_conv_at_the_mask() -> None:
+    from detlight.openmmlab.ops import masked_conv as mc
+
+    g = torch.Generator().manual_seed(0)
+    feat = torch.randn(1, 3, 7, 8, generator=g, dtype=torch.float64)
+    weight = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64)
+    bias = torch.randn(4, generator=g, dtype=torch.float64)
+    mask = torch.rand(7, 8, generator=g) > 0.5
+    mask[0, 0] = mask[6, 7] = True  # corners: the patch leaves the image
+    hi, wi = torch.nonzero(mask, as_tuple=True)
+    col = torch.zeros(3 * 9, hi.numel(), dtype=torch.float64)
+    mc.masked_im2col_forward(feat, hi, wi, col, kernel_h=3, kernel_w=3, pad_h=1, pad_w=1)
+    res = bias[:, None] + weight.view(4, -1) @ col
+    out = torch.zeros(1, 4, 7, 8, dtype=torch.float64)
+    mc.masked_col2im_forward(res, hi, wi, out, height=7, width=8, channels=4)
+    dense = torch.nn.functional.conv2d(feat, weight, bias, padding=1)
+    torch.testing.assert_close(out[0][:, mask], dense[0][:, mask])
+    assert (out[0][:, ~mask] == 0).all()
+
+
+# ------------------------------------------------------------------------------------------------------- carafe
+def _naive_carafe(feat: torch.Tensor, masks: torch.Tensor, k: int, g: int, s: int) -> torch.Tensor:
+    n, c, h, w = feat.shape
+    out = feat.new_zeros(n, c, h * s, w * s)
+    r = (k - 1) // 2
+    for ch in range(c):
+        grp = ch // (c // g)
+        for i in range(k):
+            for j in range(k):
+                shifted = torch.nn.functional.pad(feat[:, ch], (r, r, r, r))[:, i:i + h, j:j + w]
+                up = shifted.repeat_interleave(s, 1).repeat_interleave(s, 2)
+                out[:, ch] += up * masks[:, (grp * k + i) * k + j]
+    return out
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_carafe_matches_naive_and_its_gradients(fast: bool) -> None:
+    from detlight.openmmlab.ops import carafe as cf
+
+    gen = torch.Generator().manual_seed(0)
+    feat = torch.randn(2, 8, 4, 5, generator=gen, dtype=torch.float64)
+    masks = torch.rand(2, 9 * 2, 8, 10, generator=gen, dtype=torch.float64)
+    out = torch.zeros(2, 8, 8, 10, dtype=torch.float64)
+    fr, mr = feat.clone().requires_grad_(True), masks.clone().requires_grad_(True)
+    ref = _naive_carafe(fr, mr, 3, 2, 2)
+    g_out = torch.randn_like(out)
+    ref.backward(g_out)
+    gf, gm = torch.zeros_like(feat), torch.zeros_like(masks)
+    if fast:
+        rfeat = torch.zeros_like(feat)
+        cf.carafe_forward(feat, masks, rfeat, torch.zeros_like(out), torch.zeros_like(masks), out, kernel_size=3,
+                          group_size=2, scale_factor=2)
+        cf.carafe_backward(g_out, rfeat, masks, *(torch.zeros(0),) * 4, gf, gm, kernel_size=3, group_size=2,
+                           scale_factor=2)
+    else:
+        cf.carafe_naive_forward(feat, masks, out, kernel_size=3, group_size=2, scale_factor=2)
+        cf.carafe_naive_backward(g_out, feat, masks, gf, gm, kernel_size=3, group_size=2, scale_factor=2)
+    torch.testing.assert_close(out, ref.detach())
+    torch.testing.assert_close(gf, fr.grad)
+    torch.testing.assert_close(gm, mr.grad)
+
+
+# ---------------------------------------------------------------------------------------- ms deformable attention
+def test_ms_deform_attn_matches_per_point_bilinear_and_its_gradients() -> None:
+    from detlight.openmmlab.ops import ms_deform_attn as md
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = torch.tensor([[4, 5], [2, 3]])
+    starts = torch.tensor([0, 20])
+    bs, nq, heads, dims, levels, points = 2, 3, 2, 4, 2, 2
+    value = torch.randn(bs, 26, heads, dims, generator=gen, dtype=torch.float64)
+    loc = torch.rand(bs, nq, heads, levels, points, 2, generator=gen, dtype=torch.float64) * 1.2 - 0.1
+    attn = torch.rand(bs, nq, heads, levels, points, generator=gen, dtype=torch.float64)
+    leaves = [t.clone().requires_grad_(True) for t in (value, loc, attn)]
+    ref = torch.zeros(bs, nq, heads, dims, dtype=torch.float64)
+    for lvl, ((h, w), st) in enumerate(zip(shapes.tolist(), starts.tolist(), strict=True)):
+        v = leaves[0][:, st:st + h * w].view(bs, h, w, heads, dims)
+        px = leaves[1][..., lvl, :, 0] * w - 0.5  # (bs, nq, heads, points)
+        py = leaves[1][..., lvl, :, 1] * h - 0.5
+        x0, y0 = px.floor(), py.floor()
+        for dy, wy in ((0, 1 - (py - y0)), (1, py - y0)):
+            for dx, wx in ((0, 1 - (px - x0)), (1, px - x0)):
+                yc, xc = (y0 + dy).long(), (x0 + dx).long()
+                ok = ((yc >= 0) & (yc < h) & (xc >= 0) & (xc < w)).to(value.dtype)
+                b = torch.arange(bs)[:, None, None, None]
+                hd = torch.arange(heads)[None, None, :, None]
+                sample = v[b, yc.clamp(0, h - 1), xc.clamp(0, w - 1), hd]  # (bs, nq, heads, points, dims)
+                contrib = (wy * wx * ok * leaves[2][..., lvl, :])[..., None] * sample
+                ref = ref + contrib.sum(3)
+    ref = ref.flatten(2)
+    got = md.ms_deform_attn_forward(value, shapes, starts, loc, attn, im2col_step=2)
+    torch.testing.assert_close(got, ref.detach())
+    g_out = torch.randn_like(ref)
+    ref.backward(g_out)
+    grads = [torch.zeros_like(t) for t in (value, loc, attn)]
+    md.ms_deform_attn_backward(value, shapes, starts, loc, attn, g_out, *grads, im2col_step=2)
+    for got_g, leaf in zip(grads, leaves, strict=True):
+        torch.testing.assert_close(got_g, leaf.grad)
