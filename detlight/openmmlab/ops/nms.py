@@ -48,7 +48,8 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: int = 0) ->
     return torch.ops.torchvision.nms(boxes, scores, float(iou_threshold))
 
 
-def _iou_float32(a: np.ndarray, area_a: np.ndarray, b: np.ndarray, area_b: np.ndarray, offset: float) -> np.ndarray:
+def _iou_float32(a: np.ndarray, area_a: np.ndarray, b: np.ndarray, area_b: np.ndarray,
+                 offset: float | np.floating) -> np.ndarray:
     """IoU of box rows ``a`` (M, 4) against ``b`` (K, 4), float32 arithmetic in mmcv's order: ``(M, K)``."""
     xx1 = np.maximum(a[:, None, 0], b[None, :, 0])
     yy1 = np.maximum(a[:, None, 1], b[None, :, 1])
@@ -165,7 +166,7 @@ def nms_match(dets: Tensor, iou_threshold: float) -> list[list[int]]:
     ious = torch.from_numpy(_iou_float32(kept_b, area(kept_b), all_b, area(all_b), np.float32(0)))
     rank_c, keep_c = rank.cpu(), keep.cpu()
     before = rank_c[keep_c][:, None] < rank_c[None, :]
-    hit = (ious >= np.float32(iou_threshold)) & before
+    hit = (ious >= float(np.float32(iou_threshold))) & before
     group = torch.where(hit.any(0), hit.to(torch.int8).argmax(0), torch.full_like(rank_c, -1))
     group[keep_c] = torch.arange(keep_c.numel())
     members = torch.argsort(group.to(torch.float64) * (rank_c.numel() + 1) + rank_c.to(torch.float64))

@@ -59,6 +59,13 @@ def _sample_grid(rois: Tensor, ph: int, pw: int, spatial_scale: float, sampling_
     return coords[0], coords[1], valid[0], valid[1]
 
 
+def _corner(feat: Tensor, base: Tensor, w: int, yi: Tensor, xi: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
+    """One bilinear corner's weighted features for every (RoI, bin, sample): ``(r, ph, Gh, pw, Gw, C)``."""
+    idx = base + yi[:, :, :, None, None] * w + xi[:, None, None, :, :]
+    weight = wy[:, :, :, None, None] * wx[:, None, None, :, :]
+    return weight[..., None] * feat[idx]
+
+
 def _max_pool(input: Tensor, rois: Tensor, output: Tensor, argmax_y: Tensor, argmax_x: Tensor, ph: int, pw: int,
               spatial_scale: float, sampling_ratio: int, aligned: bool) -> None:
     n, c, h, w = input.shape
@@ -77,13 +84,8 @@ def _max_pool(input: Tensor, rois: Tensor, output: Tensor, argmax_y: Tensor, arg
         x_lo, x_hi, wx_lo, wx_hi = roi_corners(xs[sl], w)  # (r, pw, Gw)
         base = (batch[sl] * (h * w))[:, None, None, None, None]
 
-        def corner(yi: Tensor, xi: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
-            idx = base + yi[:, :, :, None, None] * w + xi[:, None, None, :, :]
-            weight = wy[:, :, :, None, None] * wx[:, None, None, :, :]
-            return weight[..., None] * feat[idx]  # (r, ph, Gh, pw, Gw, C)
-
-        val = (corner(y_lo, x_lo, wy_lo, wx_lo) + corner(y_lo, x_hi, wy_lo, wx_hi)
-               + corner(y_hi, x_lo, wy_hi, wx_lo) + corner(y_hi, x_hi, wy_hi, wx_hi))
+        val = (_corner(feat, base, w, y_lo, x_lo, wy_lo, wx_lo) + _corner(feat, base, w, y_lo, x_hi, wy_lo, wx_hi)
+               + _corner(feat, base, w, y_hi, x_lo, wy_hi, wx_lo) + _corner(feat, base, w, y_hi, x_hi, wy_hi, wx_hi))
         ok = vy[sl][:, None, :, None, None, None] & vx[sl][:, None, None, None, :, None]
         val = val.masked_fill(~ok, -math.inf).permute(0, 5, 1, 3, 2, 4).flatten(-2)  # (r, C, ph, pw, Gh*Gw)
         best, arg = val.max(-1)
