@@ -495,6 +495,9 @@ def test_deform_conv_v1_matches_mmcv_rules(boundary: bool) -> None:
     torch.testing.assert_close(gi, xr.grad)
     torch.testing.assert_close(go, orr.grad)
     torch.testing.assert_close(gw, 0.5 * wr.grad)
+    gw_alone = torch.ones_like(weight)  # a _parameters call without the _input call before it: computed, accumulated
+    dc.deform_conv_backward_parameters(x, offset, g_out, gw_alone, x.new_empty(0), x.new_empty(0), scale=1.0, **kw)
+    torch.testing.assert_close(gw_alone, 1.0 + wr.grad)
 
 
 @pytest.mark.parametrize("boundary", [False, True])

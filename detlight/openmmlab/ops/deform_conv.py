@@ -13,6 +13,8 @@ mmcv does.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torchvision  # noqa: F401  (loading it registers the torch.ops.torchvision kernels)
 from torch import Tensor
@@ -53,17 +55,42 @@ def deform_conv_forward(input: Tensor, weight: Tensor, offset: Tensor, output: T
                         group: int, deformable_group: int, im2col_step: int) -> None:
     """Fill ``output`` with a DCN v1 convolution (mmcv ``ext_module.deform_conv_forward``; no bias)."""
     no_bias = weight.new_zeros(weight.shape[0])
-    out = torch.ops.torchvision.deform_conv2d(input, weight, offset, offset.new_zeros((input.shape[0], 0)), no_bias, dH, dW, padH, padW,
-                                              dilationH, dilationW, group, deformable_group, False)
+    no_mask = offset.new_zeros((input.shape[0], 0))
+    out = torch.ops.torchvision.deform_conv2d(input, weight, offset, no_mask, no_bias, dH, dW, padH, padW, dilationH,
+                                              dilationW, group, deformable_group, False)
     output.copy_(out)
 
 
-def _v1_backward(input: Tensor, offset: Tensor, grad_output: Tensor, weight: Tensor, kW: int, kH: int, dW: int,
-                 dH: int, padW: int, padH: int, dilationW: int, dilationH: int, group: int,
-                 deformable_group: int) -> tuple[Tensor, Tensor, Tensor]:
+_PENDING: list[tuple[tuple[weakref.ref[Tensor], ...], tuple[object, ...], Tensor]] = []
+"""The weight gradient computed by the last ``deform_conv_backward_input`` call, for the ``_parameters`` call after it.
+
+mmcv's DCN v1 backward makes two ext calls with the same tensors (input / offset gradients, then the weight
+gradient); torchvision computes all three in one pass, so the second call reuses the first one's result instead of
+running the backward again. One entry (weight-sized): weak references to the very input / offset / gradient tensors,
+their version counters and the conv parameters; a ``_parameters`` call that does not match it runs the backward
+itself.
+"""
+
+
+def _stash(tensors: tuple[Tensor, ...], params: tuple[object, ...], grad_w: Tensor) -> None:
+    _PENDING.clear()
+    _PENDING.append((tuple(weakref.ref(t) for t in tensors), (*params, *(t._version for t in tensors)), grad_w))
+
+
+def _take(tensors: tuple[Tensor, ...], params: tuple[object, ...]) -> Tensor | None:
+    if not _PENDING:
+        return None
+    refs, key, grad_w = _PENDING.pop()
+    same = all(r() is t for r, t in zip(refs, tensors, strict=True))
+    return grad_w if same and key == (*params, *(t._version for t in tensors)) else None
+
+
+def _v1_backward(input: Tensor, offset: Tensor, grad_output: Tensor, weight: Tensor, params: tuple[int, ...],
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    kW, kH, dW, dH, padW, padH, dilationW, dilationH, group, deformable_group = params
     grad_in, grad_w, grad_off, _, _ = torch.ops.torchvision._deform_conv2d_backward(
-        grad_output, input, weight, offset, offset.new_zeros((input.shape[0], 0)), weight.new_zeros(weight.shape[0]), dH, dW, padH,
-        padW, dilationH, dilationW, group, deformable_group, False)
+        grad_output, input, weight, offset, offset.new_zeros((input.shape[0], 0)), weight.new_zeros(weight.shape[0]),
+        dH, dW, padH, padW, dilationH, dilationW, group, deformable_group, False)
     grad_off = _mmcv_offset_grad(grad_off, offset, input, (kH, kW), (dH, dW), (padH, padW), (dilationH, dilationW),
                                  deformable_group)
     return grad_in, grad_w, grad_off
@@ -75,8 +102,9 @@ def deform_conv_backward_input(input: Tensor, offset: Tensor, gradOutput: Tensor
                                dH: int, padW: int, padH: int, dilationW: int, dilationH: int, group: int,
                                deformable_group: int, im2col_step: int) -> None:
     """Accumulate the DCN v1 input and offset gradients (mmcv ``ext_module.deform_conv_backward_input``)."""
-    grad_in, _, grad_off = _v1_backward(input, offset, gradOutput, weight, kW, kH, dW, dH, padW, padH, dilationW,
-                                        dilationH, group, deformable_group)
+    params = (kW, kH, dW, dH, padW, padH, dilationW, dilationH, group, deformable_group)
+    grad_in, grad_w, grad_off = _v1_backward(input, offset, gradOutput, weight, params)
+    _stash((input, offset, gradOutput), (*params, *weight.shape), grad_w)
     gradInput.add_(grad_in)
     gradOffset.add_(grad_off)
 
@@ -87,8 +115,10 @@ def deform_conv_backward_parameters(input: Tensor, offset: Tensor, gradOutput: T
                                     padH: int, dilationW: int, dilationH: int, group: int, deformable_group: int,
                                     scale: float, im2col_step: int) -> None:
     """Accumulate ``scale`` times the DCN v1 weight gradient (mmcv ``ext_module.deform_conv_backward_parameters``)."""
-    _, grad_w, _ = _v1_backward(input, offset, gradOutput, gradWeight, kW, kH, dW, dH, padW, padH, dilationW,
-                                dilationH, group, deformable_group)
+    params = (kW, kH, dW, dH, padW, padH, dilationW, dilationH, group, deformable_group)
+    grad_w = _take((input, offset, gradOutput), (*params, *gradWeight.shape))
+    if grad_w is None:  # the weight gradient does not depend on the weight's values, only on its shape
+        _, grad_w, _ = _v1_backward(input, offset, gradOutput, torch.zeros_like(gradWeight), params)
     gradWeight.add_(grad_w, alpha=scale)
 
 
