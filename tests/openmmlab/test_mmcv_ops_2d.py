@@ -253,8 +253,9 @@ def _run_deform_conv(ops: Any, dtype: torch.dtype, threshold: float, im2col_step
     assert np.allclose(model.weight.grad.float().numpy() / batch, DC_GT_WEIGHT_GRAD, threshold)
 
 
-@pytest.mark.parametrize(("dtype", "threshold"), [(torch.double, 1e-3), (torch.float, 1e-1), (torch.float, 1e-3)],
-                         ids=["double-cpu", "float-cpu", "float-cuda-values"])
+@pytest.mark.parametrize(("dtype", "threshold"),
+                         [(torch.double, 1e-3), (torch.float, 1e-1), (torch.float, 1e-3), (torch.half, 1e-1)],
+                         ids=["double-cpu", "float-cpu", "float-cuda-values", "half-cuda-values"])
 def test_deform_conv(ops: Any, dtype: torch.dtype, threshold: float) -> None:
     _run_deform_conv(ops, dtype, threshold)
 
@@ -283,7 +284,7 @@ MDC_OFFSET_W_GRAD = [[[[-7.0, -4.0], [0.0, 0.0]]], [[[-9.0, 7.5], [-6.0, 5.0]]],
 MDC_OFFSET_B_GRAD = [-3.0, -1.5, -3.0, -1.5, -3.0, -1.5, -3.0, -1.5, 4.5, 4.5, 4.5, 4.5]
 
 
-@pytest.mark.parametrize("dtype", [torch.double, torch.float])
+@pytest.mark.parametrize("dtype", [torch.double, torch.float, torch.half])
 def test_modulated_deform_conv(ops: Any, dtype: torch.dtype) -> None:
     x = torch.tensor(MDC_INPUT, dtype=dtype, requires_grad=True)
     dcn = ops.ModulatedDeformConv2dPack(1, 1, kernel_size=(2, 2), stride=1, padding=1, deform_groups=1, bias=False)
@@ -291,12 +292,12 @@ def test_modulated_deform_conv(ops: Any, dtype: torch.dtype) -> None:
     dcn.type(dtype)
     out = dcn(x)
     out.sum().backward()
-    assert np.allclose(out.detach().numpy(), MDC_OUTPUT, 1e-2)
-    assert np.allclose(x.grad.numpy(), MDC_INPUT_GRAD, 1e-2)
-    assert np.allclose(dcn.weight.grad.numpy(), MDC_W_GRAD, 1e-2)
+    assert np.allclose(out.detach().float().numpy(), MDC_OUTPUT, 1e-2)
+    assert np.allclose(x.grad.float().numpy(), MDC_INPUT_GRAD, 1e-2)
+    assert np.allclose(dcn.weight.grad.float().numpy(), MDC_W_GRAD, 1e-2)
     # zero-initialised offsets sample exactly on y/x = -1 and = H here: mmcv's zero offset gradient there
-    assert np.allclose(dcn.conv_offset.weight.grad.numpy(), MDC_OFFSET_W_GRAD, 1e-2)
-    assert np.allclose(dcn.conv_offset.bias.grad.numpy(), MDC_OFFSET_B_GRAD, 1e-2)
+    assert np.allclose(dcn.conv_offset.weight.grad.float().numpy(), MDC_OFFSET_W_GRAD, 1e-2)
+    assert np.allclose(dcn.conv_offset.bias.grad.float().numpy(), MDC_OFFSET_B_GRAD, 1e-2)
 
 
 # ==================================================================================== test_masked_conv2d.py
