@@ -16,7 +16,7 @@ import torch
 
 pytestmark = pytest.mark.openmmlab
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "openmmlab-ops.md"
+DOC = Path(__file__).resolve().parents[2] / "docs/openmmlab-ops.md"
 
 
 @pytest.fixture(scope="module")

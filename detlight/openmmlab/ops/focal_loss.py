@@ -2,7 +2,8 @@
 
 Replaces mmcv-full's CUDA kernels (mmcv has no CPU ones, so mmdet's ``FocalLoss`` falls back to its slower pure-torch
 path on CPU; with these it runs the same code everywhere). Element-wise torch with the kernels' formulas: ``log`` of
-probabilities clamped at ``FLT_MIN``; the class weight is indexed by the target. Limit: mmcv's sigmoid kernel reads
+probabilities clamped at ``FLT_MIN``; the class weight is indexed by the target; half / bfloat16 inputs are computed
+in float32 and written back in their own type. Limit: mmcv's sigmoid kernel reads
 ``weight[num_classes]`` (past the end) for background rows; here background rows are not weighted.
 """
 
@@ -28,7 +29,13 @@ def _row_weight(weight: Tensor, target: Tensor, dtype: torch.dtype) -> Tensor | 
     return torch.where(inside, picked, torch.ones_like(picked))
 
 
+def _wide(x: Tensor) -> Tensor:
+    """Half / bfloat16 inputs are computed in float32 (``FLT_MIN`` and the logs do not fit in 16 bits)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _sigmoid_parts(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    input = _wide(input)
     p = torch.sigmoid(input)
     classes = torch.arange(input.shape[1], device=input.device)
     positive = (target[:, None] == classes[None, :]).to(input.dtype)
@@ -52,7 +59,7 @@ def sigmoid_focal_loss_forward(input: Tensor, target: Tensor, weight: Tensor, ou
     log_p = torch.log(p.clamp(min=_FLT_MIN))
     log_1p = torch.log((1.0 - p).clamp(min=_FLT_MIN))
     loss = -pos * alpha * (1.0 - p).pow(gamma) * log_p - neg * (1.0 - alpha) * p.pow(gamma) * log_1p
-    w = _row_weight(weight, target, input.dtype)
+    w = _row_weight(weight, target, loss.dtype)
     output.copy_(loss if w is None else loss * w[:, None])
 
 
@@ -64,13 +71,13 @@ def sigmoid_focal_loss_backward(input: Tensor, target: Tensor, weight: Tensor, g
     term_p = (1.0 - p).pow(gamma) * (1.0 - p - gamma * p * torch.log(p.clamp(min=_FLT_MIN)))
     term_n = p.pow(gamma) * (gamma * (1.0 - p) * torch.log((1.0 - p).clamp(min=_FLT_MIN)) - p)
     grad = -pos * alpha * term_p - neg * (1.0 - alpha) * term_n
-    w = _row_weight(weight, target, input.dtype)
+    w = _row_weight(weight, target, grad.dtype)
     grad_input.copy_(grad if w is None else grad * w[:, None])
 
 
 def _target_prob(softmax: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     valid = target >= 0
-    pred = softmax.gather(1, target.clamp(min=0)[:, None])[:, 0]
+    pred = _wide(softmax).gather(1, target.clamp(min=0)[:, None])[:, 0]
     return pred, valid
 
 
@@ -89,7 +96,7 @@ def softmax_focal_loss_forward(softmax: Tensor, target: Tensor, weight: Tensor, 
     """
     pred, valid = _target_prob(softmax, target)
     loss = -alpha * (1.0 - pred).pow(gamma) * torch.log(pred.clamp(min=_FLT_MIN))
-    w = _row_weight(weight, target, softmax.dtype)
+    w = _row_weight(weight, target, loss.dtype)
     if w is not None:
         loss = loss * w
     output.copy_(torch.where(valid, loss, torch.zeros_like(loss)))
@@ -102,11 +109,11 @@ def softmax_focal_loss_backward(softmax: Tensor, target: Tensor, weight: Tensor,
     pred, valid = _target_prob(softmax, target)
     factor = alpha * (-(1.0 - pred).pow(gamma)
                       + gamma * (1.0 - pred).pow(gamma - 1) * pred * torch.log(pred.clamp(min=_FLT_MIN)))
-    w = _row_weight(weight, target, softmax.dtype)
+    w = _row_weight(weight, target, factor.dtype)
     if w is not None:
         factor = factor * w
     factor = torch.where(valid, factor, torch.zeros_like(factor))
     buff.copy_(factor)
     classes = torch.arange(softmax.shape[1], device=softmax.device)
-    onehot = (target[:, None] == classes[None, :]).to(softmax.dtype)
-    grad_input.copy_(factor[:, None] * (onehot - softmax) * valid[:, None].to(softmax.dtype))
+    onehot = (target[:, None] == classes[None, :]).to(factor.dtype)
+    grad_input.copy_(factor[:, None] * (onehot - _wide(softmax)) * valid[:, None].to(factor.dtype))
