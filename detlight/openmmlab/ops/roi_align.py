@@ -83,17 +83,19 @@ def _max_pool(input: Tensor, rois: Tensor, output: Tensor, argmax_y: Tensor, arg
         y_lo, y_hi, wy_lo, wy_hi = roi_corners(ys[sl], h)  # (r, ph, Gh)
         x_lo, x_hi, wx_lo, wx_hi = roi_corners(xs[sl], w)  # (r, pw, Gw)
         base = (batch[sl] * (h * w))[:, None, None, None, None]
-
         val = (_corner(feat, base, w, y_lo, x_lo, wy_lo, wx_lo) + _corner(feat, base, w, y_lo, x_hi, wy_lo, wx_hi)
                + _corner(feat, base, w, y_hi, x_lo, wy_hi, wx_lo) + _corner(feat, base, w, y_hi, x_hi, wy_hi, wx_hi))
         ok = vy[sl][:, None, :, None, None, None] & vx[sl][:, None, None, None, :, None]
-        val = val.masked_fill(~ok, -math.inf).permute(0, 5, 1, 3, 2, 4).flatten(-2)  # (r, C, ph, pw, Gh*Gw)
-        best, arg = val.max(-1)
-        none = best <= _MAX_INIT
-        iy, ix = arg // g_w, arg % g_w
+        val.masked_fill_(~ok, -math.inf)
+        # row-major first maximum, as mmcv's scan: the first x of each sampling row, then the first row
+        row_best, ix = val.max(4)  # (r, ph, Gh, pw, C)
+        best, iy = row_best.max(2)  # (r, ph, pw, C)
+        ix = ix.gather(2, iy[:, :, None]).squeeze(2)
         r = best.shape[0]
-        y_sel = ys[sl][:, None, :, None, :].expand(r, c, ph, pw, g_h).gather(-1, iy[..., None])[..., 0]
-        x_sel = xs[sl][:, None, None, :, :].expand(r, c, ph, pw, g_w).gather(-1, ix[..., None])[..., 0]
+        y_sel = ys[sl][:, :, :, None, None].expand(r, ph, g_h, pw, c).gather(2, iy[:, :, None]).squeeze(2)
+        x_sel = xs[sl][:, None, :, :, None].expand(r, ph, pw, g_w, c).gather(3, ix[:, :, :, None]).squeeze(3)
+        best, y_sel, x_sel = (t.permute(0, 3, 1, 2) for t in (best, y_sel, x_sel))  # (r, C, ph, pw)
+        none = best <= _MAX_INIT
         output[sl] = torch.where(none, torch.full_like(best, _MAX_INIT), best)
         argmax_y[sl] = torch.where(none, torch.full_like(y_sel, -1.0), y_sel)
         argmax_x[sl] = torch.where(none, torch.full_like(x_sel, -1.0), x_sel)

@@ -67,10 +67,16 @@ def roi_pool_forward(input: Tensor, rois: Tensor, output: Tensor, argmax: Tensor
         ok = (row < ye[sl][:, :, None])[:, :, :, None, None] & (col < xe[sl][:, :, None])[:, None, None, :, :]
         flat = row.clamp(max=h - 1)[:, :, :, None, None] * w + col.clamp(max=w - 1)[:, None, None, :, :]
         vals = feat[(batch[sl] * h * w)[:, None, None, None, None] + flat]  # (r, ph, Kh, pw, Kw, C)
-        vals = vals.masked_fill(~ok[..., None], -math.inf).permute(0, 5, 1, 3, 2, 4).flatten(-2)
-        best, arg = vals.max(-1)  # (r, C, ph, pw)
-        pos = flat.permute(0, 1, 3, 2, 4).flatten(-2)[:, None].expand(-1, c, -1, -1, -1)
-        pos = pos.gather(-1, arg[..., None])[..., 0]
+        vals.masked_fill_(~ok[..., None], -math.inf)
+        # row-major first maximum, as mmcv's scan: the first column of each row, then the first row
+        row_best, col_arg = vals.max(4)  # (r, ph, Kh, pw, C)
+        best, row_arg = row_best.max(2)  # (r, ph, pw, C)
+        col_arg = col_arg.gather(2, row_arg[:, :, None]).squeeze(2)
+        pos = (row.clamp(max=h - 1)[:, :, :, None, None].expand(-1, -1, -1, pw, c).gather(2, row_arg[:, :, None])
+               .squeeze(2) * w
+               + col.clamp(max=w - 1)[:, None, :, :, None].expand(-1, ph, -1, -1, c).gather(3, col_arg[:, :, :, None])
+               .squeeze(3))
+        best, pos = best.permute(0, 3, 1, 2), pos.permute(0, 3, 1, 2)  # (r, C, ph, pw)
         empty = torch.isneginf(best)
         idx = good[sl]
         output[idx] = torch.where(empty, torch.zeros_like(best), best).to(output.dtype)
