@@ -87,40 +87,42 @@ def softnms(boxes: Tensor, scores: Tensor, dets: Tensor, iou_threshold: float, s
     n = int(boxes.shape[0])
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.long)
-    b = boxes.detach().cpu().to(torch.float32).numpy().copy()
+    b = boxes.detach().cpu().to(torch.float32).numpy()
+    x1, y1, x2, y2 = (np.ascontiguousarray(b[:, k]) for k in range(4))
     sc = scores.detach().cpu().to(torch.float32).numpy().copy()
     off = np.float32(offset)
-    areas = (b[:, 2] - b[:, 0] + off) * (b[:, 3] - b[:, 1] + off)
+    zero, one = np.float32(0), np.float32(1)
+    areas = (x2 - x1 + off) * (y2 - y1 + off)
     inds = np.arange(n, dtype=np.int64)
+    cols = (x1, y1, x2, y2, sc, areas, inds)
     out = np.empty((n, 5), dtype=np.float32)
     thr, sig, min_s = np.float32(iou_threshold), np.float32(sigma), np.float32(min_score)
     i = 0
     while i < n:
         m = i + int(np.argmax(sc[i:n]))  # first maximum, as the kernel's strict '<' scan
         if m != i:
-            for arr in (b, sc, areas, inds):
-                arr[[i, m]] = arr[[m, i]]
-        out[i, :4] = b[i]
-        out[i, 4] = sc[i]
+            for arr in cols:
+                arr[i], arr[m] = arr[m], arr[i]
+        out[i] = (x1[i], y1[i], x2[i], y2[i], sc[i])
         if i + 1 < n:
-            rest = slice(i + 1, n)
-            ovr = _iou_float32(b[i:i + 1], areas[i:i + 1], b[rest], areas[rest], off)[0]
+            r = slice(i + 1, n)
+            w = np.maximum(zero, np.minimum(x2[r], x2[i]) - np.maximum(x1[r], x1[i]) + off)
+            h = np.maximum(zero, np.minimum(y2[r], y2[i]) - np.maximum(y1[r], y1[i]) + off)
+            inter = w * h
+            ovr = inter / (areas[i] + areas[r] - inter)
             if method == 0:
-                weight = np.where(ovr >= thr, np.float32(0), np.float32(1))
+                sc[r] *= np.where(ovr >= thr, zero, one)
             elif method == 1:
-                weight = np.where(ovr >= thr, np.float32(1) - ovr, np.float32(1))
+                sc[r] *= np.where(ovr >= thr, one - ovr, one)
             else:
-                weight = np.exp(-(ovr * ovr) / sig).astype(np.float32)
-            sc[rest] *= weight
-            n = _drop_low(b, sc, areas, inds, i + 1, n, sc[rest] >= min_s)
+                sc[r] *= np.exp(-(ovr * ovr) / sig)
+            n = _drop_low(cols, i + 1, n, sc[r] >= min_s)
         i += 1
-    dets_rows = torch.from_numpy(out[:n])
-    dets[:n].copy_(dets_rows.to(dets.dtype))
+    dets[:n].copy_(torch.from_numpy(out[:n]).to(dets.dtype))
     return torch.from_numpy(inds[:n].copy())
 
 
-def _drop_low(b: np.ndarray, sc: np.ndarray, areas: np.ndarray, inds: np.ndarray, start: int, n: int,
-              keep: np.ndarray) -> int:
+def _drop_low(cols: tuple[np.ndarray, ...], start: int, n: int, keep: np.ndarray) -> int:
     """mmcv's in-place drop of positions ``start..n`` where ``keep`` is False (each hole gets the last kept box).
 
     Scanning holes left to right while taking boxes from the end: the ``k`` kept boxes end up in
@@ -133,7 +135,7 @@ def _drop_low(b: np.ndarray, sc: np.ndarray, areas: np.ndarray, inds: np.ndarray
     head = keep[:k]
     holes = np.flatnonzero(~head) + start
     movers = (np.flatnonzero(keep[k:]) + start + k)[::-1]
-    for arr in (b, sc, areas, inds):
+    for arr in cols:
         arr[holes] = arr[movers]
     return start + k
 
