@@ -143,6 +143,12 @@ def test_validate_test_and_predict_return_results(tmp_path):
     assert validated.module.eval_results["bbox_mAP"] == pytest.approx(fitted.metrics["val/bbox_mAP"])
     tested = api.test(QUICKSTART, overrides, ckpt_path=ckpt)
     assert "test/bbox_mAP" in tested.metrics and isinstance(tested.results, list)
+    # the evaluations' logs sit in the checkpoint's run, not in new version_N folders beside it
+    stem = Path(ckpt).resolve().stem
+    assert Path(validated.log_dir) == Path(fitted.log_dir) / "validate" / stem
+    assert Path(tested.log_dir) == Path(fitted.log_dir) / "test" / stem
+    assert list(Path(validated.log_dir).glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in Path(fitted.log_dir).parent.iterdir()) == [Path(fitted.log_dir).name]
     predicted = api.predict(QUICKSTART, overrides, ckpt_path=ckpt)
     images = [det for batch in predicted.results for det in batch]
     assert len(images) == 4 and {"boxes", "scores", "labels", "img_meta"} <= set(images[0])
