@@ -82,8 +82,9 @@ class Evaluation(Callback):
     already ``>= start`` is also evaluated *before* training it (``start=0``: before any training).
 
     ``save_best`` keeps one ``best_{key}_epoch_{E+1}.ckpt`` (``..._iter_{I+1}``; ``/`` in the key becomes ``_``) in
-    ``out_dir`` (default: the :class:`~detlight.callbacks.checkpoint.MMCheckpoint` directory, else
-    ``default_root_dir``), replacing the previous best only on a strict improvement. ``'auto'`` takes the first key
+    ``out_dir`` (default: the :class:`~detlight.callbacks.checkpoint.MMCheckpoint` directory; else the ``out_dir`` of
+    mmcv's ``CheckpointHook`` running in its place; else ``<log_dir>/checkpoints`` with a logger, ``default_root_dir``
+    without), replacing the previous best only on a strict improvement. ``'auto'`` takes the first key
     of the results; the rule is ``rule`` or inferred with :func:`infer_rule`.
 
     Order difference: in mmcv ``epoch_N.pth`` (CheckpointHook, priority 50) is written before that epoch's
@@ -271,6 +272,13 @@ class Evaluation(Callback):
         for cb in trainer.callbacks:  # type: ignore[attr-defined]
             if isinstance(cb, MMCheckpoint) and cb.dirpath is not None:
                 return str(cb.dirpath)
+        for cb in trainer.callbacks:  # type: ignore[attr-defined]
+            # mmcv's CheckpointHook running in MMCheckpoint's place: beside its epoch_N.pth (set in its before_run)
+            hook = getattr(cb, "replacements", {}).get("detlight.callbacks.MMCheckpoint")
+            if isinstance(getattr(hook, "out_dir", None), str):
+                return str(hook.out_dir)
+        if trainer.loggers:  # the run's folder, as MMCheckpoint's: a later run never replaces this run's best
+            return os.path.join(os.path.abspath(str(trainer.log_dir or trainer.default_root_dir)), "checkpoints")
         return str(trainer.default_root_dir)
 
     def _save_best(self, trainer: pl.Trainer, pl_module: pl.LightningModule, key: str, score: float) -> None:
