@@ -274,9 +274,9 @@ class Evaluation(Callback):
                 return str(cb.dirpath)
         for cb in trainer.callbacks:  # type: ignore[attr-defined]
             # mmcv's CheckpointHook running in MMCheckpoint's place: beside its epoch_N.pth (set in its before_run)
-            hook = getattr(cb, "replacements", {}).get("detlight.callbacks.MMCheckpoint")
-            if isinstance(getattr(hook, "out_dir", None), str):
-                return str(hook.out_dir)
+            out_dir = getattr(getattr(cb, "replacements", {}).get("detlight.callbacks.MMCheckpoint"), "out_dir", None)
+            if isinstance(out_dir, str):
+                return out_dir
         if trainer.loggers:  # the run's folder, as MMCheckpoint's: a later run never replaces this run's best
             return os.path.join(os.path.abspath(str(trainer.log_dir or trainer.default_root_dir)), "checkpoints")
         return str(trainer.default_root_dir)

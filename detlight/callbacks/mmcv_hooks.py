@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from typing_extensions import override
 
+from detlight.callbacks._val_gate import in_val_phase
 from detlight.compat.hook_base import FALLBACKS, get_priority
 from detlight.compat.hook_registry import HookSpec, build_hook, import_hook_module
 from detlight.compat.hook_table import lookup_standard_hook, refusal, standard_base
@@ -137,6 +138,8 @@ class MMCVHooks(Callback):
         self._dispatch_val = False
         self._late_pending = False
         self._late_runner: _LateHooks | None = None
+        self._in_val_phase = False
+        self._val_batch_active = False
 
     # ------------------------------------------------------------------ registration
     def register(self, hook: HookSpec, priority: int | str | None = None) -> Any:
@@ -366,12 +369,19 @@ class MMCVHooks(Callback):
             self._close_train_epoch()
         self._write_pending_ckpts()
 
-    def _val_active(self, trainer: pl.Trainer) -> bool:
-        return self._dispatch_val and not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING
+    def _val_active(self, trainer: pl.Trainer, batch_idx: int = 0) -> bool:
+        if not self._dispatch_val or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return False
+        if self.val_stages:  # asked for every validation run
+            return True
+        # Inferred from a ('val', n) phase: only its batches; an evaluation-only run is mmcv's EvalHook, which calls
+        # no val stage (the Workflow callback sets the module's `val_losses` per run, in on_validation_start).
+        return in_val_phase(trainer.lightning_module, batch_idx)
 
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._val_active(trainer):
+        self._in_val_phase = self._val_active(trainer)
+        if not self._in_val_phase:
             return
         view = self.runner
         view.mode = "val"
@@ -383,7 +393,8 @@ class MMCVHooks(Callback):
     @override
     def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                                   batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not self._val_active(trainer):
+        self._val_batch_active = self._val_active(trainer, batch_idx)
+        if not self._val_batch_active:
             return
         view = self.runner
         view.data_batch = batch
@@ -394,8 +405,9 @@ class MMCVHooks(Callback):
     @override
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not self._val_active(trainer):
+        if not self._val_batch_active:
             return
+        self._val_batch_active = False
         self.call_hook("after_val_iter")
         self.runner.data_batch = None
         if not self.runner.by_epoch:
@@ -403,8 +415,9 @@ class MMCVHooks(Callback):
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._val_active(trainer):
+        if not self._in_val_phase:
             return
+        self._in_val_phase = False
         if self.runner.by_epoch:
             self.call_hook("after_val_epoch")
         else:

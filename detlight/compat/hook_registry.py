@@ -82,13 +82,12 @@ def import_hook_module(module_name: str, what: str | None = None) -> Any:
 
 def _shim_lacks(err: ImportError) -> str | None:
     """With detlight's mmcv shim in effect: which import it lacks, and what the module does serve."""
-    from detlight.compat.mmcv_shim import mmcv_shim_installed, served_names
-
-    if not mmcv_shim_installed():
+    if not any(getattr(finder, "detlight_mmcv_shim", False) for finder in sys.meta_path):
         return None
     module = err.name or "mmcv"
     match = re.match(r"cannot import name '([^']+)'", str(err))
-    served = served_names(module)
+    loaded = sys.modules.get(module)
+    served = getattr(loaded, "__all__", None) if getattr(loaded, "__detlight_shim__", False) else None
     if match is None or served is None:  # a submodule the shim does not serve: its own message says so
         return "detlight's mmcv shim (in effect: mmcv is not installed) does not serve that module; install mmcv 1.x"
     public = sorted(n for n in served if not n.startswith("_") and n[0].islower())

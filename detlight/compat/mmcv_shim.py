@@ -48,7 +48,7 @@ from typing import Any
 
 from detlight.compat.hook_registry import real_mmcv_available
 
-__all__ = ["SHIM_MMCV_VERSION", "install_mmcv_shim", "mmcv_shim_installed", "real_mmcv_available", "served_names",
+__all__ = ["SHIM_MMCV_VERSION", "install_mmcv_shim", "mmcv_shim_installed", "real_mmcv_available",
            "uninstall_mmcv_shim"]
 
 #: ``mmcv.__version__`` of the shim: the mmcv release whose behaviour it follows.
@@ -143,11 +143,6 @@ class _ShimFinder(importlib.abc.MetaPathFinder):
 
 _FINDER = _ShimFinder()
 
-
-def served_names(module_name: str) -> tuple[str, ...] | None:
-    """The names the shim serves in ``module_name`` (``None``: it does not serve that module)."""
-    entry = _MODULES.get(module_name)
-    return entry[1] if entry is not None else None
 
 
 def mmcv_shim_installed() -> bool:

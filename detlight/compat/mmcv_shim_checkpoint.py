@@ -35,8 +35,9 @@ DEFAULT_REVISE_KEYS: tuple[tuple[str, str], ...] = ((r"^module\.", ""),)
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
-    while is_module_wrapper(module) and isinstance(getattr(module, "module", None), nn.Module):
-        module = module.module
+    inner = getattr(module, "module", None)
+    while is_module_wrapper(module) and isinstance(inner, nn.Module):
+        module, inner = inner, getattr(inner, "module", None)
     return module
 
 
@@ -145,7 +146,9 @@ def weights_to_cpu(state_dict: dict[str, Any]) -> OrderedDict[str, Any]:
 def get_state_dict(module: nn.Module, destination: OrderedDict[str, Any] | None = None, prefix: str = "",
                    keep_vars: bool = False) -> OrderedDict[str, Any]:
     """``module.state_dict()`` of the unwrapped model: no ``module.`` of a DataParallel / DDP wrapper in the keys."""
-    state = _unwrap(module).state_dict(prefix=prefix, keep_vars=keep_vars)
+    raw = _unwrap(module).state_dict(prefix=prefix, keep_vars=keep_vars)
+    state: OrderedDict[str, Any] = OrderedDict(raw)
+    state._metadata = getattr(raw, "_metadata", OrderedDict())  # type: ignore[attr-defined]
     if destination is None:
         return state
     destination.update(state)

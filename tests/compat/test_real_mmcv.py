@@ -120,3 +120,18 @@ def test_a_lowest_hook_sees_this_epochs_hook_msgs(tmp_path: Path) -> None:
     from test_hook_reports import test_a_lowest_hook_sees_this_epochs_checkpoint_and_best as case
 
     case(tmp_path)
+
+
+def test_the_logged_run_recording_is_current(tmp_path: Path) -> None:
+    """``fixtures/mmcv_iter_run.json`` (replayed by test_mmcv_iter_logs.py) is what this mmcv writes today."""
+    import json
+
+    import record_mmcv_iter_run
+
+    record_mmcv_iter_run.main(str(tmp_path / "run.json"))
+    fresh = json.loads((tmp_path / "run.json").read_text())
+    stored = json.loads((Path(__file__).parent / "fixtures" / "mmcv_iter_run.json").read_text())
+    for kind in ("iter", "epoch"):
+        for key in ("json_log", "text_log", "tensorboard", "hook_trace"):
+            assert fresh[kind][key] == stored[kind][key], (kind, key)
+        assert fresh[kind]["weights"] == pytest.approx(stored[kind]["weights"], abs=1e-5)
