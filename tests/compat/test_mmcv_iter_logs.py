@@ -2,7 +2,7 @@
 (``fixtures/mmcv_iter_run.json``, made by ``record_mmcv_iter_run.py``) against detlight's logs of the same run,
 record by record: the json log, the text log lines and the TensorBoard scalars (and the hook trace).
 
-Where detlight differs on purpose, the test asserts both values (docs/mmcv-semantics.md §4.6 explains each).
+Where detlight differs on purpose, the test asserts both values (docs/mmcv-semantics.md §4.4 explains each).
 """
 
 from __future__ import annotations
