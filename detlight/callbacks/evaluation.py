@@ -171,6 +171,19 @@ class Evaluation(Callback):
 
     # ------------------------------------------------------------------ gating the validation loop
     @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Run before the logger callbacks, as mmcv's EvalHook (LOW) runs before its logger hooks (VERY_LOW): the
+        best-checkpoint lines then precede the evaluation's log line, as in mmcv's log."""
+        from detlight.callbacks.logger_callback import LoggerCallback
+
+        callbacks: list[Callback] = list(trainer.callbacks)  # type: ignore[attr-defined]
+        first_logger = next((i for i, cb in enumerate(callbacks) if isinstance(cb, LoggerCallback)), None)
+        if first_logger is not None and self in callbacks and callbacks.index(self) > first_logger:
+            callbacks.remove(self)
+            callbacks.insert(first_logger, self)
+            trainer.callbacks = callbacks  # type: ignore[attr-defined]
+
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._trainer_gate = (trainer.check_val_every_n_epoch, trainer.val_check_batch)
         self._initial = True

@@ -139,22 +139,14 @@ def _is_val_losses(record: dict[str, Any]) -> bool:
 
 def _mmcv_text(lines: list[str], drop_val_losses: bool) -> list[str]:
     """detlight's text lines in mmcv's terms: no ``Exp name`` line after the preamble (mmcv prints it only with an
-    ``exp_name`` in ``runner.meta``), ``.pth`` best files beside the run (detlight: ``.ckpt`` in ``checkpoints/``), and
-    the best-checkpoint lines before the evaluation line (mmcv's EvalHook, LOW, runs before TextLoggerHook)."""
+    ``exp_name`` in ``runner.meta``), ``.pth`` best files beside the run (detlight: ``.ckpt`` in ``checkpoints/``)."""
     out: list[str] = []
     for line in lines:
         if line.startswith("Exp name: "):
             continue
         if drop_val_losses and "(val)" in line and "loss" in line:
             continue
-        line = line.replace("<work_dir>/checkpoints/", "<work_dir>/").replace(".ckpt", ".pth")
-        if line.startswith(("The previous best", "Now best", "Best ")):
-            at = len(out)
-            while at > 0 and "(val)" in out[at - 1]:
-                at -= 1
-            out.insert(at, line)
-            continue
-        out.append(line)
+        out.append(line.replace("<work_dir>/checkpoints/", "<work_dir>/").replace(".ckpt", ".pth"))
     return out
 
 
