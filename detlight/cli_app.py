@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
@@ -105,12 +106,29 @@ class DetLightCLI(LightningCLI):
         self._resolve_ckpt_path("fit")
 
     def before_validate(self) -> None:
-        """``ckpt_path: last``: evaluate the newest readable checkpoint of the run (not Lightning's in-memory one)."""
+        """``ckpt_path: last``: evaluate the newest readable checkpoint of the run (not Lightning's in-memory one).
+
+        The evaluation's logs go beside the checkpoint's run (see :func:`evaluation_beside_checkpoint`)."""
         self._resolve_ckpt_path("validate")
+        evaluation_beside_checkpoint(self.trainer, self.config_init.get(f"{self.subcommand}.ckpt_path"), "validate")
 
     def before_test(self) -> None:
         """As :meth:`before_validate`."""
         self._resolve_ckpt_path("test")
+        evaluation_beside_checkpoint(self.trainer, self.config_init.get(f"{self.subcommand}.ckpt_path"), "test")
+
+    def after_validate(self) -> None:
+        """Say where the evaluation's logs went."""
+        self._say_log_dir()
+
+    def after_test(self) -> None:
+        """As :meth:`after_validate`."""
+        self._say_log_dir()
+
+    def _say_log_dir(self) -> None:
+        log_dir = self.trainer.log_dir
+        if self.trainer.global_rank == 0 and self.trainer.loggers and log_dir:
+            print(f"Evaluation logs: {log_dir}", flush=True)
 
     def before_predict(self) -> None:
         """As :meth:`before_validate`."""
@@ -143,6 +161,43 @@ class DetLightCLI(LightningCLI):
         if log_dir:
             lines.append(f"TensorBoard: tensorboard --logdir {log_dir}")
         print("\n".join(lines), flush=True)
+
+
+def run_dir_of_checkpoint(ckpt_path: str) -> Path | None:
+    """The run directory a checkpoint file belongs to: ``<run>/checkpoints/x.ckpt`` or ``<run>/x.ckpt`` where
+    ``<run>`` holds a run's files (``config.yaml``, ``hparams.yaml`` or a ``*.log.json``); ``None`` otherwise."""
+    path = Path(ckpt_path)
+    if "://" in ckpt_path or not path.is_file():
+        return None
+    for run in (path.parent.parent, path.parent) if path.parent.name == "checkpoints" else (path.parent,):
+        if (run / "config.yaml").is_file() or (run / "hparams.yaml").is_file() or any(run.glob("*.log.json")):
+            return run
+    return None
+
+
+def evaluation_beside_checkpoint(trainer: Any, ckpt_path: str | None, stage: str) -> str | None:
+    """Point the TensorBoard / CSV loggers of a ``validate`` / ``test`` run at ``<run>/<stage>/<checkpoint name>``,
+    ``<run>`` being the run the checkpoint came from (:func:`run_dir_of_checkpoint`).
+
+    Without this each evaluation opened a new ``version_N`` folder beside the training runs. Evaluating the same
+    checkpoint again writes into the same folder; ``tensorboard --logdir <run>`` shows the evaluation next to its
+    training. A checkpoint outside a run directory, and other loggers, keep the configured place. Returns the new
+    log directory, or ``None`` when nothing moved.
+    """
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    run = run_dir_of_checkpoint(ckpt_path) if ckpt_path else None
+    if run is None or not trainer.loggers:
+        return None
+    version = Path(str(ckpt_path)).resolve().stem  # last.ckpt as a link: the epoch it names
+    loggers, moved = [], None
+    for logger in trainer.loggers:
+        if type(logger) in (TensorBoardLogger, CSVLogger):
+            logger = type(logger)(save_dir=str(run), name=stage, version=version)
+            moved = moved or logger.log_dir
+        loggers.append(logger)
+    trainer.loggers = loggers
+    return moved
 
 
 def _int_before_float(parser: Any, options: Sequence[str]) -> None:

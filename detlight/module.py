@@ -86,6 +86,9 @@ class DetectorModule(pl.LightningModule):
         #: the detector's losses (mmcv ``val_step``) into :attr:`val_log_buffer` / :attr:`last_val_outputs`, logged
         #: as ``val/<loss key>`` at the end of the validation epoch.
         self.val_losses = False
+        #: Set by the Workflow of an iteration-based run: the phase's losses come from the first ``n`` val batches
+        #: only (an evaluation due at the same iteration runs the whole loader). ``None``: every batch.
+        self.val_phase_batches: int | None = None
         self.val_log_buffer = LogBuffer()
         self.last_val_outputs: dict[str, Any] | None = None
         #: evaluator results of the last validation epoch, as python floats (mmcv's ``eval_res``)
@@ -191,7 +194,7 @@ class DetectorModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if self.val_losses:
+        if self.val_losses and (self.val_phase_batches is None or batch_idx < self.val_phase_batches):
             outputs = self.adapter.val_losses(batch)
             self.val_log_buffer.update(outputs["log_vars"], outputs["num_samples"])
             self.last_val_outputs = outputs
@@ -199,10 +202,12 @@ class DetectorModule(pl.LightningModule):
             self.evaluator.update(self.adapter.predict(batch), batch)
 
     def on_validation_epoch_end(self) -> None:
-        if self.val_losses and not self.trainer.sanity_checking and self.val_log_buffer.val_history:
+        # val_history is filled only by a val phase's batches (`val_losses` may be off again after its n batches)
+        if not self.trainer.sanity_checking and self.val_log_buffer.val_history:
             # Callbacks' epoch-end hooks (mmcv-style after_val_epoch) ran first and saw the whole buffer.
             losses = self.val_log_buffer.averages()
-            self.log_dict({f"val/{k}": v for k, v in losses.items()}, sync_dist=True, logger=self._log_to_loggers())
+            self.log_dict({f"val/{k}": v for k, v in losses.items() if k not in ("time", "data_time")}, sync_dist=True,
+                          logger=self._log_to_loggers())
         self.val_log_buffer.clear()
         if self.evaluate:
             self._log_eval("val")

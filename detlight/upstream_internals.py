@@ -307,3 +307,34 @@ def shut_down_workers(loader: Any, iterator: Any = None) -> bool:
     if kept is not None and kept is target:
         loader._iterator = None
     return True
+
+
+def limit_next_validation(trainer: pl.Trainer, num_batches: int | None) -> None:
+    """Run the fit's next validation over at most ``num_batches`` batches per loader (``None``: the configured
+    ``limit_val_batches``).
+
+    Stands in for: a per-run ``limit_val_batches``. Lightning's ``_EvaluationLoop.setup_data`` computes the per-loader
+    limits (``_max_batches``) once per fit and ``reset`` applies them at every run; before that first set-up the
+    Trainer's ``limit_val_batches`` is what it reads. Checked on Lightning 2.6.
+    """
+    loop = trainer.fit_loop.epoch_loop.val_loop
+    configured = getattr(trainer, "_detlight_limit_val_batches", None)
+    if configured is None:
+        configured = trainer.limit_val_batches
+        trainer._detlight_limit_val_batches = configured  # type: ignore[attr-defined]
+    combined = getattr(loop, "_combined_loader", None)
+    if combined is None:
+        trainer.limit_val_batches = configured if num_batches is None else num_batches
+        return
+    limits: list[int | float] = []
+    for loader in combined.flattened:
+        try:
+            length: int | float = len(loader)
+        except TypeError:
+            length = float("inf")
+        if isinstance(configured, int):
+            full = min(length, configured)
+        else:
+            full = length if length == float("inf") else int(length * float(configured))
+        limits.append(full if num_batches is None else min(full, num_batches))
+    loop._max_batches = limits

@@ -64,7 +64,7 @@ def test_trainer_kwargs() -> None:
     assert Workflow(total_epochs=5).max_epochs == 5
     iters = Workflow(workflow=[["train", 100], ["val", 4]], runner={"type": "IterBasedRunner", "max_iters": 250})
     assert iters.trainer_kwargs() == {"max_steps": 250, "max_epochs": -1, "check_val_every_n_epoch": None,
-                                      "val_check_interval": 100, "limit_val_batches": 4, "num_sanity_val_steps": 0}
+                                      "val_check_interval": 100, "num_sanity_val_steps": 0}
     cfg = {"workflow": [("train", 1)], "runner": {"type": "IterBasedRunner", "max_iters": 7}, "total_epochs": None}
     assert Workflow.from_mmcv_config(cfg).trainer_kwargs() == {"max_steps": 7, "max_epochs": -1}
     # mmdet's compat path: no runner, only the legacy total_epochs

@@ -81,7 +81,7 @@ def export_mmcv_checkpoint(
     ``state_dict`` holds the bare detector's tensors on the CPU (no ``model.`` prefix). ``meta`` holds what mmcv's
     runner writes (:func:`~detlight.callbacks.run_meta.checkpoint_meta`): ``seed``, ``exp_name``, ``config``,
     ``hook_msgs``, ``epoch``, ``iter`` (mmcv's values for an epoch- or iteration-based save, see ``by_epoch``),
-    ``mmcv_version`` (detlight's version, see :mod:`detlight.callbacks.run_meta`), ``time`` and ``CLASSES`` (when the
+    ``mmcv_version`` (the installed mmcv's, else detlight's version, see :mod:`detlight.callbacks.run_meta`), ``time`` and ``CLASSES`` (when the
     datamodule or training set has them), plus ``meta``. Only plain containers, strings, numbers and tensors are
     written, so the file loads with ``torch.load(..., weights_only=True)``. Call it on global rank 0 only.
     """
