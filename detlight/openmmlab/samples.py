@@ -101,6 +101,7 @@ test_pipeline = [
 data = dict(
     samples_per_gpu=SAMPLES,
     workers_per_gpu=0,
+    val_dataloader=dict(samples_per_gpu=VALSPG),
     train=dict(type=dataset_type, classes=classes, ann_file='TRAIN_ANN', img_prefix='TRAIN_IMG',
                pipeline=train_pipeline),
     val=dict(type=dataset_type, classes=classes, ann_file='VAL_ANN', img_prefix='VAL_IMG', pipeline=test_pipeline),
@@ -122,7 +123,8 @@ seed = 0
 
 
 def write_config(path: str | Path, family: str = "retinanet", root: str | Path | None = None, num_train: int = 4,
-                 num_val: int = 2, image_size: int = 64, samples_per_gpu: int = 2, max_epochs: int = 1) -> Path:
+                 num_val: int = 2, image_size: int = 64, samples_per_gpu: int = 2, max_epochs: int = 1,
+                 val_samples_per_gpu: int = 2) -> Path:
     """Write a self-contained mmdet config of ``family`` on a synthetic COCO set generated under ``root``.
 
     Args:
@@ -134,6 +136,7 @@ def write_config(path: str | Path, family: str = "retinanet", root: str | Path |
         image_size: side of the square images (also mmdet's ``img_scale``).
         samples_per_gpu: train batch size.
         max_epochs: ``runner.max_epochs``.
+        val_samples_per_gpu: ``data.val_dataloader.samples_per_gpu``.
 
     Returns:
         ``path``.
@@ -146,7 +149,7 @@ def write_config(path: str | Path, family: str = "retinanet", root: str | Path |
     for key, value in (("NUM_CLASSES", str(len(paths.classes))), ("CLASSES", repr(tuple(paths.classes))),
                        ("TRAIN_ANN", str(paths.train_ann)), ("TRAIN_IMG", str(paths.train_img_prefix) + "/"),
                        ("VAL_ANN", str(paths.val_ann)), ("VAL_IMG", str(paths.val_img_prefix) + "/"),
-                       ("SAMPLES", str(samples_per_gpu)), ("EPOCHS", str(max_epochs)), ("IMG", str(image_size))):
+                       ("SAMPLES", str(samples_per_gpu)), ("VALSPG", str(val_samples_per_gpu)), ("EPOCHS", str(max_epochs)), ("IMG", str(image_size))):
         text = text.replace(key, value)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
