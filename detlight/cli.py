@@ -124,9 +124,8 @@ def remove_files(paths: Sequence[str]) -> None:
 
 def main(args: Sequence[str] | None = None) -> None:
     """Console entry point ``detlight``: known errors print ``detlight: error: ...`` (``--debug`` for a traceback)."""
-    from detlight.openmmlab.switch import pop_cli_switch  # --openmmlab true|false|auto (mmdet configs)
-
     from detlight.exceptions import DetLightError
+    from detlight.openmmlab.switch import pop_cli_switch  # --openmmlab true|false|auto (mmdet configs)
 
     try:
         argv = pop_cli_switch(sys.argv[1:] if args is None else args)

@@ -27,6 +27,7 @@ from typing_extensions import override
 
 from detlight.checkpoint_io import atomic_torch_save
 from detlight.exceptions import CheckpointError
+from detlight.upstream_internals import set_loop_counters
 
 __all__ = ["MMCVResume", "export_pth", "load_pth", "optimizer_state_by_order"]
 
@@ -102,20 +103,8 @@ class MMCVResume(Callback):
             optimizer.load_state_dict(optimizer_state_by_order(saved_opt, optimizer))
         meta = ckpt.get("meta") or {}
         epoch, iteration = int(meta.get("epoch", 0)), int(meta.get("iter", 0))
-        _set_counters(trainer, epoch, iteration)
+        set_loop_counters(trainer, epoch, iteration)
         log.info("resumed from %s: epoch %d, iter %d", self.path, epoch, iteration)
-
-
-def _set_counters(trainer: pl.Trainer, epoch: int, iteration: int) -> None:
-    """Lightning's loop counters as an epoch-end checkpoint of ``epoch`` epochs / ``iteration`` batches leaves them."""
-    fit_loop = trainer.fit_loop
-    for progress in (fit_loop.epoch_progress.current, fit_loop.epoch_progress.total):
-        progress.ready = progress.started = progress.processed = progress.completed = epoch
-    batch_total = fit_loop.epoch_loop.batch_progress.total
-    batch_total.ready = batch_total.started = batch_total.processed = batch_total.completed = iteration
-    step = fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step.total
-    step.ready = step.completed = iteration
-    fit_loop.epoch_loop._batches_that_stepped = iteration
 
 
 def export_pth(ckpt: str, out: str, classes: Sequence[str] | None = None, save_optimizer: bool = True) -> str:

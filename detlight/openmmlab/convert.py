@@ -62,7 +62,7 @@ def bridge_config(cfg: Mapping[str, Any], out: dict[str, Any], report: Any) -> N
     if custom:
         init["custom_imports"] = custom
     model_out["model"] = {"class_path": DETECTOR, "init_args": init}
-    evaluation = cfg.get("evaluation") if isinstance(cfg.get("evaluation"), Mapping) else {}
+    evaluation: Mapping[str, Any] = cfg["evaluation"] if isinstance(cfg.get("evaluation"), Mapping) else {}
     eval_kwargs = {k: v for k, v in evaluation.items() if k not in _SCHEDULE_KEYS and k != "metric"}
     ev_init: dict[str, Any] = {"metric": evaluation.get("metric", "bbox" if scope == "mmdet" else None)}
     if eval_kwargs:

@@ -304,7 +304,7 @@ class OpenMMLabDataModule(BaseDataModule):
     def _bind_evaluator(self, name: str) -> None:
         trainer = self.trainer
         module = getattr(trainer, "lightning_module", None) if trainer is not None else None
-        evaluator = getattr(module, "evaluator", None)
+        evaluator: Any = getattr(module, "evaluator", None)
         if hasattr(evaluator, "bind_dataset") and self.has_split(name):
             evaluator.bind_dataset(self.dataset(name))
 

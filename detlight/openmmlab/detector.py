@@ -164,7 +164,7 @@ def mmcv_containers(value: Any) -> Any:
     return value
 
 
-def predict_batch(detector: nn.Module, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+def predict_batch(detector: Any, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The detector's ``forward_test`` on one batch; one dict per image: ``result`` (mmdet's own), ``sample_idx``.
 
     2D results also carry detlight's ``boxes`` / ``scores`` / ``labels`` (from the bbox part), so detlight's

@@ -77,9 +77,10 @@ def test_detlight_checkpoint_exports_a_pth_that_init_detector_loads(retina_run) 
         assert torch.equal(value.cpu(), theirs[key]), key
     assert detector.CLASSES == list(trainer.datamodule.CLASSES)
     # and the .pth loads back as load_from (mmdet's keys, no prefix)
+    from mmcv import Config
+
     from detlight.module import load_weights
     from detlight.openmmlab.detector import openmmlab_detector
-    from mmcv import Config
 
     cfg = Config.fromfile(str(config))
     fresh = openmmlab_detector(cfg.model.to_dict())
