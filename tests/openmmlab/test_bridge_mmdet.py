@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+import detlight.openmmlab
+
 pytestmark = pytest.mark.openmmlab
 
 mmdet = pytest.importorskip("mmdet")
+detlight.openmmlab.install_ops()  # before anything imports mmcv.ops
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +159,7 @@ def test_unregistered_type_names_the_registry_and_custom_imports(tmp_path: Path)
         fit(str(tmp_path / "cfg.py"), overrides={"trainer.default_root_dir": str(tmp_path / "w")})
 
 
-def test_custom_imports_register_the_users_head_and_a_failing_module_is_named(
+def test_custom_imports_register_the_users_head_and_hook_and_a_failing_module_is_named(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from detlight.api import fit
     from detlight.openmmlab.imports import CustomImportError
@@ -169,17 +172,24 @@ def test_custom_imports_register_the_users_head_and_a_failing_module_is_named(
         "from mmdet.models import HEADS\nfrom mmdet.models.dense_heads import RetinaHead\n\n"
         "@HEADS.register_module()\nclass BridgeTestHead(RetinaHead):\n    calls = 0\n\n"
         "    def forward_train(self, *args, **kwargs):\n        type(self).calls += 1\n"
-        "        return super().forward_train(*args, **kwargs)\n")
+        "        return super().forward_train(*args, **kwargs)\n\n"
+        "from mmcv.runner import HOOKS, Hook\n\n"
+        "@HOOKS.register_module()\nclass BridgeTestHook(Hook):\n    seen = []\n\n"
+        "    def after_train_iter(self, runner):\n        type(self).seen.append(runner.model.module)\n")
     (pkg / "broken.py").write_text("raise RuntimeError('boom in user code')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     config = write_config(tmp_path / "c.py", root=tmp_path / "data")
     text = config.read_text().replace("type='RetinaHead'", "type='BridgeTestHead'")
-    good = _write(tmp_path, text + "\ncustom_imports = dict(imports=['userpkg_bridge.heads'])\n")
+    good = _write(tmp_path, text + "\ncustom_imports = dict(imports=['userpkg_bridge.heads'])\n"
+                  "custom_hooks = [dict(type='BridgeTestHook', priority='NORMAL')]\n")
     caplog.set_level("INFO", logger="detlight.openmmlab")
     _, module = fit(str(good), overrides={"trainer.default_root_dir": str(tmp_path / "w"), "trainer.max_steps": 1,
                                           "trainer.limit_val_batches": 0, "trainer.enable_progress_bar": False})
     assert type(module.model.bbox_head).__name__ == "BridgeTestHead" and type(module.model.bbox_head).calls == 1
     assert "custom_imports: imported userpkg_bridge.heads" in caplog.text
+    from userpkg_bridge.heads import BridgeTestHook
+
+    assert BridgeTestHook.seen == [module.model]  # the custom hook ran with mmdet's own detector as runner.model
     bad = _write(tmp_path, text + "\ncustom_imports = dict(imports=['userpkg_bridge.broken'])\n")
     with pytest.raises(CustomImportError, match=r"`userpkg_bridge.broken` failed: RuntimeError: boom in user code"):
         fit(str(bad), overrides={"trainer.default_root_dir": str(tmp_path / "w2")})
