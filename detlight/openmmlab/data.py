@@ -99,10 +99,13 @@ class GroupSampler(Sampler[int]):
 
 
 class _Indexed(Dataset):
-    """The dataset with each sample's index written into its ``img_metas`` (``detlight_idx``)."""
+    """The dataset with each sample's index written into its ``img_metas`` (``detlight_idx``), and the COCO
+    ``image_id`` where the dataset's ``data_infos`` hold one (detlight's prediction writer reads it)."""
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
+        infos = getattr(dataset, "data_infos", None)
+        self._infos = infos if isinstance(infos, list) and len(infos) == len(dataset) else None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -110,10 +113,13 @@ class _Indexed(Dataset):
     def __getitem__(self, index: int) -> Any:
         sample = self.dataset[index]
         metas = sample.get("img_metas") if isinstance(sample, Mapping) else None
+        info = self._infos[index] if self._infos is not None else None
         for meta in metas if isinstance(metas, list) else [metas]:
             data = getattr(meta, "data", meta)
             if isinstance(data, dict):
                 data[INDEX_KEY] = index
+                if isinstance(info, Mapping) and isinstance(info.get("id"), int):
+                    data.setdefault("image_id", info["id"])
         return sample
 
 
