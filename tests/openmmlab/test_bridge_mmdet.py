@@ -229,3 +229,36 @@ def test_openmmlab_false_trains_the_torchvision_look_alike(tmp_path: Path) -> No
     finally:
         set_cli_mode(None)
     assert "detlight.openmmlab" not in plain and "torchvision_detector" in plain
+
+
+def test_mid_epoch_resume_replays_the_same_batches_and_losses(tmp_path: Path) -> None:
+    from lightning.pytorch.callbacks import Callback
+
+    from detlight.api import fit
+    from detlight.openmmlab.samples import write_config
+
+    class Losses(Callback):
+        def __init__(self) -> None:
+            self.rows: list[tuple[int, float, tuple[str, ...]]] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            names = tuple(m["ori_filename"] for m in batch["img_metas"])
+            self.rows.append((trainer.global_step, float(outputs["loss"]), names))
+
+    config = write_config(tmp_path / "c.py", root=tmp_path / "data", num_train=10, samples_per_gpu=2)
+    text = config.read_text().replace("checkpoint_config = dict(interval=1)",
+                                      "checkpoint_config = dict(interval=2, by_epoch=False)")
+    config.write_text(text)
+    common = {"trainer.limit_val_batches": 0, "trainer.enable_progress_bar": False}
+    straight = Losses()
+    fit(str(config), overrides={**common, "trainer.default_root_dir": str(tmp_path / "a"), "trainer.max_steps": 4},
+        callbacks=[straight])
+    first = Losses()
+    fit(str(config), overrides={**common, "trainer.default_root_dir": str(tmp_path / "b"), "trainer.max_steps": 2},
+        callbacks=[first])
+    ckpt = next((tmp_path / "b").rglob("iter_2.ckpt"))
+    resumed = Losses()
+    fit(str(config), overrides={**common, "trainer.default_root_dir": str(tmp_path / "c"), "trainer.max_steps": 4},
+        callbacks=[resumed], ckpt_path=str(ckpt))
+    assert first.rows == straight.rows[:2]
+    assert resumed.rows == straight.rows[2:]  # same images, same flips (RNG state restored), same losses
