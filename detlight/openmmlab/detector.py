@@ -78,8 +78,8 @@ def check_init_checkpoints(model: Mapping[str, Any]) -> None:
     """
     for key, url in remote_checkpoints(model):
         raise CheckpointError(f"`{key}` is {url!r}: detlight does not download weights, the files must be local. "
-                              f"Download it once and set `{key}` to the local path, or set the init_cfg to None to "
-                              "train from scratch")
+                              f"Download it once and set `{key}` to the local path in the config, or set that `init_cfg` "
+                              "to None there to train from scratch")
     for key, path in _local_checkpoints(model):
         if not os.path.isfile(os.path.expanduser(path)):
             raise CheckpointError(f"`{key}` checkpoint not found: {path}")
@@ -191,6 +191,11 @@ def predict_batch(detector: Any, batch: Mapping[str, Any]) -> list[dict[str, Any
                 item.update({k: v for k, v in result.items() if k != "result"})
         else:
             bbox = result[0] if isinstance(result, tuple) else result
+            if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], list):
+                # single_gpu_test / multi_gpu_test: masks as RLE (bytes), what the dataset's evaluate expects
+                from mmdet.core import encode_mask_results
+
+                item["result"] = (bbox, encode_mask_results(result[1]))
             if isinstance(bbox, (list, tuple)):
                 item.update(to_detections(list(bbox)))
         out.append(item)

@@ -14,8 +14,8 @@ from detlight.data.synthetic import SyntheticCocoSpec, ensure_synthetic_coco
 
 __all__ = ["FAMILIES", "write_config"]
 
-Family = Literal["retinanet", "faster_rcnn"]
-FAMILIES: tuple[str, ...] = ("retinanet", "faster_rcnn")
+Family = Literal["retinanet", "faster_rcnn", "mask_rcnn"]
+FAMILIES: tuple[str, ...] = ("retinanet", "faster_rcnn", "mask_rcnn")
 
 _BACKBONE = """dict(type='ResNet', depth=18, num_stages=4, out_indices=(0, 1, 2, 3), frozen_stages=-1,
                   norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False, style='pytorch', init_cfg=None)"""
@@ -77,19 +77,33 @@ _MODELS = {
 """,
 }
 
+_MODELS["mask_rcnn"] = (
+    _MODELS["faster_rcnn"].replace("type='FasterRCNN'", "type='MaskRCNN'")
+    .replace("                       loss_bbox=dict(type='L1Loss', loss_weight=1.0))),",
+             "                       loss_bbox=dict(type='L1Loss', loss_weight=1.0)),\n"
+             "        mask_roi_extractor=dict(type='SingleRoIExtractor', roi_layer=dict(type='RoIAlign', output_size=14,\n"
+             "                                sampling_ratio=0), out_channels=32, featmap_strides=[4, 8, 16, 32]),\n"
+             "        mask_head=dict(type='FCNMaskHead', num_convs=1, in_channels=32, conv_out_channels=32,\n"
+             "                       num_classes=NUM_CLASSES,\n"
+             "                       loss_mask=dict(type='CrossEntropyLoss', use_mask=True, loss_weight=1.0))),")
+    .replace("                  pos_weight=-1, debug=False)),", "                  mask_size=28, pos_weight=-1, debug=False)),")
+    .replace("rcnn=dict(score_thr=0.0, nms=dict(type='nms', iou_threshold=0.5), max_per_img=20)",
+             "rcnn=dict(score_thr=0.0, nms=dict(type='nms', iou_threshold=0.5), max_per_img=20, mask_thr_binary=0.5)")
+)
+
 _REST = """
 dataset_type = 'CocoDataset'
 classes = CLASSES
 img_norm_cfg = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=WITH_MASK),
     dict(type='Resize', img_scale=(IMG, IMG), keep_ratio=True),
     dict(type='RandomFlip', flip_ratio=0.5),
     dict(type='Normalize', **img_norm_cfg),
     dict(type='Pad', size_divisor=32),
     dict(type='DefaultFormatBundle'),
-    dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels']),
+    dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels'MASK_KEY]),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -106,7 +120,7 @@ data = dict(
                pipeline=train_pipeline),
     val=dict(type=dataset_type, classes=classes, ann_file='VAL_ANN', img_prefix='VAL_IMG', pipeline=test_pipeline),
     test=dict(type=dataset_type, classes=classes, ann_file='VAL_ANN', img_prefix='VAL_IMG', pipeline=test_pipeline))
-evaluation = dict(interval=1, metric='bbox')
+evaluation = dict(interval=1, metric=METRIC)
 optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001)
 optimizer_config = dict(grad_clip=dict(max_norm=35, norm_type=2))
 lr_config = dict(policy='step', warmup='linear', warmup_iters=10, warmup_ratio=0.1, step=[8, 11])
@@ -129,7 +143,7 @@ def write_config(path: str | Path, family: str = "retinanet", root: str | Path |
 
     Args:
         path: the ``.py`` file to write.
-        family: ``"retinanet"`` or ``"faster_rcnn"`` (ResNet-18 + FPN, 32 channels).
+        family: ``"retinanet"``, ``"faster_rcnn"`` or ``"mask_rcnn"`` (ResNet-18 + FPN, 32 channels).
         root: the synthetic set's cache folder (default: detlight's cache).
         num_train: train images.
         num_val: val images.
@@ -146,6 +160,9 @@ def write_config(path: str | Path, family: str = "retinanet", root: str | Path |
     paths = ensure_synthetic_coco(SyntheticCocoSpec(root=None if root is None else str(root), num_train=num_train,
                                                     num_val=num_val, image_size=image_size))
     text = (_MODELS[family].replace("BACKBONE", _BACKBONE) + _REST)
+    mask = family == "mask_rcnn"
+    text = text.replace("WITH_MASK", str(mask)).replace("MASK_KEY", ", 'gt_masks'" if mask else "")
+    text = text.replace("METRIC", "['bbox', 'segm']" if mask else "'bbox'")
     for key, value in (("NUM_CLASSES", str(len(paths.classes))), ("CLASSES", repr(tuple(paths.classes))),
                        ("TRAIN_ANN", str(paths.train_ann)), ("TRAIN_IMG", str(paths.train_img_prefix) + "/"),
                        ("VAL_ANN", str(paths.val_ann)), ("VAL_IMG", str(paths.val_img_prefix) + "/"),
