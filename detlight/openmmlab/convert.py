@@ -27,6 +27,7 @@ DATA_MODULE = "detlight.openmmlab.OpenMMLabDataModule"
 EVALUATOR = "detlight.openmmlab.DatasetEvaluator"
 RESUME = "detlight.openmmlab.MMCVResume"
 MMCV_HOOKS = "detlight.callbacks.mmcv_hooks.MMCVHooks"
+WORKFLOW = "detlight.callbacks.workflow.Workflow"
 #: top-level keys whose conversion the bridge replaces
 BRIDGED_KEYS = ("model", "data", "train_cfg", "test_cfg", "custom_imports", "openmmlab")
 #: ``evaluation`` keys that are Evaluation's (the rest go to the dataset's ``evaluate``)
@@ -80,6 +81,13 @@ def bridge_config(cfg: Mapping[str, Any], out: dict[str, Any], report: Any) -> N
     for callback in callbacks:
         if callback.get("class_path") == MMCV_HOOKS and custom:
             callback.setdefault("init_args", {})["custom_imports"] = _import_names(custom)
+    workflow = [cb for cb in callbacks if cb.get("class_path") == WORKFLOW]
+    if workflow:  # the ('val', n) losses phase needs the val set with the train pipeline: not built here
+        trainer["callbacks"] = callbacks = [cb for cb in callbacks if cb not in workflow]
+        report.entries = [e for e in report.entries if e.key != "workflow"]
+        report.add("workflow", "approximated", "(Lightning fit loop)",
+                   f"{cfg.get('workflow')}: the ('val', n) losses phase is not run for OpenMMLab datasets; evaluation "
+                   "runs as `evaluation` says")
     resume = cfg.get("resume_from")
     if isinstance(resume, str) and resume.endswith(".pth"):
         callbacks.append({"class_path": RESUME, "init_args": {"path": resume}})

@@ -261,3 +261,13 @@ def test_custom_imports_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     with pytest.raises(KeyError, match="other"):
         with registry_errors("building `model`"):
             raise KeyError("other")
+
+
+def test_a_val_workflow_phase_is_reported_and_not_run(installed: None, tmp_path: Path) -> None:
+    import yaml
+
+    text, report = _convert(tmp_path, CONFIG + "\nworkflow = [('train', 1), ('val', 1)]\n")
+    callbacks = [cb["class_path"] for cb in yaml.safe_load(text)["trainer"]["callbacks"]]
+    assert not any(path.endswith("Workflow") for path in callbacks)
+    [entry] = [e for e in report.entries if e.key == "workflow"]
+    assert entry.status == "approximated" and "not run for OpenMMLab datasets" in entry.note
