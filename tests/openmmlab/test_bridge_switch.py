@@ -271,3 +271,13 @@ def test_a_val_workflow_phase_is_reported_and_not_run(installed: None, tmp_path:
     assert not any(path.endswith("Workflow") for path in callbacks)
     [entry] = [e for e in report.entries if e.key == "workflow"]
     assert entry.status == "approximated" and "not run for OpenMMLab datasets" in entry.note
+
+
+def test_a_url_load_from_names_the_key_in_one_line() -> None:
+    from torch import nn
+
+    from detlight.module import load_weights
+
+    with pytest.raises(CheckpointError, match=r"^`load_from` is 'https://download.openmmlab.com/x.pth': detlight does "
+                                              r"not download checkpoints, the file must be local"):
+        load_weights(nn.Linear(1, 1), "https://download.openmmlab.com/x.pth")
