@@ -67,7 +67,11 @@ $(OPENMMLAB_VENV)/.installed: $(VENV)/.installed
 	$(OPENMMLAB_PY) -c 'import detlight, mmcv, mmdet, mmdet3d; print("mmcv", mmcv.__version__, "mmdet", mmdet.__version__, "mmdet3d", mmdet3d.__version__)'
 	touch $@
 
-openmmlab: $(OPENMMLAB_VENV)/.installed
+# `detlight` in that venv: .venv-openmmlab/bin/detlight fit --config <mmdet config>.py trains mmdet's own code
+$(OPENMMLAB_VENV)/bin/detlight: $(OPENMMLAB_VENV)/.installed
+	printf '#!/bin/sh\nexec "%s" -m detlight.cli "$$@"\n' "$(CURDIR)/$(OPENMMLAB_PY)" > $@ && chmod +x $@
+
+openmmlab: $(OPENMMLAB_VENV)/bin/detlight
 
 test-openmmlab: $(OPENMMLAB_VENV)/.installed
 	$(OPENMMLAB_PY) -m pytest -q -p no:cacheprovider -m openmmlab tests

@@ -124,7 +124,14 @@ def remove_files(paths: Sequence[str]) -> None:
 
 def main(args: Sequence[str] | None = None) -> None:
     """Console entry point ``detlight``: known errors print ``detlight: error: ...`` (``--debug`` for a traceback)."""
-    argv = list(sys.argv[1:] if args is None else args)
+    from detlight.exceptions import DetLightError
+    from detlight.openmmlab.switch import pop_cli_switch  # --openmmlab true|false|auto (mmdet configs)
+
+    try:
+        argv = pop_cli_switch(sys.argv[1:] if args is None else args)
+    except DetLightError as err:
+        print(f"detlight: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     if argv[:1] == ["convert"]:  # before anything imports Lightning: converting a config takes milliseconds
         from detlight.compat.cli import convert_main
 

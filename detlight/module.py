@@ -269,6 +269,9 @@ def load_weights(model: nn.Module, path: str, revise_keys: tuple[tuple[str, str]
     Reads mmcv ``.pth`` files (``state_dict`` + ``meta``), detlight/Lightning ``.ckpt`` files (the ``model.`` prefix of
     :class:`DetectorModule` is stripped) and bare state dicts.
     """
+    if "://" in path and not os.path.isfile(path):
+        raise CheckpointError(f"`load_from` is {path!r}: detlight does not download checkpoints, the file must be "
+                              "local; download it once and set `load_from` to its path")
     if not os.path.isfile(path):
         raise CheckpointError(f"`load_from` checkpoint not found: {path}")
     try:

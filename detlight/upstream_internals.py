@@ -150,6 +150,25 @@ def clear_pending_loader_states(fit_loop: _FitLoop) -> None:
     fit_loop._combined_loader_states_to_load = []
 
 
+def set_loop_counters(trainer: pl.Trainer, epoch: int, iteration: int) -> None:
+    """Set the fit loop's counters as an epoch-end checkpoint after ``epoch`` epochs and ``iteration`` batches would.
+
+    Stands in for: a Lightning checkpoint's ``loops`` entry, for an mmcv ``.pth`` (``meta['epoch']`` /
+    ``meta['iter']``) that has none; call it in ``on_fit_start``. Checked on lightning 2.6.6. If the trackers move,
+    ``current_epoch`` / ``global_step`` stay 0 and the resumed run starts its schedule from the beginning.
+    """
+    fit_loop = trainer.fit_loop
+    epoch_loop = fit_loop.epoch_loop
+    trackers = [(fit_loop.epoch_progress.current, epoch), (fit_loop.epoch_progress.total, epoch),
+                (epoch_loop.batch_progress.total, iteration),
+                (epoch_loop.automatic_optimization.optim_progress.optimizer.step.total, iteration)]
+    for tracker, value in trackers:
+        for name in ("ready", "started", "processed", "completed"):
+            if hasattr(tracker, name):
+                setattr(tracker, name, value)
+    epoch_loop._batches_that_stepped = iteration
+
+
 def dump_trainer_checkpoint(trainer: pl.Trainer, weights_only: bool = False) -> dict[str, Any]:
     """The checkpoint dict ``trainer.save_checkpoint`` would write, built on this rank alone.
 

@@ -84,7 +84,9 @@ def convert_to_yaml(
     """As :func:`convert_file`, returning the :class:`ConversionReport` itself (for counts and checks)."""
     notes: list[EvalNote] = []
     cfg = load_config(path, cfg_options, notes=notes)
-    result, report = convert_config(cfg, str(path))
+    from detlight.openmmlab.convert import convert_config_bridged  # mmdet's own model and data when installed
+
+    result, report = convert_config_bridged(cfg, str(path), convert_config)
     for note in notes:
         report.add(note.key or "(expression)", "approximated", "(evaluated by detlight)", f"{note.where}: {note.text}")
     header = [

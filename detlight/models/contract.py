@@ -323,9 +323,13 @@ class DetectorAdapter:
     def predict(self, batch: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
         """Per-image detections in the original image frame (see module docstring).
 
+        A model with a ``predict_batch(batch)`` method answers for itself (its list is returned unchanged).
         Point-cloud batches (a ``points`` key) are passed to ``simple_test(points, img_metas, rescale=True)`` and its
         results are returned unchanged.
         """
+        custom = getattr(self.model, "predict_batch", None)
+        if callable(custom):  # the model reads its own batch and returns its own result layout (detlight.openmmlab)
+            return list(custom(batch))
         metas = batch["img_metas"]
         if "points" in batch and hasattr(self.model, "simple_test"):
             # 3D detectors return their own box layout (boxes_3d / scores_3d / labels_3d); the evaluator reads it.
