@@ -270,7 +270,7 @@ def _launch(subcommand: str, args: list[str] | dict[str, Any], callbacks: Sequen
     else:
         args_list, args = list(args), [subcommand, *args]
     try:
-        with _parse_errors_raised(subcommand), _quiet_argv():
+        with _parse_errors_raised(subcommand), _quiet_argv(), _signal_handlers_kept():
             cli = build_cli(args, cli_class=cls, extra_callbacks=callbacks, **cli_kwargs, **extra)
     finally:
         if not had_group and torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -482,6 +482,24 @@ def _check_ckpt_path(ckpt_path: str) -> None:
 
 
 @contextlib.contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """Put the caller's SIGTERM / SIGINT handlers back afterwards (a failing run ignores them while it shuts down)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
 def _quiet_argv() -> Iterator[None]:
     """Hide the kernel's own ``sys.argv`` (``-f kernel.json`` in Jupyter): the arguments come from ``args``."""
     saved = sys.argv
@@ -494,7 +512,11 @@ def _quiet_argv() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _parse_errors_raised(subcommand: str) -> Iterator[None]:
-    """Turn the parser's usage-and-exit into a ``ValueError`` that carries its message (a notebook-friendly error)."""
+    """Turn the parser's usage-and-exit into a ``ValueError`` that carries its message (a notebook-friendly error).
+
+    detlight's own errors (a :class:`~detlight.exceptions.UsageError` from the parser included, a ``ValueError``
+    too) pass unchanged: the same kind and one-line message as ``detlight <subcommand>`` prints.
+    """
     buffer = io.StringIO()
     real = sys.stderr
     try:
@@ -505,10 +527,6 @@ def _parse_errors_raised(subcommand: str) -> Iterator[None]:
             raise
         message = buffer.getvalue().strip().splitlines()
         raise ValueError(f"detlight {subcommand}: invalid arguments\n" + "\n".join(message[-20:])) from None
-    except Exception as exc:
-        if type(exc).__name__ != "UsageError":  # detlight.errors' friendly parser error
-            raise
-        raise ValueError(f"detlight {subcommand}: {exc}") from None
 
 
 class _Tee(io.TextIOBase):

@@ -170,16 +170,7 @@ def _main(argv: list[str]) -> None:
         # run=False: the parser has no subcommands, so the fit options are given without "fit".
         check_args = argv[2:] if argv[1:2] == ["fit"] else argv[1:]
         raise SystemExit(run_check(build_cli(check_args, run=False, save_config_callback=None)))
-    try:
-        build_cli(argv)
-    except RuntimeError as err:  # torch's load_state_dict: a checkpoint from another model
-        from detlight.errors import summarize_state_dict_error
-        from detlight.exceptions import CheckpointError
-
-        summary = summarize_state_dict_error(str(err))
-        if summary is None:
-            raise
-        raise CheckpointError(summary) from err
+    build_cli(argv)  # DetLightCLI turns known failures (a checkpoint from another model, ...) into detlight errors
 
 
 def _option_value(argv: list[str], name: str) -> str | None:

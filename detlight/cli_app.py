@@ -41,15 +41,47 @@ class DetLightCLI(LightningCLI):
         from detlight.callbacks.progress_bar import quiet_lightning
 
         quiet_lightning()
-        super().__init__(
-            DetectorModule,
-            LightningDataModule,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,
-            args=args,  # type: ignore[arg-type]
-            run=run,
-            **kwargs,
-        )
+        try:
+            super().__init__(
+                DetectorModule,
+                LightningDataModule,
+                subclass_mode_data=True,
+                auto_configure_optimizers=False,
+                args=args,  # type: ignore[arg-type]
+                run=run,
+                **kwargs,
+            )
+        except SystemExit as exc:
+            if not isinstance(exc.__context__, KeyboardInterrupt):
+                raise
+            # Lightning answers Ctrl-C inside fit with sys.exit(1); the CLI exits 130 saying where the run stands.
+            raise KeyboardInterrupt(self._interrupted_message()) from None
+        except KeyboardInterrupt as exc:
+            raise KeyboardInterrupt(str(exc) or self._interrupted_message()) from None
+        except Exception as exc:
+            from detlight.errors import translate_error
+
+            datamodule = getattr(self, "datamodule", None)
+            workers, batch = _loader_settings(datamodule, getattr(self, "trainer", None))
+            translated = translate_error(exc, getattr(self, "config", None), workers, batch)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def _interrupted_message(self) -> str:
+        """``interrupted (Ctrl-C); last checkpoint: PATH ...``, after the run's loader workers are shut down."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return "interrupted (Ctrl-C) before training started; nothing was saved"
+        from detlight.api import release_workers
+        from detlight.resume import find_last_checkpoint, run_checkpoint_dirs
+
+        release_workers(trainer)
+        last = find_last_checkpoint(run_checkpoint_dirs(trainer))
+        if last is None:
+            return "interrupted (Ctrl-C); no checkpoint was written yet"
+        return (f"interrupted (Ctrl-C); last checkpoint: {last} (resume with `--ckpt_path last` or "
+                f"`--ckpt_path {last}`)")
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
         """Lightning's subcommands, narrowed to the one on the command line when there is one."""
@@ -143,6 +175,20 @@ class DetLightCLI(LightningCLI):
         if log_dir:
             lines.append(f"TensorBoard: tensorboard --logdir {log_dir}")
         print("\n".join(lines), flush=True)
+
+
+def _loader_settings(datamodule: Any, trainer: Any) -> tuple[int | None, int | None]:
+    """(workers per process, batch size) of the run's train data, where they can be read."""
+    workers = getattr(datamodule, "workers_per_gpu", None)
+    batch = getattr(datamodule, "samples_per_gpu", None)
+    if workers is None or batch is None:
+        try:
+            loader = trainer.train_dataloader if trainer is not None else None
+        except Exception:  # noqa: BLE001 - no loader yet
+            loader = None
+        workers = workers if workers is not None else getattr(loader, "num_workers", None)
+        batch = batch if batch is not None else getattr(loader, "batch_size", None)
+    return (workers if isinstance(workers, int) else None), (batch if isinstance(batch, int) else None)
 
 
 def _int_before_float(parser: Any, options: Sequence[str]) -> None:

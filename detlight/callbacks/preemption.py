@@ -45,7 +45,9 @@ class Preemption(Callback):
     reads back complete. Success is reported only then; a failed save (read-only folder, disk full) raises one
     :class:`~detlight.exceptions.SaveError` naming the path, and the previous checkpoints stay. From the preemption on,
     SIGTERM and ``signals`` are ignored until the process exits (it is stopping already), so an impatient scheduler's
-    second SIGTERM during the save or the shutdown after it does not kill the run with status -15.
+    second SIGTERM during the save or the shutdown after it does not kill the run with status -15. The same holds
+    from any other exception on (a failed save, Ctrl-C): the run is stopping and reports why itself.
+    (:func:`detlight.fit` puts the caller's handlers back when it returns or raises.)
 
     Args:
         dirpath: Where to write. Default: the first checkpoint callback's directory, else ``default_root_dir``.
@@ -93,6 +95,9 @@ class Preemption(Callback):
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):
+            # The run is failing (a SaveError, a bug) or interrupted: a SIGTERM during the shutdown must not turn the
+            # error's exit status into -15 once Lightning puts the default handler back.
+            self._ignore_from_now_on(trainer, (signal.SIGTERM, *(getattr(signal, name) for name in self.signals)))
             return
         path = self.ckpt_path(trainer)
         self._ignore_from_now_on(trainer, (signal.SIGTERM, *(getattr(signal, name) for name in self.signals)))
