@@ -262,28 +262,53 @@ def summarize_state_dict_error(message: str) -> str | None:
 def check_checkpoint_file(path: str) -> None:
     """Refuse a missing, corrupt or unsafe (needs arbitrary unpickling) checkpoint before anything is built.
 
+    A folder, a file that is not a torch checkpoint (random bytes, a truncated copy) and a file that needs arbitrary
+    unpickling each get their own message; torch's advice to load with ``weights_only=False`` and its note about
+    ``mmap`` are not passed on.
+
     Raises:
-        CheckpointError: ``path`` does not exist.
-        CheckpointError: it cannot be read with ``torch.load(..., weights_only=True)``.
+        CheckpointError: ``path`` does not exist, is a folder, is corrupt or truncated, or needs arbitrary unpickling.
     """
     import torch
 
+    from detlight.checkpoint_io import checkpoint_problem
+
+    if os.path.isdir(path):
+        from detlight.resume import find_last_checkpoint
+
+        newest = find_last_checkpoint([path])
+        raise CheckpointError(f"checkpoint {path} is a folder, not a file; pass a checkpoint file in it"
+                              + (f" (the newest is {newest})" if newest else " (it holds no *.ckpt file)")
+                              + ", or `--ckpt_path last` for the newest checkpoint of the run")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"cannot read checkpoint {path}: {problem}")
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"  # only the zip format can be memory-mapped; legacy files are read
     try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or unsafe files
         text = str(err)
-        if "Weights only load failed" in text or isinstance(err, pickle.UnpicklingError) and "GLOBAL" in text:
-            culprit = re.search(r"GLOBAL ([\w.]+)", text)
+        culprit = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: ([\w.]+)", text)
+        if culprit:
             raise CheckpointError(
-                f"refusing to load {path}: it needs arbitrary unpickling"
-                f"{f' ({culprit.group(1)})' if culprit else ''}; only tensors and plain containers are accepted "
-                "(weights_only=True). Re-save it with plain types, or load the weights with `model.load_from`."
+                f"refusing to load {path}: it needs arbitrary unpickling ({culprit.group(1)}); "
+                "only tensors and plain containers are accepted (weights_only=True). Re-save it with plain types, "
+                "or load the weights with `model.load_from`."
             ) from None
-        first = text.splitlines()[0].split(". ")[0] if text else ""
         raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or not a torch checkpoint "
-                              f"({type(err).__name__}: {first})") from None
+                              f"({type(err).__name__}: {_torch_load_reason(text)})") from None
+
+
+def _torch_load_reason(text: str) -> str:
+    """The reason in a ``torch.load`` error, without torch's advice (``weights_only=False``, ``mmap``)."""
+    unpickler = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, re.S)
+    if unpickler:
+        return " ".join(unpickler.group(1).split())
+    lines = [line for line in text.splitlines() if line.strip() and "weights_only" not in line and "mmap" not in line]
+    return lines[0].split(". ")[0].strip() if lines else "unreadable"
 
 
 def check_work_dir(path: str) -> None:

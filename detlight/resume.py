@@ -103,6 +103,10 @@ def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer, stage: str = "
         return ckpt_path
     if ckpt_path not in AUTO_RESUME_VALUES:
         if "://" not in ckpt_path:
+            if os.path.isdir(ckpt_path):
+                from detlight.errors import check_checkpoint_file
+
+                check_checkpoint_file(ckpt_path)  # names the folder's newest checkpoint
             if not os.path.isfile(ckpt_path):
                 raise CheckpointError(f"Checkpoint to resume from not found: ckpt_path={ckpt_path}")
             problem = checkpoint_problem(ckpt_path)
@@ -122,7 +126,7 @@ def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer, stage: str = "
     if skipped:
         kept = f"using {path}, the newest readable one" if path else "no readable checkpoint is left"
         message = f"detlight: ckpt_path={ckpt_path}: skipping unreadable checkpoint(s) {'; '.join(skipped)}; {kept}."
-        log.warning(message)
+        log.debug(message)  # printed once, below: a warning would print it a second time through logging
         print(message, file=sys.stderr, flush=True)
     if path is None and skipped:
         raise CheckpointError(f"ckpt_path={ckpt_path}: every checkpoint under {sorted(set(dirs))} is unreadable: "
