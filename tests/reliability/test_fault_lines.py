@@ -161,7 +161,7 @@ from fault_helpers import KillWorkerBeforeStep
 try:
     detlight.fit(sys.argv[1], json.loads(sys.argv[2]), callbacks=[KillWorkerBeforeStep(at=0)])
 except DetLightError as err:
-    print("\nRAISED", type(err).__name__, err)
+    print(); print("RAISED", type(err).__name__, err)
 """
 
 
