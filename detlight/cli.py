@@ -131,7 +131,7 @@ def main(args: Sequence[str] | None = None) -> None:
         raise SystemExit(convert_main(argv[1:]))
     from detlight.errors import run_main
 
-    run_main(_main, argv)
+    run_main(_main, argv, exiting=args is None)  # the console script: the process ends with the SystemExit
 
 
 TOP_LEVEL_HELP = """usage: detlight [-h] {fit,validate,test,predict,check,convert} ...

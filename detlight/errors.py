@@ -518,13 +518,14 @@ TRACEBACK_HINT = ("detlight: not one of detlight's input checks, so the full tra
                   "failing code (your model, hook or callback, or a bug in detlight)")
 
 
-def run_main(fn: Callable[[list[str]], Any], argv: Sequence[str]) -> Any:
+def run_main(fn: Callable[[list[str]], Any], argv: Sequence[str], exiting: bool = False) -> Any:
     """Call ``fn(argv)`` with friendly errors; ``--debug`` is removed from ``argv`` and enables tracebacks.
 
     A ``KeyboardInterrupt`` (Ctrl-C) prints one line (its message says where the last checkpoint is, see
-    :class:`~detlight.cli_app.DetLightCLI`) and exits with status 130, as shells do for SIGINT. Once an error line
-    is printed, SIGTERM is ignored: the process is stopping already, and a scheduler's SIGTERM during the shutdown
-    must not turn status 2 into -15.
+    :class:`~detlight.cli_app.DetLightCLI`) and exits with status 130, as shells do for SIGINT. With ``exiting``
+    (the console script, whose process ends with the ``SystemExit``), SIGTERM and SIGINT are ignored once the line
+    is printed: the process is stopping already, and a scheduler's SIGTERM during the shutdown (workers, loggers)
+    must not turn status 2 into -15. Callers that go on running (tests calling ``main([...])``) keep their handlers.
 
     Raises:
         SystemExit: status 2 after printing ``detlight: error: <message>`` for a known error type; 130 on Ctrl-C.
@@ -539,7 +540,12 @@ def run_main(fn: Callable[[list[str]], Any], argv: Sequence[str]) -> Any:
     except KeyboardInterrupt as exc:
         if debug:
             raise
-        _ignore_stop_signals()
+        if exiting:
+            _ignore_stop_signals()
+        if "torch" in sys.modules:  # a loader's fd-sharing thread may still hit the closed pipe
+            from detlight.data.loader import quiet_resource_sharer_pipes
+
+            quiet_resource_sharer_pipes()
         print(f"detlight: {str(exc).strip() or 'interrupted (Ctrl-C)'}", file=sys.stderr, flush=True)
         raise SystemExit(INTERRUPTED_EXIT_CODE) from None
     except BaseException as exc:
@@ -548,7 +554,8 @@ def run_main(fn: Callable[[list[str]], Any], argv: Sequence[str]) -> Any:
             if not debug and TRACEBACK_HINT not in getattr(exc, "__notes__", ()):
                 exc.add_note(TRACEBACK_HINT)
             raise
-        _ignore_stop_signals()
+        if exiting:
+            _ignore_stop_signals()
         print(f"detlight: error: {message}", file=sys.stderr, flush=True)
         if not isinstance(exc, UsageError):
             print("(run with --debug or DETLIGHT_DEBUG=1 for the full traceback)", file=sys.stderr, flush=True)

@@ -112,3 +112,27 @@ def test_sigterm_after_a_failed_save_keeps_exit_status_2(tmp_path):
     [line] = [x for x in stderr.splitlines() if x.startswith("detlight: error:")]
     assert line.startswith(f"detlight: error: Could not save checkpoint {blocker / 'ckpt'}"), line
     assert "Traceback" not in stderr, stderr[-3000:]
+
+
+def test_a_resource_sharer_thread_whose_peer_went_away_prints_nothing(capsys, monkeypatch):
+    """What a worker's fd-serving thread raises when the main process stops reading (Ctrl-C) is dropped; the same
+    error from any other code still reaches the previous hook."""
+    import threading
+
+    from detlight.data.loader import quiet_resource_sharer_pipes
+
+    seen: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_value))
+    quiet_resource_sharer_pipes()
+    quiet_resource_sharer_pipes()  # idempotent: one wrapper
+
+    def run(filename: str) -> None:
+        code = compile("raise BrokenPipeError(32, 'Broken pipe')", filename, "exec")
+        thread = threading.Thread(target=exec, args=(code, {}))
+        thread.start()
+        thread.join()
+
+    run(os.path.join(os.path.dirname(os.__file__), "multiprocessing", "resource_sharer.py"))
+    assert seen == []
+    run("user_code.py")
+    assert [type(e) for e in seen] == [BrokenPipeError]
