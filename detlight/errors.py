@@ -17,7 +17,6 @@ import difflib
 import importlib
 import inspect
 import os
-import pickle
 import pkgutil
 import re
 import sys
@@ -284,7 +283,7 @@ def check_checkpoint_file(path: str) -> None:
         raise CheckpointError(f"checkpoint not found: {path}")
     problem = checkpoint_problem(path)
     if problem is not None:
-        raise CheckpointError(f"cannot read checkpoint {path}: {problem}")
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or not a torch checkpoint ({problem})")
     with open(path, "rb") as f:
         zipped = f.read(4) == b"PK\x03\x04"  # only the zip format can be memory-mapped; legacy files are read
     try:
@@ -443,7 +442,10 @@ def describe_path_error(err: OSError, config: Any = None) -> str | None:
     else:
         fix = (f"point `{what}` at a path this user can access, or change the permissions of {value} "
                f"(`ls -ld {value}` shows them)")
-    shown = f"{what}={value}" if is_env else f"`{what}`: {value}"
+    if is_env:
+        shown = f"{what}={value}" if value else f"{what}, unset: {PATH_ENV_VARS.get(what, 'its default')}"
+    else:
+        shown = f"`{what}`: {value}"
     return f"{path}: {reason} (set by {shown}); {fix}"
 
 
@@ -470,10 +472,10 @@ def _path_source(path: str, config: Any) -> tuple[str, str, bool] | None:
         if length:
             found.append((length, key, value, False))
     for name, default in PATH_ENV_VARS.items():
-        value = os.environ.get(name)
-        length = _covers(value or os.path.expanduser(default), path)
+        env_value = os.environ.get(name)
+        length = _covers(env_value or os.path.expanduser(default), path)
         if length:
-            found.append((length, name, value or "", True))
+            found.append((length, name, env_value or "", True))
     if not found:
         return None
     _, key, value, is_env = max(found, key=lambda item: item[0])

@@ -24,9 +24,9 @@ torchvision detectors: :data:`TORCHVISION_FAMILIES` declares, per torchvision cl
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
