@@ -35,8 +35,8 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from detlight.callbacks.logger_callback import NOT_COMPUTED
 from detlight.cli import CKPT_PATH_KEYWORDS, DetLightCLI, build_cli, remove_files
 from detlight.compat.convert import convert_py_configs
+from detlight.data.loader import release_workers
 from detlight.exceptions import ConfigError, UsageError
-from detlight.upstream_internals import shut_down_workers
 
 __all__ = ["Run", "describe_object", "fit", "overrides_to_args", "predict", "test", "train_detector", "validate"]
 
@@ -541,17 +541,6 @@ class _Tee(io.TextIOBase):
 
     def flush(self) -> None:
         self._stream.flush()
-
-
-def release_workers(trainer: pl.Trainer) -> None:
-    """Shut down the worker processes of the run's data loaders (``persistent_workers`` keeps them alive otherwise)."""
-    loaders: list[Any] = []
-    for name in ("train_dataloader", "val_dataloaders", "test_dataloaders", "predict_dataloaders"):
-        with contextlib.suppress(Exception):  # a loop that never ran has no loaders
-            value = getattr(trainer, name)
-            loaders += list(value) if isinstance(value, (list, tuple)) else [value]
-    for loader in loaders:
-        shut_down_workers(loader)
 
 
 def fit(config: ConfigArg = None, overrides: Overrides = None, *, model: Any = None, datamodule: Any = None,

@@ -28,7 +28,13 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 
 class DetLightCLI(LightningCLI):
-    """LightningCLI for :class:`~detlight.module.DetectorModule` and any detlight datamodule (``class_path``)."""
+    """LightningCLI for :class:`~detlight.module.DetectorModule` and any detlight datamodule (``class_path``).
+
+    A failure that is input rather than a bug leaves it as a :class:`~detlight.exceptions.DetLightError` (see
+    :func:`detlight.errors.translate_error`), so ``detlight fit`` and :func:`detlight.fit` report it alike; Ctrl-C
+    leaves it as a ``KeyboardInterrupt`` whose message names the run's last checkpoint (Lightning itself would exit
+    with status 1), after the loader workers are shut down.
+    """
 
     def __init__(self, args: Sequence[str] | dict[str, Any] | None = None, run: bool = True, **kwargs: Any) -> None:
         # Build only the parser of the subcommand asked for: each one holds the whole Trainer signature, and
@@ -72,8 +78,8 @@ class DetLightCLI(LightningCLI):
         """``interrupted (Ctrl-C); last checkpoint: PATH ...``, after the run's loader workers are shut down."""
         trainer = getattr(self, "trainer", None)
         if trainer is None:
-            return "interrupted (Ctrl-C) before training started; nothing was saved"
-        from detlight.api import release_workers
+            return "interrupted (Ctrl-C) before the run started; nothing was saved"
+        from detlight.data.loader import release_workers
         from detlight.resume import find_last_checkpoint, run_checkpoint_dirs
 
         release_workers(trainer)

@@ -5,9 +5,11 @@ Replaces: mmdet's ``tools/train.py`` behaviour of dying with a traceback on ever
 :func:`run_main` wraps the console entry point: :class:`~detlight.exceptions.DetLightError` (and its kinds), the
 parser's own errors and Lightning's ``MisconfigurationException`` are printed as one short message and exit with
 status 2; ``--debug`` (or ``DETLIGHT_DEBUG=1``) shows the full traceback instead. Any other exception keeps its
-traceback, which ends with a one-line detlight hint. :class:`FriendlyArgumentParser` shortens jsonargparse's own
-messages (a type error inside a ``Union``, an unknown key, an unknown ``class_path``, the reason nested under "Problem
-with given class_path") and adds close-match suggestions found with :mod:`difflib`.
+traceback, which ends with a one-line detlight hint, unless :func:`translate_error` recognises it as input: an OS error
+on a path a config key or ``DETLIGHT_CACHE`` set, a DataLoader worker killed by the out-of-memory killer, a detlight
+error jsonargparse wrapped. Ctrl-C exits with status 130 and one line. :class:`FriendlyArgumentParser` shortens
+jsonargparse's own messages (a type error inside a ``Union``, an unknown key, an unknown ``class_path``, the reason
+nested under "Problem with given class_path") and adds close-match suggestions found with :mod:`difflib`.
 """
 
 from __future__ import annotations
@@ -273,9 +275,10 @@ def check_checkpoint_file(path: str) -> None:
     from detlight.checkpoint_io import checkpoint_problem
 
     if os.path.isdir(path):
-        from detlight.resume import find_last_checkpoint
+        from pathlib import Path
 
-        newest = find_last_checkpoint([path])
+        found = [p for p in Path(path).rglob("*.ckpt") if p.is_file() and not p.name.startswith(".")]
+        newest = str(max(found, key=lambda p: p.stat().st_mtime_ns)) if found else None
         raise CheckpointError(f"checkpoint {path} is a folder, not a file; pass a checkpoint file in it"
                               + (f" (the newest is {newest})" if newest else " (it holds no *.ckpt file)")
                               + ", or `--ckpt_path last` for the newest checkpoint of the run")

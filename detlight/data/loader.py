@@ -18,6 +18,7 @@ Two things a plain ``DataLoader`` does badly with ``workers_per_gpu > 0``:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -35,7 +36,7 @@ from detlight import exceptions
 from detlight.upstream_internals import shut_down_workers
 
 __all__ = ["DetDataLoader", "explain_worker_death", "leave_signals_to_main_process", "quiet_resource_sharer_pipes",
-           "worker_init_fn"]
+           "release_workers", "worker_init_fn"]
 
 _WORKER_PREFIX = re.compile(r"^Caught (\w+) in DataLoader worker process (\d+)\.")
 _KILLED = re.compile(r"DataLoader worker \(pid\(?s?\)? ?([\d, ]+)\) (?:is killed by signal: (.+?)\.|exited unexpectedly)")
@@ -183,3 +184,14 @@ class DetDataLoader(DataLoader):
         if death is not None:
             return exceptions.DataLoaderWorkerError(death)
         return err
+
+
+def release_workers(trainer: Any) -> None:
+    """Shut down the worker processes of the run's data loaders (``persistent_workers`` keeps them alive otherwise)."""
+    loaders: list[Any] = []
+    for name in ("train_dataloader", "val_dataloaders", "test_dataloaders", "predict_dataloaders"):
+        with contextlib.suppress(Exception):  # a loop that never ran has no loaders
+            value = getattr(trainer, name)
+            loaders += list(value) if isinstance(value, (list, tuple)) else [value]
+    for loader in loaders:
+        shut_down_workers(loader)
