@@ -286,7 +286,8 @@ def check_checkpoint_file(path: str) -> None:
         raise CheckpointError(f"checkpoint not found: {path}")
     problem = checkpoint_problem(path)
     if problem is not None:
-        raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or not a torch checkpoint ({problem})")
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or not a torch checkpoint "
+                              f"({problem})")
     with open(path, "rb") as f:
         zipped = f.read(4) == b"PK\x03\x04"  # only the zip format can be memory-mapped; legacy files are read
     try:
