@@ -1,7 +1,7 @@
 """Checkpoint and resume messages point the right way: a corrupt file is corrupt (not "unsafe", no
-``weights_only=False`` advice, no torch ``mmap`` note), a folder is a folder, the truncated-newest fallback is said once, the preemption line
-counts epochs from 1 and names the epoch a save at its end belongs to, and a resume shows none of Lightning's
-``weights_only`` / "dirpath has changed" notes."""
+``weights_only=False`` advice, no torch ``mmap`` note), a folder is a folder, the truncated-newest fallback is said
+once, the preemption line counts epochs from 1 and names the epoch a save at its end belongs to, and a resume shows
+none of Lightning's ``weights_only`` / "dirpath has changed" notes."""
 
 from __future__ import annotations
 
