@@ -268,7 +268,8 @@ def check_checkpoint_file(path: str) -> None:
     ``mmap`` are not passed on.
 
     Raises:
-        CheckpointError: ``path`` does not exist, is a folder, is corrupt or truncated, or needs arbitrary unpickling.
+        CheckpointError: ``path`` does not exist, is a folder, is corrupt or truncated, needs arbitrary unpickling, or
+            is not a Lightning checkpoint (an mmcv ``.pth``, a bare ``state_dict``: those go to ``model.load_from``).
     """
     import torch
 
@@ -291,7 +292,7 @@ def check_checkpoint_file(path: str) -> None:
     with open(path, "rb") as f:
         zipped = f.read(4) == b"PK\x03\x04"  # only the zip format can be memory-mapped; legacy files are read
     try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or unsafe files
         text = str(err)
         culprit = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: ([\w.]+)", text)
@@ -303,6 +304,11 @@ def check_checkpoint_file(path: str) -> None:
             ) from None
         raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or not a torch checkpoint "
                               f"({type(err).__name__}: {_torch_load_reason(text)})") from None
+    if not isinstance(loaded, dict) or "pytorch-lightning_version" not in loaded:
+        what = "an mmcv-style checkpoint (meta / state_dict)" if isinstance(loaded, dict) and "meta" in loaded else (
+            "a bare state_dict or other weights" if isinstance(loaded, dict) else f"a {type(loaded).__name__}")
+        raise CheckpointError(f"{path} is not a checkpoint of a detlight (Lightning) run but {what}; `ckpt_path` "
+                              f"resumes or evaluates such a run. Load these weights with `--model.load_from {path}`")
 
 
 def _torch_load_reason(text: str) -> str:

@@ -54,8 +54,24 @@ def test_a_file_that_needs_unpickling_is_still_refused_as_unsafe(tmp_path):
 
 def test_a_legacy_format_checkpoint_is_read_without_torch_mmap_note(tmp_path):
     path = tmp_path / "legacy.ckpt"
-    torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=False)
+    torch.save({"pytorch-lightning_version": "2.6.6", "state_dict": {"w": torch.ones(2)}}, path,
+               _use_new_zipfile_serialization=False)
     check_checkpoint_file(str(path))  # torch refuses mmap for this format; the check reads it without
+
+
+@pytest.mark.parametrize(("content", "what"), [
+    ({"meta": {"epoch": 1}, "state_dict": {"w": torch.ones(1)}}, "an mmcv-style checkpoint (meta / state_dict)"),
+    ({"w": torch.ones(1)}, "a bare state_dict or other weights")])
+def test_weights_that_are_not_a_run_checkpoint_point_to_load_from(tmp_path, capsys, content, what):
+    path = tmp_path / "epoch_12.pth"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError) as info:
+        check_checkpoint_file(str(path))
+    assert str(info.value) == (f"{path} is not a checkpoint of a detlight (Lightning) run but {what}; `ckpt_path` "
+                               f"resumes or evaluates such a run. Load these weights with `--model.load_from {path}`")
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", "--config", QUICKSTART, "--ckpt_path", str(path)])
+    assert exc.value.code == 2 and f"detlight: error: {info.value}" in capsys.readouterr().err
 
 
 def test_a_folder_passed_as_checkpoint_is_named_a_folder(tmp_path, capsys):
