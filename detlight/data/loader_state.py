@@ -205,8 +205,8 @@ def load_skipped_loader_state(trainer: pl.Trainer | None, loader: DataLoader) ->
 def train_batches_per_epoch(trainer: pl.Trainer, length: int) -> int:
     """Training batches the Trainer takes from a loader of ``length`` batches per epoch (``limit_train_batches``:
     an int is a count, a float a fraction of ``length``, as Lightning reads it)."""
-    limit = trainer.limit_train_batches
-    if limit is None:
+    limit = getattr(trainer, "limit_train_batches", None)
+    if limit is None or isinstance(limit, bool) or not isinstance(limit, (int, float)):
         return length
     if isinstance(limit, int):
         return min(length, limit)
