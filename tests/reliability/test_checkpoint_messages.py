@@ -126,6 +126,7 @@ def test_preemption_line_counts_epochs_from_1_and_names_the_epoch_a_save_ends(tm
 
 
 # ------------------------------------------------------------------------------ a resume's output
+@pytest.mark.slow
 def test_resume_past_a_truncated_newest_checkpoint_says_so_once_and_nothing_of_lightning(tmp_path):
     args = [f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in {
         "data.init_args.synthetic.num_train": 4, "data.init_args.synthetic.num_val": 2,

@@ -165,6 +165,7 @@ except DetLightError as err:
 """
 
 
+@pytest.mark.slow
 def test_worker_killed_during_the_optimizer_step_is_one_line(tmp_path):
     """In fresh processes: torch's SIGCHLD handler, which raises inside the optimizer step, is installed once per
     process (an earlier run's teardown may have put the default handler back)."""

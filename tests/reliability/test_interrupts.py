@@ -60,6 +60,7 @@ def _session_members(sid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc to find the workers")
+@pytest.mark.slow
 def test_ctrl_c_with_workers_exits_130_naming_the_last_checkpoint(tmp_path):
     progress = tmp_path / "progress"
     proc, _, err = _start(tmp_path, {
@@ -90,6 +91,7 @@ def test_ctrl_c_with_workers_exits_130_naming_the_last_checkpoint(tmp_path):
 SLOW_EXIT = "import atexit, sys, time; atexit.register(time.sleep, 8); from detlight.cli import main; main()"
 
 
+@pytest.mark.slow
 def test_sigterm_after_a_failed_save_keeps_exit_status_2(tmp_path):
     """The checkpoint folder cannot be created (its parent is a file); the SaveError line is printed, and a SIGTERM
     during the (here slow) shutdown after it must not end the process with -15."""
