@@ -138,7 +138,7 @@ def main(args: Sequence[str] | None = None) -> None:
         raise SystemExit(convert_main(argv[1:]))
     from detlight.errors import run_main
 
-    run_main(_main, argv)
+    run_main(_main, argv, exiting=args is None)  # the console script: the process ends with the SystemExit
 
 
 TOP_LEVEL_HELP = """usage: detlight [-h] {fit,validate,test,predict,check,convert} ...
@@ -177,16 +177,7 @@ def _main(argv: list[str]) -> None:
         # run=False: the parser has no subcommands, so the fit options are given without "fit".
         check_args = argv[2:] if argv[1:2] == ["fit"] else argv[1:]
         raise SystemExit(run_check(build_cli(check_args, run=False, save_config_callback=None)))
-    try:
-        build_cli(argv)
-    except RuntimeError as err:  # torch's load_state_dict: a checkpoint from another model
-        from detlight.errors import summarize_state_dict_error
-        from detlight.exceptions import CheckpointError
-
-        summary = summarize_state_dict_error(str(err))
-        if summary is None:
-            raise
-        raise CheckpointError(summary) from err
+    build_cli(argv)  # DetLightCLI turns known failures (a checkpoint from another model, ...) into detlight errors
 
 
 def _option_value(argv: list[str], name: str) -> str | None:

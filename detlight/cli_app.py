@@ -29,7 +29,13 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 
 class DetLightCLI(LightningCLI):
-    """LightningCLI for :class:`~detlight.module.DetectorModule` and any detlight datamodule (``class_path``)."""
+    """LightningCLI for :class:`~detlight.module.DetectorModule` and any detlight datamodule (``class_path``).
+
+    A failure that is input rather than a bug leaves it as a :class:`~detlight.exceptions.DetLightError` (see
+    :func:`detlight.errors.translate_error`), so ``detlight fit`` and :func:`detlight.fit` report it alike; Ctrl-C
+    leaves it as a ``KeyboardInterrupt`` whose message names the run's last checkpoint (Lightning itself would exit
+    with status 1), after the loader workers are shut down.
+    """
 
     def __init__(self, args: Sequence[str] | dict[str, Any] | None = None, run: bool = True, **kwargs: Any) -> None:
         # Build only the parser of the subcommand asked for: each one holds the whole Trainer signature, and
@@ -42,15 +48,47 @@ class DetLightCLI(LightningCLI):
         from detlight.callbacks.progress_bar import quiet_lightning
 
         quiet_lightning()
-        super().__init__(
-            DetectorModule,
-            LightningDataModule,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,
-            args=args,  # type: ignore[arg-type]
-            run=run,
-            **kwargs,
-        )
+        try:
+            super().__init__(
+                DetectorModule,
+                LightningDataModule,
+                subclass_mode_data=True,
+                auto_configure_optimizers=False,
+                args=args,  # type: ignore[arg-type]
+                run=run,
+                **kwargs,
+            )
+        except SystemExit as exc:
+            if not isinstance(exc.__context__, KeyboardInterrupt):
+                raise
+            # Lightning answers Ctrl-C inside fit with sys.exit(1); the CLI exits 130 saying where the run stands.
+            raise KeyboardInterrupt(self._interrupted_message()) from None
+        except KeyboardInterrupt as exc:
+            raise KeyboardInterrupt(str(exc) or self._interrupted_message()) from None
+        except Exception as exc:
+            from detlight.errors import translate_error
+
+            datamodule = getattr(self, "datamodule", None)
+            workers, batch = _loader_settings(datamodule, getattr(self, "trainer", None))
+            translated = translate_error(exc, getattr(self, "config", None), workers, batch)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def _interrupted_message(self) -> str:
+        """``interrupted (Ctrl-C); last checkpoint: PATH ...``, after the run's loader workers are shut down."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return "interrupted (Ctrl-C) before the run started; nothing was saved"
+        from detlight.data.loader import release_workers
+        from detlight.resume import find_last_checkpoint, run_checkpoint_dirs
+
+        release_workers(trainer)
+        last = find_last_checkpoint(run_checkpoint_dirs(trainer))
+        if last is None:
+            return "interrupted (Ctrl-C); no checkpoint was written yet"
+        return (f"interrupted (Ctrl-C); last checkpoint: {last} (resume with `--ckpt_path last` or "
+                f"`--ckpt_path {last}`)")
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
         """Lightning's subcommands, narrowed to the one on the command line when there is one."""
@@ -198,6 +236,19 @@ def evaluation_beside_checkpoint(trainer: Any, ckpt_path: str | None, stage: str
         loggers.append(logger)
     trainer.loggers = loggers
     return moved
+
+def _loader_settings(datamodule: Any, trainer: Any) -> tuple[int | None, int | None]:
+    """(workers per process, batch size) of the run's train data, where they can be read."""
+    workers = getattr(datamodule, "workers_per_gpu", None)
+    batch = getattr(datamodule, "samples_per_gpu", None)
+    if workers is None or batch is None:
+        try:
+            loader = trainer.train_dataloader if trainer is not None else None
+        except Exception:  # noqa: BLE001 - no loader yet
+            loader = None
+        workers = workers if workers is not None else getattr(loader, "num_workers", None)
+        batch = batch if batch is not None else getattr(loader, "batch_size", None)
+    return (workers if isinstance(workers, int) else None), (batch if isinstance(batch, int) else None)
 
 
 def _int_before_float(parser: Any, options: Sequence[str]) -> None:

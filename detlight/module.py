@@ -82,6 +82,7 @@ class DetectorModule(pl.LightningModule):
         self._weights_loaded = False
         self.log_buffer = LogBuffer()
         self.last_outputs: dict[str, Any] | None = None
+        self._inputs_checked = False
         #: Set by :class:`detlight.callbacks.workflow.Workflow` for a ``('val', n)`` workflow phase: validation then also runs
         #: the detector's losses (mmcv ``val_step``) into :attr:`val_log_buffer` / :attr:`last_val_outputs`, logged
         #: as ``val/<loss key>`` at the end of the validation epoch.
@@ -164,7 +165,13 @@ class DetectorModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        optimizer = self.trainer.optimizers[0] if attached_trainer(self) is not None and self.trainer.optimizers else None
+        trainer = attached_trainer(self)
+        optimizer = self.trainer.optimizers[0] if trainer is not None and self.trainer.optimizers else None
+        if not self._inputs_checked:  # before the first forward: a model made for other data is named as such
+            datamodule = getattr(trainer, "datamodule", None)
+            self.adapter.check_inputs(batch, f"`{type(datamodule).__name__}`" if datamodule is not None
+                                      else "the train loader")
+            self._inputs_checked = True
         outputs = self.adapter.losses(batch, optimizer)
         self.log_buffer.update(outputs["log_vars"], outputs["num_samples"])
         self.last_outputs = outputs

@@ -33,7 +33,7 @@ Internals (function -> the internal it wraps -> where detlight uses it):
   ``models/torchvision_factory.py``
 - :func:`set_box_loss` -> torchvision ``RetinaNetRegressionHead._loss_type`` -> ``models/torchvision_factory.py``
 - :func:`shut_down_workers` -> torch ``DataLoader._iterator`` and ``_MultiProcessingDataLoaderIter._shutdown_workers``
-  -> ``api.py``, ``data/loader.py``
+  -> ``data/loader.py``
 
 An override cannot move here: :class:`~detlight.callbacks.checkpoint.MMCheckpoint` overrides
 ``ModelCheckpoint._find_last_checkpoints`` (named by :data:`FIND_LAST_CHECKPOINTS`, allow-listed in the AST test),

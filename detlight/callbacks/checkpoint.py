@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -345,7 +346,11 @@ class MMCheckpoint(ModelCheckpoint):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
+        """Lightning's, without its "The dirpath has changed" warning: a resumed run writes into its own run
+        directory (``version_N``) by design, so the folder differs on every resume."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")
+            super().load_state_dict(state_dict)
         self.last_ckpt = state_dict.get("last_ckpt", self.last_ckpt)
 
 

@@ -160,6 +160,11 @@ class _DropTip(logging.Filter):
         return not str(record.getMessage()).startswith("💡 Tip:")
 
 
+class _DropWeightsOnlyNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("`weights_only` was not set")
+
+
 def quiet_lightning() -> None:
     """Silence Lightning messages that do not apply to a detlight run, each by its exact text (idempotent):
 
@@ -167,11 +172,16 @@ def quiet_lightning() -> None:
     - torch's ``isinstance(treespec, LeafSpec)`` deprecation, raised inside Lightning's own code;
     - "The number of training batches ... is smaller than the logging interval Trainer(log_every_n_steps=...)":
       detlight's loggers average and write by their own ``interval`` (see
-      :class:`~detlight.callbacks.logger_callback.LoggerCallback`, which installs this filter when present).
+      :class:`~detlight.callbacks.logger_callback.LoggerCallback`, which installs this filter when present);
+    - "`weights_only` was not set, defaulting to `False`", logged by every ``trainer.save_checkpoint`` that does not
+      pass it (detlight's checkpoints are full training states, loadable with ``weights_only=True``).
     """
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropTip) for f in logger.filters):
         logger.addFilter(_DropTip())
+    connector = logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector")
+    if not any(isinstance(f, _DropWeightsOnlyNote) for f in connector.filters):
+        connector.addFilter(_DropWeightsOnlyNote())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
