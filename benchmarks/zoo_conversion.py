@@ -41,10 +41,10 @@ def _parser() -> Any:
 
 
 def survey(root: Path, parser: Any) -> tuple[collections.Counter, list[tuple[str, str, str]]]:
-    from detlight.compat._convert_parts import UNMAPPED_DATA
-    from detlight.compat.config import load_config
-    from detlight.compat.convert import convert_config
-    from detlight.compat.model_map import model_kind
+    from detlight.convert import convert_config
+    from detlight.convert.config import load_config
+    from detlight.convert.model_map import model_kind
+    from detlight.convert.sections import UNMAPPED_DATA
 
     counts: collections.Counter = collections.Counter()
     rows = []

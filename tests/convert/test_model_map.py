@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from detlight.compat.convert import ConversionReport, convert_config
-from detlight.compat.model_map import FAMILY_TABLE, NEAREST, map_model
-from detlight.compat.unmapped_detector import UnmappedDetector
+from detlight.convert import ConversionReport, convert_config
+from detlight.convert.model_map import FAMILY_TABLE, NEAREST, map_model
+from detlight.convert.unmapped_detector import UnmappedDetector
 from detlight.exceptions import ConfigError
 
 # The real mmdet 2.28.2 zoo (the wheel's ``mmdet/.mim/configs``), when DETLIGHT_MMDET_ZOO names it (``:``-separated
@@ -93,7 +93,7 @@ def test_unknown_type_names_nearest_family_and_stops_fit():
     cfg = {"model": {"type": "CascadeRCNN", "roi_head": {}}}
     out, report = convert_config(cfg, "cascade.py")
     model = out["model"]["model"]
-    assert model["class_path"] == "detlight.compat.unmapped_detector.UnmappedDetector"
+    assert model["class_path"] == "detlight.convert.unmapped_detector.UnmappedDetector"
     (entry,) = [e for e in report.entries if e.key == "model"]
     assert entry.status == "dropped" and "CascadeRCNN" in entry.note and "nearest supported family is FasterRCNN" in entry.note
     with pytest.raises(ConfigError, match=r"`CascadeRCNN` has no detlight counterpart.*FasterRCNN"):
@@ -134,7 +134,7 @@ def test_nuscenes_style_pointpillars_maps_with_range_classes_and_3d_evaluator():
                                     "faster_rcnn/faster_rcnn_r101_fpn_1x_coco.py", "mask_rcnn/mask_rcnn_r50_fpn_1x_coco.py",
                                     "ssd/ssd300_coco.py"])
 def test_real_zoo_configs_map_to_a_real_model(config):
-    from detlight.compat.config import load_config
+    from detlight.convert.config import load_config
 
     out, _ = convert_config(load_config(ZOO / config), config)
     assert out["model"]["model"]["class_path"] == "detlight.models.torchvision_detector"

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
-from detlight.compat.cli import convert_folder, convert_main, format_summary
-from detlight.compat.config import load_config
-from detlight.compat.convert import LR_UPDATER, ConversionReport, convert_config, convert_to_yaml
+from detlight.convert import ConversionReport, convert_config, convert_to_yaml
+from detlight.convert.cli import convert_folder, convert_main, format_summary
+from detlight.convert.config import load_config
+from detlight.convert.targets import LR_UPDATER
 from detlight.exceptions import ConfigError
 
 ZOO_LIKE = Path(__file__).parent / "configs" / "zoo_like"
@@ -99,7 +100,7 @@ def test_approximated_and_dropped_lines_say_how_or_why() -> None:
 def test_unknown_dataset_keeps_batch_settings_and_paths_in_a_commented_block(tmp_path: Path) -> None:
     text, report = convert_to_yaml(VOC, tmp_path / "voc.yaml")
     out = yaml.safe_load(text)
-    assert out["data"]["class_path"] == "detlight.compat.unmapped_data.UnmappedDataModule"  # stops fit, named
+    assert out["data"]["class_path"] == "detlight.convert.unmapped_data.UnmappedDataModule"  # stops fit, named
     assert set(out["data"]["init_args"]) == {"dataset_type", "message"}  # nothing else (it accepts nothing else)
     assert out["data"]["init_args"]["dataset_type"] == "VOCDataset"
     for key in ("data.samples_per_gpu", "data.workers_per_gpu", "data.train.times"):

@@ -6,7 +6,7 @@ Replaces: mmdet's ``build_detector(cfg.model)`` registry lookup, for the types d
 backbone and the test-time thresholds); mmdet3d PointPillars-style types map to detlight's ``PointPillars``
 (with :class:`~detlight.metrics.CenterDistanceMAP` as evaluator). Every mapped model is reported "approximated",
 saying what differs. Any other type gets the nearest supported family named in the report, and a ``model.model``
-(:class:`~detlight.compat.unmapped_detector.UnmappedDetector`) whose construction stops ``fit`` with that message.
+(:class:`~detlight.convert.unmapped_detector.UnmappedDetector`) whose construction stops ``fit`` with that message.
 This module imports neither torch nor Lightning, so ``detlight convert`` stays light.
 """
 
@@ -15,16 +15,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from detlight.compat._convert_parts import UNMAPPED_DATA
-from detlight.compat.report import dotted_get
+from detlight.convert.report import dotted_get
+from detlight.convert.sections import UNMAPPED_DATA
 
 if TYPE_CHECKING:
-    from detlight.compat.convert import ConversionReport
+    from detlight.convert.report import ConversionReport
 
 __all__ = ["FAMILY_TABLE", "NEAREST", "apply_model_map", "map_model"]
 
 TV_FACTORY = "detlight.models.torchvision_detector"
-UNMAPPED = "detlight.compat.unmapped_detector.UnmappedDetector"  # imported by the CLI only (it needs torch)
+UNMAPPED = "detlight.convert.unmapped_detector.UnmappedDetector"  # imported by the CLI only (it needs torch)
 POINTPILLARS = "detlight.models.pointpillars.PointPillars"
 CENTER_DISTANCE = "detlight.metrics.CenterDistanceMAP"
 

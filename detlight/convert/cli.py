@@ -51,7 +51,7 @@ def convert_main(argv: Sequence[str]) -> int:
     parser.add_argument("--report", help="also write the mapping report to this file (one config only)")
     args = parser.parse_args(list(argv))
 
-    from detlight.compat.convert import convert_file
+    from detlight.convert.entry import convert_file
     from detlight.exceptions import DetLightError
 
     if Path(args.config).is_dir():
@@ -83,7 +83,7 @@ def convert_folder(folder: str | Path, out_dir: str | Path, cfg_options: Sequenc
     A config detlight refuses (a :class:`~detlight.exceptions.ConfigError`) or that crashes the converter is recorded
     and the others still convert.
     """
-    from detlight.compat.convert import convert_to_yaml
+    from detlight.convert.entry import convert_to_yaml
     from detlight.exceptions import DetLightError
 
     root, out_root = Path(folder), Path(out_dir)

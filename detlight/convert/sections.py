@@ -1,4 +1,4 @@
-"""The ``model`` and ``data`` sections of :mod:`detlight.compat.convert`: mmdet ``type`` names -> detlight classes.
+"""The ``model`` and ``data`` sections of :mod:`detlight.convert.entry`: mmdet ``type`` names -> detlight classes.
 
 Kept apart from the runtime-key mapping because this is the part that grows with every detector and dataset detlight
 adds: extend :data:`MODEL_TARGETS` / :data:`DATASET_TARGETS` (and the constants next to them) to map a new one.
@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from detlight.compat.report import dotted_get
+from detlight.convert.report import dotted_get
 
 if TYPE_CHECKING:
-    from detlight.compat.report import ConversionReport
+    from detlight.convert.report import ConversionReport
 
 __all__ = ["DATASET_TARGETS", "MODEL_TARGETS", "convert_data", "convert_model"]
 
@@ -55,7 +55,7 @@ DATASET_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "KittiDataset": ("detlight.data.datamodule3d.Det3DDataModule", ("data_root", "classes")),
 }
 #: the ``data`` of a config whose dataset type detlight cannot read (imported by the CLI only: it needs Lightning).
-UNMAPPED_DATA = "detlight.compat.unmapped_data.UnmappedDataModule"
+UNMAPPED_DATA = "detlight.convert.unmapped_data.UnmappedDataModule"
 #: mmdet CocoDataset subclasses whose annotations are COCO-format json: read by DetDataModule, and what differs.
 COCO_LIKE = {
     "CityscapesDataset": "Cityscapes' own evaluation (cityscapesscripts) is not run; COCO mAP is reported",
@@ -167,7 +167,7 @@ def convert_model(model: Any, report: ConversionReport) -> dict[str, Any] | None
 def convert_data(data: Any, report: ConversionReport, seed: int | None = None) -> dict[str, Any] | None:
     """``data=dict(samples_per_gpu, ..., train, val, test)`` -> ``{class_path, init_args}`` for the datamodule.
 
-    A dataset type detlight cannot read gets :class:`~detlight.compat.unmapped_data.UnmappedDataModule` (whose
+    A dataset type detlight cannot read gets :class:`~detlight.convert.unmapped_data.UnmappedDataModule` (whose
     construction stops ``fit`` naming the type; a partial section would silently train on detlight's synthetic set);
     its batch settings and paths are reported as dropped and written, commented out, at the end of the YAML as the
     start of the user's own datamodule section (``report.yaml_notes``).
