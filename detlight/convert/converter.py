@@ -353,7 +353,12 @@ class _Converter:
                                                                       else "val_check_interval"), f"every {interval}")
         for sub in value:
             if sub in ("metric", "pipeline"):
+                model = self.cfg.get("model") if isinstance(self.cfg.get("model"), Mapping) else None
+                three_d = "point_cloud_range" in self.cfg or any(
+                    str(k).startswith(("pts_", "voxel", "img_")) for k in model or ())  # mmdet3d model keys
                 self.report.add(f"{key}.{sub}", "approximated", "model.evaluator",
+                                "DetectorModule's evaluator decides the metric: set `model.evaluator` (detlight's "
+                                "3D metric is detlight.metrics.CenterDistanceMAP)" if three_d else
                                 "DetectorModule's evaluator decides the metric (default: COCO bbox mAP)")
             elif sub not in EVALUATION_ARGS:
                 self.report.add(f"{key}.{sub}", "dropped", note="no detlight setting")

@@ -31,10 +31,10 @@ def _dense(kind: str, depth: int = 50) -> dict:
 
 
 CASES = [
-    (_rcnn("FasterRCNN"), "fasterrcnn_resnet50_fpn", None, {"box_score_thresh": 0.05, "box_nms_thresh": 0.5}),
+    (_rcnn("FasterRCNN"), "fasterrcnn_resnet50_fpn", "resnet50", {"box_score_thresh": 0.05, "box_nms_thresh": 0.5}),
     (_rcnn("MaskRCNN", 101), "maskrcnn_resnet50_fpn", "resnet101", {"box_detections_per_img": 100}),
     (_dense("RetinaNet", 18), "retinanet_resnet50_fpn", "resnet18", {"nms_thresh": 0.6, "detections_per_img": 50}),
-    (_dense("FCOS"), "fcos_resnet50_fpn", None, {"topk_candidates": 1000}),
+    (_dense("FCOS"), "fcos_resnet50_fpn", "resnet50", {"topk_candidates": 1000}),
     ({"type": "SingleStageDetector", "backbone": {"type": "SSDVGG", "depth": 16},
       "bbox_head": {"type": "SSDHead", "num_classes": 7}}, "ssd300_vgg16", None, {}),
     ({"type": "SingleStageDetector", "backbone": {"type": "MobileNetV2"},
@@ -86,7 +86,7 @@ def test_anchor_generator_and_neck_width_are_carried_where_they_differ():
     report = ConversionReport("x.py")
     faster["rpn_head"]["anchor_generator"] = {"type": "LegacyAnchorGenerator", "scales": [8], "strides": [4]}
     map_model(faster, report)
-    assert "anchor generator `LegacyAnchorGenerator` replaced" in next(e.note for e in report.entries if e.key == "model")
+    assert "swapped head: anchor generator `LegacyAnchorGenerator` -> torchvision's" in next(e.note for e in report.entries if e.key == "model")
 
 
 def test_unknown_type_names_nearest_family_and_stops_fit():
