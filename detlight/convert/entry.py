@@ -34,7 +34,7 @@ import yaml
 
 from detlight.convert.config import EvalNote, load_config
 from detlight.convert.converter import convert_config
-from detlight.convert.report import ConversionReport
+from detlight.convert.report import ConversionReport, find_placeholders
 
 __all__ = ["convert_file", "convert_py_configs", "convert_to_yaml"]
 
@@ -54,6 +54,7 @@ def convert_to_yaml(
     notes: list[EvalNote] = []
     cfg = load_config(path, cfg_options, notes=notes)
     result, report = convert_config(cfg, str(path))
+    report.placeholders = find_placeholders(result)
     for note in notes:
         report.add(note.key or "(expression)", "approximated", "(evaluated by detlight)", f"{note.where}: {note.text}")
     header = [

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from detlight.convert.report import dotted_get
+from detlight.convert.report import UNMAPPED_MODEL, dotted_get
 from detlight.convert.sections import UNMAPPED_DATA
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["FAMILY_TABLE", "NEAREST", "SWAP_KINDS", "apply_model_map", "map_model", "refusal"]
 
 TV_FACTORY = "detlight.models.torchvision_detector"
-UNMAPPED = "detlight.convert.unmapped_detector.UnmappedDetector"  # imported by the CLI only (it needs torch)
+UNMAPPED = UNMAPPED_MODEL  # imported by the CLI only (it needs torch)
 POINTPILLARS = "detlight.models.pointpillars.PointPillars"
 CENTER_DISTANCE = "detlight.metrics.CenterDistanceMAP"
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from detlight.convert.report import UNMAPPED_DATA as _UNMAPPED_DATA
 from detlight.convert.report import dotted_get
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ DATASET_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "KittiDataset": ("detlight.data.datamodule3d.Det3DDataModule", ("data_root", "classes")),
 }
 #: the ``data`` of a config whose dataset type detlight cannot read (imported by the CLI only: it needs Lightning).
-UNMAPPED_DATA = "detlight.convert.unmapped_data.UnmappedDataModule"
+UNMAPPED_DATA = _UNMAPPED_DATA
 #: mmdet CocoDataset subclasses whose annotations are COCO-format json: read by DetDataModule, and what differs.
 COCO_LIKE = {
     "CityscapesDataset": "Cityscapes' own evaluation (cityscapesscripts) is not run; COCO mAP is reported",

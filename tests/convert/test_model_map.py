@@ -139,3 +139,131 @@ def test_real_zoo_configs_map_to_a_real_model(config):
     out, _ = convert_config(load_config(ZOO / config), config)
     assert out["model"]["model"]["class_path"] == "detlight.models.torchvision_detector"
     assert out["model"]["model"]["init_args"]["num_classes"] == 80
+
+
+# ------------------------------------------------------------------------------------------ what the network is
+def _swaps(report: ConversionReport) -> dict[str, list[str]]:
+    note = next(e.note for e in report.entries if e.key == "model")
+    found: dict[str, list[str]] = {}
+    for part in note.split("; "):
+        if part.startswith("swapped "):
+            kind, _, text = part.removeprefix("swapped ").partition(": ")
+            found.setdefault(kind, []).append(text)
+    return found
+
+
+@pytest.mark.parametrize(("groups", "width", "name"), [(32, 4, "resnext101_32x4d"), (64, 4, "resnext101_64x4d")])
+def test_resnext_is_built_with_the_configured_groups_and_width(groups, width, name):
+    from detlight.models.torchvision_factory import torchvision_detector
+
+    model = dict(_dense("RetinaNet"), backbone={"type": "ResNeXt", "depth": 101, "groups": groups,
+                                                "base_width": width, "frozen_stages": 1, "norm_eval": True})
+    report = ConversionReport("x.py")
+    init = map_model(model, report)["init_args"]
+    assert init["backbone"] == name and "backbone" not in _swaps(report)
+    built = torchvision_detector(**init)
+    block = built.backbone.body.layer1[0]
+    assert (block.conv2.groups, block.conv2.out_channels, len(built.backbone.body.layer3)) == (groups, groups * width, 23)
+    # frozen_stages=1: stem and layer1 frozen, layer2-4 train; norm_eval: BatchNorm frozen
+    trainable = {n.split(".")[2] for n, p in built.backbone.body.named_parameters(prefix="backbone.body")
+                 if p.requires_grad}
+    assert trainable == {"layer2", "layer3", "layer4"}
+    assert type(block.bn1).__name__ == "FrozenBatchNorm2d"
+
+
+def test_caffe_style_dcn_and_other_backbones_are_named_swaps():
+    caffe = dict(_rcnn("FasterRCNN"), backbone={"type": "ResNet", "depth": 50, "style": "caffe",
+                                                 "dcn": {"type": "DCN"}, "stage_with_dcn": [False, True, True, True]})
+    report = ConversionReport("x.py")
+    init = map_model(caffe, report)["init_args"]
+    swaps = _swaps(report)
+    assert any("caffe-style" in s for s in swaps["backbone"]) and any("deformable" in s for s in swaps["backbone"])
+    assert init["backbone"] == "resnet50"
+    report = ConversionReport("x.py")
+    map_model(dict(_rcnn("FasterRCNN"), backbone={"type": "HRNet"}, neck={"type": "HRFPN"}), report)
+    swaps = _swaps(report)
+    assert swaps["backbone"] == ["`HRNet` -> torchvision ResNet-50"] and swaps["neck"] == ["`HRFPN` -> torchvision FPN"]
+    report = ConversionReport("x.py")
+    map_model(dict(_rcnn("FasterRCNN"), backbone={"type": "ResNet", "depth": 50}), report)
+    assert "backbone" not in _swaps(report) and "neck" not in _swaps(report)
+
+
+def test_heads_and_losses_other_than_torchvisions_are_named_swaps():
+    retina = _dense("RetinaNet")
+    retina["bbox_head"].update(type="GARetinaHead", loss_bbox={"type": "GIoULoss"})
+    report = ConversionReport("x.py")
+    map_model(retina, report)
+    swaps = _swaps(report)
+    assert swaps["head"] == ["bbox_head `GARetinaHead` -> torchvision's RetinaHead-like head"]
+    assert swaps["loss"] == ["bbox_head.loss_bbox `GIoULoss` -> torchvision's L1"]
+    retina["bbox_head"].update(type="RetinaHead", loss_bbox={"type": "L1Loss"})
+    report = ConversionReport("x.py")
+    map_model(retina, report)
+    assert "head" not in _swaps(report) and "loss" not in _swaps(report)
+
+
+def _with_pipelines(model: dict, train_scale, test_scale, mode: str = "value") -> dict:
+    resize = {"type": "Resize", "img_scale": train_scale, "keep_ratio": True, "multiscale_mode": mode}
+    return {"model": model, "data": {
+        "train": {"type": "CocoDataset", "ann_file": "a.json", "pipeline": [resize]},
+        "test": {"type": "CocoDataset", "ann_file": "a.json", "pipeline": [
+            {"type": "MultiScaleFlipAug", "img_scale": test_scale, "transforms": [{"type": "Resize"}]}]}}}
+
+
+def test_test_scale_comes_from_the_test_pipeline_and_train_scales_are_drawn():
+    cfg = _with_pipelines(_rcnn("FasterRCNN"), [(1333, 640), (1333, 672), (1333, 800)], (1333, 800))
+    out, report = convert_config(cfg, "ms.py")
+    options = out["model"]["model"]["init_args"]["options"]
+    assert options["min_size"] == [640, 672, 800] and options["max_size"] == 1333  # evaluated at min_size[-1]
+    assert "scale" not in _swaps(report)
+    assert out["data"]["init_args"]["pipeline"]["img_scale"] == [1333, 800]  # the loader keeps the largest
+    cfg = _with_pipelines(_rcnn("FasterRCNN"), [(1333, 640), (1333, 800)], (1333, 720), mode="range")
+    out, report = convert_config(cfg, "range.py")
+    sizes = out["model"]["model"]["init_args"]["options"]["min_size"]
+    assert sorted(sizes) == list(range(640, 801)) and sizes[-1] == 720 and "scale" not in _swaps(report)
+    cfg = _with_pipelines(_rcnn("FasterRCNN"), [(1333, 640), (1333, 672)], (1333, 800))
+    out, report = convert_config(cfg, "apart.py")
+    assert out["model"]["model"]["init_args"]["options"]["min_size"][-1] == 800
+    assert "the test short side 800" in _swaps(report)["scale"][0]
+
+
+@pytest.mark.parametrize(("backbone", "kind"), [
+    ({"type": "ResNet", "depth": 50, "num_stages": 3, "strides": [1, 2, 2], "out_indices": [2]}, "C4 "),
+    ({"type": "ResNet", "depth": 50, "strides": [1, 2, 2, 1], "dilations": [1, 1, 1, 2], "out_indices": [3]}, "DC5 ")])
+def test_c4_and_dc5_rcnns_are_refused_with_the_reason(backbone, kind):
+    model = {"type": "FasterRCNN", "backbone": backbone, "neck": None,
+             "rpn_head": {"anchor_generator": {"type": "AnchorGenerator", "scales": [2, 4, 8, 16, 32], "strides": [16]}},
+             "roi_head": {"bbox_head": {"num_classes": 3}}}
+    out, report = convert_config({"model": model}, "c4.py")
+    spec = out["model"]["model"]
+    assert spec["class_path"] == "detlight.convert.unmapped_detector.UnmappedDetector"
+    (entry,) = [e for e in report.entries if e.key == "model"]
+    assert entry.status == "dropped" and entry.note.startswith(kind) and "FPN variant only" in entry.note
+    with pytest.raises(ConfigError, match=kind + ".*fasterrcnn_resnet50_fpn"):
+        UnmappedDetector(**spec["init_args"])
+
+
+@pytest.mark.parametrize("head", ["PISASSDHead", "AscendSSDHead"])
+def test_pisa_and_ascend_ssd_heads_map_to_ssd(head):
+    model = {"type": "SingleStageDetector", "backbone": {"type": "SSDVGG", "depth": 16, "input_size": 300},
+             "bbox_head": {"type": head, "num_classes": 7}}
+    report = ConversionReport("x.py")
+    assert map_model(model, report)["init_args"]["builder"] == "ssd300_vgg16"
+    assert ("loss" in _swaps(report)) == (head == "PISASSDHead")  # Ascend's head is SSDHead's math
+
+
+def test_kitti_pointpillars_and_centernet_are_approximated_and_3d_reports_name_no_coco_metric():
+    from detlight.convert.config import load_config
+
+    configs = Path(__file__).parent / "configs"
+    pp = configs / "pointpillars" / "hv_pointpillars_secfpn_6x8_160e_kitti-3d-3class.py"
+    out, report = convert_config(load_config(pp), str(pp))
+    (entry,) = [e for e in report.entries if e.key == "model"]
+    assert entry.status == "approximated" and "swapped head: `Anchor3DHead`" in entry.note
+    assert not any("COCO" in e.note for e in report.entries), [e for e in report.entries if "COCO" in e.note]
+    assert [e.target for e in report.entries if e.key == "evaluation.metric"] == [
+        "model.evaluator: detlight.metrics.CenterDistanceMAP"]
+    cn = configs / "centernet" / "centernet_tiny_1x_coco.py"
+    _, report = convert_config(load_config(cn), str(cn))
+    (entry,) = [e for e in report.entries if e.key == "model"]
+    assert entry.status == "approximated" and "swapped backbone:" in entry.note and "swapped neck:" in entry.note
