@@ -381,6 +381,7 @@ def _pipeline(key: str, steps: Any, table: Mapping[str, Mapping[str, str]], repo
             if step.get(arg) is not None:
                 settings[field] = step[arg]
         lost = sorted(set(step) - set(table[kind]) - HARMLESS_STEP_ARGS)
+        carried = target if any(step.get(arg) is not None for arg in table[kind]) else "(built in)"
         scale = settings.get("img_scale")
         if kind == "Resize" and isinstance(scale, list) and scale and isinstance(scale[0], list):
             settings["img_scale"] = max(scale, key=lambda s: (min(s), max(s)))
@@ -389,8 +390,8 @@ def _pipeline(key: str, steps: Any, table: Mapping[str, Mapping[str, str]], repo
                        "torchvision model draws the train scale itself (`min_size`), other models train at that one "
                        "scale" + (f"; {lost} not carried" if lost else ""))
         elif lost:
-            report.add(f"{key}.{i}", "approximated", target if table[kind] else "(built in)",
+            report.add(f"{key}.{i}", "approximated", carried,
                        f"{kind}: {lost} not carried (detlight's defaults apply)")
         else:
-            report.add(f"{key}.{i}", "mapped", target if table[kind] else "(built in)", kind)
+            report.add(f"{key}.{i}", "mapped", carried, kind)
     return settings
