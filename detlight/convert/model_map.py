@@ -384,6 +384,8 @@ def map_model(model: Mapping[str, Any], report: ConversionReport,
         if backbone.get("type") == "MobileNetV2":
             swaps.append(("backbone", "MobileNetV2 -> MobileNetV3-Large (torchvision SSDLite 320)"))
             swaps.append(("neck", "mmdet SSDNeck extra layers -> torchvision SSDLite's"))
+        elif backbone.get("input_size", 300) != 300:
+            swaps.append(("neck", f"SSDNeck extra layers for {backbone.get('input_size')} input -> SSD300's"))
     else:
         _backbone(backbone, init, notes, swaps)
         _neck(kind, model, init, swaps)

@@ -250,6 +250,16 @@ def test_pisa_and_ascend_ssd_heads_map_to_ssd(head):
     report = ConversionReport("x.py")
     assert map_model(model, report)["init_args"]["builder"] == "ssd300_vgg16"
     assert ("loss" in _swaps(report)) == (head == "PISASSDHead")  # Ascend's head is SSDHead's math
+    assert "neck" not in _swaps(report) and "scale" not in _swaps(report)
+
+
+def test_ssd512_names_its_input_size_and_neck_swaps():
+    model = {"type": "SingleStageDetector", "backbone": {"type": "SSDVGG", "depth": 16, "input_size": 512},
+             "bbox_head": {"type": "SSDHead", "num_classes": 7}}
+    report = ConversionReport("x.py")
+    map_model(model, report, {})
+    swaps = _swaps(report)
+    assert swaps["scale"] == ["input 512x512 -> 300x300 (torchvision's fixed SSD size)"] and "512" in swaps["neck"][0]
 
 
 def test_kitti_pointpillars_and_centernet_are_approximated_and_3d_reports_name_no_coco_metric():
