@@ -277,6 +277,14 @@ def _heads_and_losses(kind: str, model: Mapping[str, Any], swaps: list[tuple[str
         swaps.append(("head", "FCOSHead (centerness_on_reg / norm_cfg / norm_on_bbox / center_sampling as set) -> "
                               "torchvision's (GroupNorm convs, centerness on the regression branch, no center "
                               "sampling)"))
+    ratio = _get(model, "bbox_head.anchor_generator.basesize_ratio_range")
+    lite = _get(model, "backbone.type") == "MobileNetV2"  # torchvision SSDLite's boxes: min 0.2, max 0.95
+    expected = [0.2, 0.95] if lite else [0.15, 0.9]  # SSD300-VGG16's: the sizes of mmdet's COCO range
+    generator = _get(model, "bbox_head.anchor_generator")
+    if kind == "SSD" and isinstance(generator, Mapping) and (
+            not isinstance(ratio, (list, tuple)) or [round(float(r), 4) for r in ratio] != expected):
+        given = f"basesize_ratio_range {tuple(ratio)}" if isinstance(ratio, (list, tuple)) else "explicit sizes"
+        swaps.append(("head", f"SSD anchors ({given}) -> torchvision's default boxes (as {tuple(expected)})"))
     if kind == "SSD" and SSD_HEADS.get(str(head.get("type"))):
         swaps.append(("loss", f"{head.get('type')}: {SSD_HEADS[str(head.get('type'))]}"))
     for path, (loss, beta, how) in _TV_LOSSES[kind].items():
@@ -331,6 +339,8 @@ def _scale_options(kind: str, cfg: Mapping[str, Any], model: Mapping[str, Any], 
         built = 320 if init["builder"].startswith("ssdlite") else 300
         if size != built:
             swaps.append(("scale", f"input {size}x{size} -> {built}x{built} (torchvision's fixed SSD size)"))
+            if built == 300:
+                swaps.append(("neck", f"SSDNeck extra layers for a {size} input -> SSD300's"))
         return
     if not train and test is None:
         return
@@ -384,8 +394,6 @@ def map_model(model: Mapping[str, Any], report: ConversionReport,
         if backbone.get("type") == "MobileNetV2":
             swaps.append(("backbone", "MobileNetV2 -> MobileNetV3-Large (torchvision SSDLite 320)"))
             swaps.append(("neck", "mmdet SSDNeck extra layers -> torchvision SSDLite's"))
-        elif backbone.get("input_size", 300) != 300:
-            swaps.append(("neck", f"SSDNeck extra layers for {backbone.get('input_size')} input -> SSD300's"))
     else:
         _backbone(backbone, init, notes, swaps)
         _neck(kind, model, init, swaps)

@@ -277,3 +277,13 @@ def test_kitti_pointpillars_and_centernet_are_approximated_and_3d_reports_name_n
     _, report = convert_config(load_config(cn), str(cn))
     (entry,) = [e for e in report.entries if e.key == "model"]
     assert entry.status == "approximated" and "swapped backbone:" in entry.note and "swapped neck:" in entry.note
+
+
+@pytest.mark.parametrize(("ratio", "swapped"), [((0.15, 0.9), False), ((0.2, 0.9), True)])
+def test_ssd_default_boxes_other_than_torchvisions_are_a_head_swap(ratio, swapped):
+    model = {"type": "SingleStageDetector", "backbone": {"type": "SSDVGG", "depth": 16},
+             "bbox_head": {"type": "SSDHead", "num_classes": 7,
+                           "anchor_generator": {"type": "SSDAnchorGenerator", "basesize_ratio_range": ratio}}}
+    report = ConversionReport("x.py")
+    map_model(model, report)
+    assert ("head" in _swaps(report)) == swapped
