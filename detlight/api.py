@@ -34,7 +34,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from detlight.callbacks.logger_callback import NOT_COMPUTED
 from detlight.cli import CKPT_PATH_KEYWORDS, DetLightCLI, build_cli, remove_files
-from detlight.compat.convert import convert_py_configs
+from detlight.convert.entry import convert_py_configs
 from detlight.data.loader import release_workers
 from detlight.exceptions import ConfigError, UsageError
 
@@ -230,7 +230,7 @@ def add_callbacks(trainer: pl.Trainer, callbacks: Sequence[Callback]) -> None:
     for callback in callbacks:
         if not isinstance(callback, Callback):
             raise TypeError(f"Expected `callbacks` to hold lightning Callback objects (wrap mmcv-style hooks in "
-                            f"detlight.compat.hooks.MMCVHooks), but got {type(callback).__name__}")
+                            f"detlight.callbacks.MMCVHooks), but got {type(callback).__name__}")
         existing = trainer.callbacks  # type: ignore[attr-defined]
         position = next((i for i, c in enumerate(existing) if isinstance(c, Checkpoint)), len(existing))
         existing.insert(position, callback)
@@ -599,7 +599,7 @@ def train_detector(model: torch.nn.Module, dataset: Any, cfg: Any, distributed: 
     """mmdet's ``train_detector(model, dataset, cfg, distributed, validate, timestamp, meta)`` on detlight.
 
     Replaces: ``mmdet.apis.train_detector``. ``cfg`` (an mmcv config dict, an ``mmcv.Config`` or a ``.py`` path) is
-    converted with :func:`detlight.compat.convert.convert_config` (the mapping report is printed), then built by the
+    converted with :func:`detlight.convert.converter.convert_config` (the mapping report is printed), then built by the
     CLI with ``model`` as the detector. ``cfg.seed`` seeds the run as mmdet's ``tools/train.py`` does (default 0).
 
     Args:
@@ -617,8 +617,8 @@ def train_detector(model: torch.nn.Module, dataset: Any, cfg: Any, distributed: 
     Returns:
         The :class:`Run` (the Trainer has finished fitting).
     """
-    from detlight.compat.config import load_config
-    from detlight.compat.convert import convert_config
+    from detlight.convert.config import load_config
+    from detlight.convert.converter import convert_config
 
     source = "train_detector"
     if isinstance(cfg, (str, os.PathLike)):

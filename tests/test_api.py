@@ -341,7 +341,7 @@ def test_converted_py_config_leaves_no_temporary_yaml(tmp_path, monkeypatch):
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    config = str(ROOT / "tests/compat/configs/centernet/centernet_tiny_1x_coco.py")
+    config = str(ROOT / "tests/convert/configs/centernet/centernet_tiny_1x_coco.py")
     with pytest.raises(SystemExit) as exc:
         main(["fit", "--config", config, "--print_config"])
     assert exc.value.code == 0

@@ -119,7 +119,7 @@ def test_data_throughput_rates(bench) -> None:
 
 def test_convert_speed_runs_on_the_fixture_configs(bench) -> None:
     convert_speed = bench("convert_speed")
-    report = convert_speed.main(["--zoo", str(Path(__file__).resolve().parent / "compat" / "configs" / "zoo_like"),
+    report = convert_speed.main(["--zoo", str(Path(__file__).resolve().parent / "convert" / "configs" / "zoo_like"),
                                  "--sample", "0"])
     assert "6 configs (6 converted, 0 refused)" in report and "| in-process load + convert | 6 |" in report
     assert convert_speed.detlight_argv()[-1].endswith(("detlight", "detlight.cli"))

@@ -98,7 +98,7 @@ class MMCVHooks(Callback):
         >>> class Count(Hook):
         ...     def __init__(self): self.seen = []
         ...     def before_run(self, runner): self.seen.append(runner.iter)
-        >>> cb = MMCVHooks(hooks=[Count(), {"class_path": "detlight.compat.hooks.Hook", "priority": "VERY_LOW"}])
+        >>> cb = MMCVHooks(hooks=[Count(), {"class_path": "detlight.compat.Hook", "priority": "VERY_LOW"}])
         >>> [type(h).__name__ for h in cb.hooks]
         ['Count', 'Hook']
     """

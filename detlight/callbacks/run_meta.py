@@ -83,7 +83,7 @@ def mmcv_epoch_iter(trainer: pl.Trainer, by_epoch: bool) -> tuple[int, int]:
 def checkpoint_meta(trainer: pl.Trainer, by_epoch: bool, hook_msgs: dict[str, Any] | None = None,
                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``meta`` of an mmcv-layout checkpoint: run meta, ``hook_msgs``, ``epoch``, ``iter``, versions, ``time``."""
-    from detlight import __version__
+    from detlight._version import __version__
 
     meta = run_meta(run_dir(trainer))
     meta.update(extra or {})

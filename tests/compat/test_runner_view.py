@@ -9,9 +9,10 @@ import pytest
 import torch
 from toy_run import Recorder, ToyModule, loader, make_trainer, mmcv_epoch_trace, mmcv_iter_trace
 
-from detlight.compat.hooks import Hook, MMCVHooks
+from detlight.callbacks.mmcv_hooks import MMCVHooks
+from detlight.callbacks.workflow import Workflow
+from detlight.compat.hook_base import Hook
 from detlight.exceptions import HookError
-from detlight.workflow import Workflow
 
 torch.set_num_threads(1)
 

@@ -215,7 +215,7 @@ def test_url_init_cfg_and_missing_dataset_file_name_their_keys(tmp_path: Path) -
 
 
 def test_openmmlab_false_trains_the_torchvision_look_alike(tmp_path: Path) -> None:
-    from detlight.compat.convert import convert_to_yaml
+    from detlight.convert.entry import convert_to_yaml
     from detlight.openmmlab.samples import write_config
     from detlight.openmmlab.switch import set_cli_mode
 

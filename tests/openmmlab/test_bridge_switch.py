@@ -94,7 +94,7 @@ def test_missing_packages_asks_importlib_without_importing() -> None:
 
 
 def _convert(tmp_path: Path, text: str = CONFIG):
-    from detlight.compat.convert import convert_to_yaml
+    from detlight.convert.entry import convert_to_yaml
 
     path = tmp_path / "retinanet_tiny.py"
     path.write_text(text)
@@ -102,8 +102,8 @@ def _convert(tmp_path: Path, text: str = CONFIG):
 
 
 def test_without_mmdet_conversion_is_todays(absent: None, tmp_path: Path) -> None:
-    from detlight.compat.config import load_config
-    from detlight.compat.converter import convert_config
+    from detlight.convert.config import load_config
+    from detlight.convert.converter import convert_config
 
     text, report = _convert(tmp_path)
     cfg = load_config(tmp_path / "retinanet_tiny.py")

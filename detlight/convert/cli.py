@@ -29,6 +29,15 @@ class ConvertResult:
     approximated: int = 0
     dropped: int = 0
     message: str = ""
+    #: the parts that are placeholders (``"model"``, ``"data"``): see :attr:`ConversionReport.placeholders`.
+    placeholders: tuple[str, ...] = ()
+
+    @property
+    def runs(self) -> str:
+        """``runnable`` (a real model and real data), ``placeholder model|data|model+data``, or ``-``."""
+        if self.status != "converted":
+            return "-"
+        return "placeholder " + "+".join(self.placeholders) if self.placeholders else "runnable"
 
 
 def convert_main(argv: Sequence[str]) -> int:
@@ -51,7 +60,7 @@ def convert_main(argv: Sequence[str]) -> int:
     parser.add_argument("--report", help="also write the mapping report to this file (one config only)")
     args = parser.parse_args(list(argv))
 
-    from detlight.compat.convert import convert_file
+    from detlight.convert.entry import convert_file
     from detlight.exceptions import DetLightError
 
     if Path(args.config).is_dir():
@@ -83,7 +92,7 @@ def convert_folder(folder: str | Path, out_dir: str | Path, cfg_options: Sequenc
     A config detlight refuses (a :class:`~detlight.exceptions.ConfigError`) or that crashes the converter is recorded
     and the others still convert.
     """
-    from detlight.compat.convert import convert_to_yaml
+    from detlight.convert.entry import convert_to_yaml
     from detlight.exceptions import DetLightError
 
     root, out_root = Path(folder), Path(out_dir)
@@ -107,22 +116,36 @@ def convert_folder(folder: str | Path, out_dir: str | Path, cfg_options: Sequenc
         target.with_suffix(".report.txt").write_text(report.format() + "\n", encoding="utf-8")
         mapped, approximated, dropped = (sum(e.status == s for e in report.entries)
                                          for s in ("mapped", "approximated", "dropped"))
-        results.append(ConvertResult(str(rel), "converted", time.perf_counter() - start, mapped, approximated, dropped))
+        parts = tuple(sorted(report.placeholders, key=("model", "data").index))
+        why = "; ".join(f"{part}: {report.placeholders[part]}" for part in parts)
+        results.append(ConvertResult(str(rel), "converted", time.perf_counter() - start, mapped, approximated, dropped,
+                                     why, parts))
     return results
 
 
 def format_summary(results: Sequence[ConvertResult]) -> str:
-    """One row per config (status, report counts, seconds, first line of the error) and the totals."""
-    rows = [("config", "status", "mapped", "approx.", "dropped", "s", "message")]
+    """One row per config (status, whether it runs, report counts, seconds, why not / the error) and the totals.
+
+    "runs" separates the converted configs that train as written (``runnable``: a real model and a real datamodule)
+    from those with a placeholder model (no detlight counterpart, or refused with the reason), placeholder data (a
+    dataset type without a detlight reader) or both; the message says why.
+    """
+    rows = [("config", "status", "runs", "mapped", "approx.", "dropped", "s", "message")]
     for r in results:
-        rows.append((r.config, r.status, str(r.mapped), str(r.approximated), str(r.dropped), f"{r.seconds:.3f}",
-                     r.message.splitlines()[0][:160] if r.message else ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
-    lines = [" | ".join(row[i].ljust(widths[i]) for i in range(6)) + " | " + row[6] for row in rows]
+        rows.append((r.config, r.status, r.runs, str(r.mapped), str(r.approximated), str(r.dropped),
+                     f"{r.seconds:.3f}", r.message.splitlines()[0][:160] if r.message else ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(7)]
+    lines = [" | ".join(row[i].ljust(widths[i]) for i in range(7)) + " | " + row[7] for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths) + "-+-" + "-" * 7)
     totals = {s: sum(r.status == s for r in results) for s in ("converted", "refused", "crashed")}
+    runs = {s: sum(r.runs == s for r in results) for s in ("runnable", "placeholder model", "placeholder data",
+                                                          "placeholder model+data")}
     times = sorted(r.seconds for r in results)
     median = times[len(times) // 2] if times else 0.0
+    lines.append(f"{totals['converted']} converted: {runs['runnable']} runnable (real model and real data), "
+                 f"{runs['placeholder model'] + runs['placeholder model+data']} with a placeholder model, "
+                 f"{runs['placeholder data'] + runs['placeholder model+data']} with placeholder data "
+                 f"({runs['placeholder model+data']} both)")
     lines.append(f"{len(results)} configs: " + ", ".join(f"{v} {k}" for k, v in totals.items()) +
                  f"; median {median:.3f} s per config")
     return "\n".join(line.rstrip() for line in lines)

@@ -1,4 +1,4 @@
-"""Tests for the safe mmcv config reader (``detlight.compat.config``)."""
+"""Tests for the safe mmcv config reader (``detlight.convert.config``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from detlight.compat.config import ConfigError, load_config, merge_config, parse_option_value
+from detlight.convert.config import ConfigError, load_config, merge_config, parse_option_value
 
 CONFIGS = Path(__file__).parent / "configs"
 PP = CONFIGS / "pointpillars" / "hv_pointpillars_secfpn_6x8_160e_kitti-3d-3class.py"

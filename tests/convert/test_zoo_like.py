@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
-from detlight.compat.cli import convert_folder, convert_main, format_summary
-from detlight.compat.config import load_config
-from detlight.compat.convert import LR_UPDATER, ConversionReport, convert_config, convert_to_yaml
+from detlight.convert import ConversionReport, convert_config, convert_to_yaml
+from detlight.convert.cli import convert_folder, convert_main, format_summary
+from detlight.convert.config import load_config
+from detlight.convert.targets import LR_UPDATER
 from detlight.exceptions import ConfigError
 
 ZOO_LIKE = Path(__file__).parent / "configs" / "zoo_like"
@@ -99,7 +100,7 @@ def test_approximated_and_dropped_lines_say_how_or_why() -> None:
 def test_unknown_dataset_keeps_batch_settings_and_paths_in_a_commented_block(tmp_path: Path) -> None:
     text, report = convert_to_yaml(VOC, tmp_path / "voc.yaml")
     out = yaml.safe_load(text)
-    assert out["data"]["class_path"] == "detlight.compat.unmapped_data.UnmappedDataModule"  # stops fit, named
+    assert out["data"]["class_path"] == "detlight.convert.unmapped_data.UnmappedDataModule"  # stops fit, named
     assert set(out["data"]["init_args"]) == {"dataset_type", "message"}  # nothing else (it accepts nothing else)
     assert out["data"]["init_args"]["dataset_type"] == "VOCDataset"
     for key in ("data.samples_per_gpu", "data.workers_per_gpu", "data.train.times"):
@@ -209,6 +210,25 @@ def test_convert_a_folder_with_a_summary_table(tmp_path: Path, capsys: pytest.Ca
     assert "an import" in results[1].message and results[0].mapped > 0
     assert format_summary(results).splitlines()[-1].startswith("2 configs: 1 converted, 1 refused, 0 crashed")
     assert convert_main([str(src)]) == 2  # a folder needs -o
+    assert rows["a/good.py"].split(" | ")[2].strip() == "placeholder model+data"  # no model, no data section
+    assert table.splitlines()[-2] == ("1 converted: 0 runnable (real model and real data), 1 with a placeholder "
+                                      "model, 1 with placeholder data (1 both)")
+
+
+def test_folder_summary_separates_runnable_from_placeholder_model_and_data(tmp_path: Path) -> None:
+    results = {r.config: r for r in convert_folder(ZOO_LIKE.parent, tmp_path / "out")}
+    runs = {name: r.runs for name, r in results.items()}
+    assert runs["centernet/centernet_tiny_1x_coco.py"] == "runnable"  # CenterNet on COCO json
+    assert runs["zoo_like/mask_rcnn_r50_fpn_1x_cityscapes.py"] == "runnable"  # torchvision Mask R-CNN on COCO json
+    assert runs["zoo_like/retinanet_r50_fpn_1x_voc0712.py"] == "placeholder data"  # VOC xml: no reader
+    assert runs["zoo_like/yolox_s_8x8_300e_coco.py"] == "placeholder model"  # no YOLOX
+    assert runs["zoo_like/mask2former_swin-t-p4-w7-224_lsj_8x2_50e_coco.py"] == "placeholder model+data"
+    assert results["zoo_like/yolox_s_8x8_300e_coco.py"].message.startswith("model: mmdet detector type `YOLOX`")
+    assert "data: mmdet dataset `VOCDataset`" in results["zoo_like/retinanet_r50_fpn_1x_voc0712.py"].message
+    assert results["centernet/centernet_tiny_1x_coco.py"].message == ""
+    counts = format_summary(list(results.values())).splitlines()[-2]
+    runnable = sum(r == "runnable" for r in runs.values())
+    assert counts.startswith(f"{len(results)} converted: {runnable} runnable (real model and real data), ")
 
 
 def test_detlight_convert_does_not_import_lightning_or_torch(tmp_path: Path) -> None:
@@ -239,3 +259,19 @@ def test_real_zoo_converts_without_crash_and_honestly() -> None:
             counts["converted"] += 1
             assert report.unbacked(out) == [], path
     assert counts["converted"] >= 0.98 * (counts["converted"] + counts["refused"]), counts
+
+
+def test_report_wording_matches_the_written_yaml(tmp_path: Path) -> None:
+    """Mask R-CNN's `with_mask` is carried (and said so); a placeholder `data:` is not called "not written"."""
+    cfg = tmp_path / "mask.py"
+    cfg.write_text(f"_base_ = '{CITYSCAPES}'\ndata = dict(train=dict(dataset=dict(pipeline=[\n"
+                   "    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True, with_mask=True),\n"
+                   "    dict(type='Resize', img_scale=(2048, 1024), keep_ratio=True)])))\n")
+    text, report = convert_to_yaml(cfg)
+    assert yaml.safe_load(text)["data"]["init_args"]["pipeline"]["with_mask"] is True
+    (load,) = [e for e in report.entries if e.key.endswith("pipeline.1")]
+    assert load.status == "mapped" and "with_mask" not in load.note
+    text, report = convert_to_yaml(VOC)
+    out = yaml.safe_load(text)
+    assert out["data"]["class_path"] == "detlight.convert.unmapped_data.UnmappedDataModule"
+    assert "no `data:` section is written" not in text and "section written is a placeholder" in text

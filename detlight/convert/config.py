@@ -1,7 +1,7 @@
 """Safe reader for mmcv 1.x / mmdet 2.x / mmdet3d 1.0 ``.py`` configs.
 
 Replaces: ``mmcv.Config.fromfile`` + ``Config.merge_from_dict``. mmcv executes the config file as Python; this reader
-parses it with :mod:`ast` and evaluates only data with :class:`detlight.compat.safe_eval.Evaluator` (literals,
+parses it with :mod:`ast` and evaluates only data with :class:`detlight.convert.safe_eval.Evaluator` (literals,
 arithmetic, string formatting, comprehensions, pure builtins such as ``len`` / ``sum`` / ``range`` with size limits,
 ``x.update(...)`` / ``x.append(...)`` statements). Anything else (imports, other calls, attribute access, lambdas,
 ``if``/``for`` statements, ...) raises :class:`ConfigError` naming the leaf config, the ``_base_`` chain, the line
@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from detlight.compat.safe_eval import PLACEHOLDER, BaseRef, EvalNote, Evaluator
+from detlight.convert.safe_eval import PLACEHOLDER, BaseRef, EvalNote, Evaluator
 from detlight.exceptions import ConfigError
 
 __all__ = ["ConfigError", "EvalNote", "load_config", "merge_config", "parse_cfg_options", "parse_option_value"]

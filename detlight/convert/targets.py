@@ -1,7 +1,7 @@
 """The target schema of ``detlight convert``: the detlight class paths each mmcv runtime key maps to, and their args.
 
 Replaces: the hook and runner type names mmcv's ``register_training_hooks`` resolved. This is the one place to edit
-when a detlight class moves; :mod:`detlight.compat.convert` reads it.
+when a detlight class moves; :mod:`detlight.convert.entry` reads it.
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@
 Replaces: what mmdet's ``tools/train.py`` + ``train_detector`` did with the runtime keys of a config (runner, hooks,
 optimizer, dist settings). Each key is reported as *mapped* (same behaviour), *approximated* (close, the note says
 how it differs) or *dropped* (with the reason and, where there is one, what to write instead). The config is read
-with :func:`detlight.compat.config.load_config`, so nothing in it is executed.
+with :func:`detlight.convert.config.load_config`, so nothing in it is executed.
 
-The target schema (class paths and the init args each target accepts) is in :mod:`detlight.compat.convert_targets`;
-that is the one place to edit when a detlight class moves. The report classes are in :mod:`detlight.compat.report`
-(and importable from here, as before).
+The per-section work is :func:`detlight.convert.converter.convert_config`; the target schema (class paths and the init
+args each target accepts) is in :mod:`detlight.convert.targets`, the one place to edit when a detlight class moves;
+the report classes are in :mod:`detlight.convert.report`.
 
 Example:
     >>> cfg = dict(runner=dict(type="EpochBasedRunner", max_epochs=12), optimizer_config=dict(grad_clip=None),
@@ -32,42 +32,11 @@ from typing import Any
 
 import yaml
 
-from detlight.compat.config import EvalNote, load_config
+from detlight.convert.config import EvalNote, load_config
+from detlight.convert.converter import convert_config
+from detlight.convert.report import ConversionReport, find_placeholders
 
-# The target class paths, importable from here as before (their home is convert_targets).
-from detlight.compat.convert_targets import (  # noqa: F401
-    CHECKPOINT,
-    CHECKPOINT_ARGS,
-    DROPPED_KEYS,
-    EMA,
-    EVALUATION,
-    EVALUATION_ARGS,
-    FP16_PLUGIN,
-    GRAD_SCALER_ARGS,
-    HELPER_NOTE,
-    INTERVAL_LOGGER,
-    INTERVAL_LOGGER_ARGS,
-    ITER_TIMER,
-    LR_UPDATER,
-    MMCV_HOOKS,
-    MOMENTUM_UPDATER,
-    TB_LOGGER,
-    TEXT_LOGGER,
-    TEXT_LOGGER_ARGS,
-    WORKFLOW,
-)
-from detlight.compat.converter import _Converter as _Converter
-from detlight.compat.converter import _norm_types as _norm_types
-from detlight.compat.converter import _pick as _pick
-from detlight.compat.converter import _plain as _plain
-from detlight.compat.converter import convert_config
-from detlight.compat.report import ConversionReport, ReportEntry
-from detlight.compat.report import Status as Status
-from detlight.compat.report import _present as _present
-from detlight.compat.report import _string_values as _string_values
-
-__all__ = ["ConversionReport", "ReportEntry", "convert_config", "convert_file", "convert_py_configs",
-           "convert_to_yaml"]
+__all__ = ["convert_file", "convert_py_configs", "convert_to_yaml"]
 
 
 def convert_file(
@@ -87,6 +56,7 @@ def convert_to_yaml(
     from detlight.openmmlab.convert import convert_config_bridged  # mmdet's own model and data when installed
 
     result, report = convert_config_bridged(cfg, str(path), convert_config)
+    report.placeholders = find_placeholders(result)
     for note in notes:
         report.add(note.key or "(expression)", "approximated", "(evaluated by detlight)", f"{note.where}: {note.text}")
     header = [

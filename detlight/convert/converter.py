@@ -1,9 +1,9 @@
-"""The per-section converter behind :func:`detlight.compat.convert.convert_config`: one resolved mmcv config dict in,
-one LightningCLI config dict and its :class:`~detlight.compat.report.ConversionReport` out.
+"""The per-section converter behind :func:`detlight.convert.entry.convert_file`: one resolved mmcv config dict in,
+one LightningCLI config dict and its :class:`~detlight.convert.report.ConversionReport` out.
 
 Replaces: what mmdet's ``tools/train.py`` + ``train_detector`` did with the runtime keys of a config (runner, hooks,
 optimizer, dist settings, model and data sections). The file-level entry points (``convert_file``,
-``convert_to_yaml``, ``convert_py_configs``) stay in :mod:`detlight.compat.convert`.
+``convert_to_yaml``, ``convert_py_configs``) stay in :mod:`detlight.convert.entry`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from detlight.compat._convert_parts import convert_data, convert_model
-from detlight.compat.config import ConfigError
-from detlight.compat.convert_targets import (
+from detlight.compat.hook_table import CALLBACKS as _CB
+from detlight.compat.hook_table import CUSTOM_HOOKS, PRIORITIES, lookup_standard_hook
+from detlight.convert.config import ConfigError
+from detlight.convert.report import ConversionReport
+from detlight.convert.report import Status as Status
+from detlight.convert.report import _present as _present
+from detlight.convert.report import _string_values as _string_values
+from detlight.convert.sections import convert_data, convert_model
+from detlight.convert.targets import (
     CHECKPOINT,
     CHECKPOINT_ARGS,
     DROPPED_KEYS,
@@ -35,18 +41,12 @@ from detlight.compat.convert_targets import (
     WORKFLOW,
     _check_loss_scale,
 )
-from detlight.compat.convert_targets import (
+from detlight.convert.targets import (
     EMA as EMA,
 )
-from detlight.compat.convert_targets import (
+from detlight.convert.targets import (
     GRAD_SCALER_ARGS as GRAD_SCALER_ARGS,
 )
-from detlight.compat.hook_table import CALLBACKS as _CB
-from detlight.compat.hook_table import CUSTOM_HOOKS, PRIORITIES, lookup_standard_hook
-from detlight.compat.report import ConversionReport
-from detlight.compat.report import Status as Status
-from detlight.compat.report import _present as _present
-from detlight.compat.report import _string_values as _string_values
 
 __all__ = ["convert_config"]
 
@@ -139,7 +139,7 @@ class _Converter:
         self._callback(PRIORITIES["LOWEST"], _CB + "preemption.Preemption")  # SIGTERM: checkpoint, exit 0
         if self.callbacks:
             self.trainer["callbacks"] = [cb for _, cb in sorted(self.callbacks, key=lambda pc: pc[0])]
-        from detlight.compat.model_map import apply_model_map  # mmdet model types -> torchvision / detlight models
+        from detlight.convert.model_map import apply_model_map  # mmdet model types -> torchvision / detlight models
 
         apply_model_map(self.cfg, self.out, self.report)
         self.out.setdefault("ckpt_path", None)
@@ -353,7 +353,12 @@ class _Converter:
                                                                       else "val_check_interval"), f"every {interval}")
         for sub in value:
             if sub in ("metric", "pipeline"):
+                model = self.cfg.get("model") if isinstance(self.cfg.get("model"), Mapping) else None
+                three_d = "point_cloud_range" in self.cfg or any(
+                    str(k).startswith(("pts_", "voxel", "img_")) for k in model or ())  # mmdet3d model keys
                 self.report.add(f"{key}.{sub}", "approximated", "model.evaluator",
+                                "DetectorModule's evaluator decides the metric: set `model.evaluator` (detlight's "
+                                "3D metric is detlight.metrics.CenterDistanceMAP)" if three_d else
                                 "DetectorModule's evaluator decides the metric (default: COCO bbox mAP)")
             elif sub not in EVALUATION_ARGS:
                 self.report.add(f"{key}.{sub}", "dropped", note="no detlight setting")

@@ -1,4 +1,4 @@
-"""Tests for the mmcv config -> LightningCLI YAML converter (``detlight.compat.convert``)."""
+"""Tests for the mmcv config -> LightningCLI YAML converter (``detlight.convert``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from detlight.compat.config import ConfigError, load_config
-from detlight.compat.convert import (
+from detlight.convert import convert_config, convert_file
+from detlight.convert.config import ConfigError, load_config
+from detlight.convert.targets import (
     CHECKPOINT,
     EMA,
     EVALUATION,
@@ -20,8 +21,6 @@ from detlight.compat.convert import (
     MOMENTUM_UPDATER,
     TEXT_LOGGER,
     WORKFLOW,
-    convert_config,
-    convert_file,
 )
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -202,9 +201,9 @@ def test_unknown_model_and_dataset_say_how_to_point_at_own_class(tmp_path: Path)
     assert "`VOCDataset` has no detlight counterpart" in report_text
     assert "# model.model is missing" in text
     # data: a stand-in whose construction stops the run naming the dataset type (not jsonargparse's `required: data`)
-    assert out["data"]["class_path"] == "detlight.compat.unmapped_data.UnmappedDataModule"
+    assert out["data"]["class_path"] == "detlight.convert.unmapped_data.UnmappedDataModule"
     assert "ann_file: a.txt" in text  # the commented block the user starts from
-    from detlight.compat.unmapped_data import UnmappedDataModule
+    from detlight.convert.unmapped_data import UnmappedDataModule
     from detlight.exceptions import DatasetError
 
     with pytest.raises(DatasetError, match=r"`VOCDataset` \(data.train.type\) has no detlight reader.*COCO json"):

@@ -1,4 +1,4 @@
-"""Shared fixtures of the mmcv-compat tests."""
+"""Shared fixtures of the converter tests."""
 
 from __future__ import annotations
 

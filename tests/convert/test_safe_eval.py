@@ -1,4 +1,4 @@
-"""The safe evaluator (``detlight.compat.safe_eval``): builtins with size limits, mutation statements, refusals."""
+"""The safe evaluator (``detlight.convert.safe_eval``): builtins with size limits, mutation statements, refusals."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from detlight.compat.config import EvalNote, load_config
-from detlight.compat.safe_eval import BUILTINS, MAX_SIZE
+from detlight.convert.config import EvalNote, load_config
+from detlight.convert.safe_eval import BUILTINS, MAX_SIZE
 from detlight.exceptions import ConfigError
 
 

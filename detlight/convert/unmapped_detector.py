@@ -1,7 +1,7 @@
 """The ``model.model`` a converted config gets for an mmdet detector type detlight cannot build.
 
 Replaces: mmdet's registry error (``KeyError: 'CascadeRCNN is not in the models registry'``) at ``build_detector``:
-the converter (:mod:`detlight.compat.model_map`) writes this class with its message, and building it stops the run
+the converter (:mod:`detlight.convert.model_map`) writes this class with its message, and building it stops the run
 with that message, instead of jsonargparse's ``required: fit.model.model``.
 """
 

@@ -1,7 +1,7 @@
 """The ``data`` a converted config gets for an mmdet dataset type detlight cannot read.
 
 Replaces: mmdet's registry error (``KeyError: 'VOCDataset is not in the dataset registry'``) at ``build_dataset``:
-the converter (:mod:`detlight.compat._convert_parts`) writes this class with its message, and building it stops the
+the converter (:mod:`detlight.convert.sections`) writes this class with its message, and building it stops the
 run with that message (the dataset type, what detlight reads, what to do), instead of jsonargparse's
 ``required: data``. The converted YAML keeps the config's batch settings and split paths in a commented ``data:``
 block at its end, as the start of the user's own datamodule section.

@@ -1,4 +1,4 @@
-"""The ``model`` and ``data`` sections of :mod:`detlight.compat.convert`: mmdet ``type`` names -> detlight classes.
+"""The ``model`` and ``data`` sections of :mod:`detlight.convert.entry`: mmdet ``type`` names -> detlight classes.
 
 Kept apart from the runtime-key mapping because this is the part that grows with every detector and dataset detlight
 adds: extend :data:`MODEL_TARGETS` / :data:`DATASET_TARGETS` (and the constants next to them) to map a new one.
@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from detlight.compat.report import dotted_get
+from detlight.convert.report import UNMAPPED_DATA as _UNMAPPED_DATA
+from detlight.convert.report import dotted_get
 
 if TYPE_CHECKING:
-    from detlight.compat.report import ConversionReport
+    from detlight.convert.report import ConversionReport
 
 __all__ = ["DATASET_TARGETS", "MODEL_TARGETS", "convert_data", "convert_model"]
 
@@ -45,9 +46,10 @@ MODEL_TARGETS: dict[str, tuple[str, dict[str, str]]] = {
 }
 #: what differs between the mmdet detector and the detlight class it maps to (said in the report).
 MODEL_NOTES = {
-    "CenterNet": "detlight's CenterNet has a small built-in backbone instead of ResNet + CTResNetNeck",
-    "PointPillars": "detlight's PointPillars has an anchor-free CenterPoint-style head (heatmap peaks, no rotated "
-    "NMS) instead of Anchor3DHead",
+    "CenterNet": "swapped backbone: `{backbone.type}` -> detlight CenterNet's small built-in backbone; swapped neck: "
+    "`{neck.type}` -> none",
+    "PointPillars": "swapped head: `{bbox_head.type}` -> anchor-free CenterPoint-style head (heatmap peaks, no "
+    "rotated NMS)",
 }
 #: mmdet dataset type -> (datamodule class path, split init args copied from the dataset dict).
 DATASET_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -55,7 +57,7 @@ DATASET_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "KittiDataset": ("detlight.data.datamodule3d.Det3DDataModule", ("data_root", "classes")),
 }
 #: the ``data`` of a config whose dataset type detlight cannot read (imported by the CLI only: it needs Lightning).
-UNMAPPED_DATA = "detlight.compat.unmapped_data.UnmappedDataModule"
+UNMAPPED_DATA = _UNMAPPED_DATA
 #: mmdet CocoDataset subclasses whose annotations are COCO-format json: read by DetDataModule, and what differs.
 COCO_LIKE = {
     "CityscapesDataset": "Cityscapes' own evaluation (cityscapesscripts) is not run; COCO mAP is reported",
@@ -75,7 +77,7 @@ LOADER_ARGS = {"samples_per_gpu": "samples_per_gpu", "imgs_per_gpu": "samples_pe
 VAL_LOADER_ARGS = {"samples_per_gpu": "val_samples_per_gpu"}
 #: mmdet pipeline step -> {step arg: datamodule ``pipeline`` field}; steps mapped to {} need no setting.
 PIPELINE_STEPS: dict[str, dict[str, str]] = {
-    "LoadImageFromFile": {}, "LoadAnnotations": {}, "DefaultFormatBundle": {}, "Collect": {}, "ImageToTensor": {},
+    "LoadImageFromFile": {}, "LoadAnnotations": {"with_mask": "with_mask"}, "DefaultFormatBundle": {}, "Collect": {}, "ImageToTensor": {},
     "Resize": {"img_scale": "img_scale", "keep_ratio": "keep_ratio"},
     "RandomFlip": {"flip_ratio": "flip_ratio"},
     "Normalize": {"mean": "mean", "std": "std", "to_rgb": "to_rgb"},
@@ -126,6 +128,28 @@ class _Deferred:
 _get = dotted_get
 
 
+class _Dotted(dict):  # type: ignore[type-arg]
+    """``str.format_map`` over dotted paths of an mmdet dict: ``"{neck.type}"`` -> ``model["neck"]["type"]``."""
+
+    def __init__(self, source: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.source = source
+
+    def __missing__(self, key: str) -> Any:
+        return _DottedValue(self.source, key)
+
+
+class _DottedValue:
+    def __init__(self, source: Any, path: str) -> None:
+        self.source, self.path = source, path
+
+    def __getattr__(self, name: str) -> Any:
+        return _DottedValue(self.source, f"{self.path}.{name}")
+
+    def __format__(self, spec: str) -> str:
+        return str(_get(self.source, self.path))
+
+
 def _model_kind(model: Mapping[str, Any]) -> str | None:
     kind = model.get("type")
     if kind == "VoxelNet" and _get(model, "voxel_encoder.type") == "PillarFeatureNet":
@@ -144,7 +168,8 @@ def convert_model(model: Any, report: ConversionReport) -> dict[str, Any] | None
         return None
     class_path, fields = MODEL_TARGETS[kind]
     init_args = {arg: _get(model, path) for arg, path in fields.items() if _get(model, path) is not None}
-    report.add("model", "mapped", f"model.model: {class_path}", f"{model['type']} -> {kind}; {MODEL_NOTES[kind]}")
+    note = MODEL_NOTES[kind].format_map(_Dotted(model))
+    report.add("model", "approximated", f"model.model: {class_path}", f"{model['type']} -> detlight {kind}; {note}")
     used: dict[str, list[str]] = {path.split(".")[0]: [] for path in fields.values()}
     for arg, path in fields.items():
         if arg in init_args:
@@ -167,7 +192,7 @@ def convert_model(model: Any, report: ConversionReport) -> dict[str, Any] | None
 def convert_data(data: Any, report: ConversionReport, seed: int | None = None) -> dict[str, Any] | None:
     """``data=dict(samples_per_gpu, ..., train, val, test)`` -> ``{class_path, init_args}`` for the datamodule.
 
-    A dataset type detlight cannot read gets :class:`~detlight.compat.unmapped_data.UnmappedDataModule` (whose
+    A dataset type detlight cannot read gets :class:`~detlight.convert.unmapped_data.UnmappedDataModule` (whose
     construction stops ``fit`` naming the type; a partial section would silently train on detlight's synthetic set);
     its batch settings and paths are reported as dropped and written, commented out, at the end of the YAML as the
     start of the user's own datamodule section (``report.yaml_notes``).
@@ -197,7 +222,8 @@ def convert_data(data: Any, report: ConversionReport, seed: int | None = None) -
     unknown = [key for key, kind in kinds.items() if kind not in DATASET_TARGETS and kind not in COCO_LIKE]
     targets = {_target(kind) for key, kind in kinds.items() if kind is not None and key not in unknown}
     if unknown or len(targets) != 1:
-        why = (f"dataset `{kinds[unknown[0]]}` has no detlight datamodule, so no `data:` section is written" if unknown
+        why = (f"dataset `{kinds[unknown[0]]}` has no detlight datamodule, so the `data:` section written is a "
+               "placeholder (UnmappedDataModule: `fit` stops there, naming the type)" if unknown
                else "no train/val/test dataset is given, so no `data:` section is written")
         for key in unknown:
             report.add(f"data.{key}", "dropped", note=f"dataset `{kinds[key]}` has no detlight counterpart (known: "
@@ -355,14 +381,17 @@ def _pipeline(key: str, steps: Any, table: Mapping[str, Mapping[str, str]], repo
             if step.get(arg) is not None:
                 settings[field] = step[arg]
         lost = sorted(set(step) - set(table[kind]) - HARMLESS_STEP_ARGS)
+        carried = target if any(step.get(arg) is not None for arg in table[kind]) else "(built in)"
         scale = settings.get("img_scale")
         if kind == "Resize" and isinstance(scale, list) and scale and isinstance(scale[0], list):
-            settings["img_scale"] = scale[0]
+            settings["img_scale"] = max(scale, key=lambda s: (min(s), max(s)))
             report.add(f"{key}.{i}", "approximated", f"{target}.img_scale",
-                       "multi-scale Resize: only the first scale is used" + (f"; {lost} not carried" if lost else ""))
+                       f"multi-scale Resize: the loader resizes to the largest scale {settings['img_scale']}; a "
+                       "torchvision model draws the train scale itself (`min_size`), other models train at that one "
+                       "scale" + (f"; {lost} not carried" if lost else ""))
         elif lost:
-            report.add(f"{key}.{i}", "approximated", target if table[kind] else "(built in)",
+            report.add(f"{key}.{i}", "approximated", carried,
                        f"{kind}: {lost} not carried (detlight's defaults apply)")
         else:
-            report.add(f"{key}.{i}", "mapped", target if table[kind] else "(built in)", kind)
+            report.add(f"{key}.{i}", "mapped", carried, kind)
     return settings

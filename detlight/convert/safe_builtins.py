@@ -1,4 +1,4 @@
-"""Size limits and the table of builtins that the safe config evaluator allows (:mod:`detlight.compat.safe_eval`).
+"""Size limits and the table of builtins that the safe config evaluator allows (:mod:`detlight.convert.safe_eval`).
 
 Replaces: the unrestricted builtins an mmcv ``.py`` config sees under ``mmcv.Config.fromfile``'s ``exec``. Each
 builtin here checks that its arguments are data and bounds what it builds, so that a hostile file cannot exhaust

@@ -1,4 +1,4 @@
-"""The safe evaluator behind :func:`detlight.compat.config.load_config`: runs an mmcv ``.py`` config as data only.
+"""The safe evaluator behind :func:`detlight.convert.config.load_config`: runs an mmcv ``.py`` config as data only.
 
 Replaces: the ``exec`` of the config file that ``mmcv.Config.fromfile`` does. The file is parsed with :mod:`ast` and
 only data-building constructs are evaluated:
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from detlight.compat.base_ref import _PLACEHOLDER_RE, PLACEHOLDER, BaseRef, _whole_value_nodes, value_dotted
-from detlight.compat.safe_builtins import (
+from detlight.convert.base_ref import _PLACEHOLDER_RE, PLACEHOLDER, BaseRef, _whole_value_nodes, value_dotted
+from detlight.convert.safe_builtins import (
     _DATA,
     _HUGE_WIDTH,
     _MAX_EXPONENT,
@@ -88,7 +88,7 @@ class Evaluator:
 
     Args:
         path: the file, for messages.
-        where: how messages name the file (default: its path); :mod:`detlight.compat.config` passes the
+        where: how messages name the file (default: its path); :mod:`detlight.convert.config` passes the
             ``_base_`` chain from the leaf config down to this file.
     """
 

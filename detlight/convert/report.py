@@ -11,7 +11,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["ConversionReport", "ReportEntry", "Status"]
+__all__ = ["ConversionReport", "ReportEntry", "Status", "find_placeholders"]
+
+#: the stand-ins a converted config gets where detlight has no model / dataset reader (their construction stops fit).
+UNMAPPED_MODEL = "detlight.convert.unmapped_detector.UnmappedDetector"
+UNMAPPED_DATA = "detlight.convert.unmapped_data.UnmappedDataModule"
 
 Status = Literal["mapped", "approximated", "dropped"]
 
@@ -34,6 +38,9 @@ class ConversionReport:
     entries: list[ReportEntry] = field(default_factory=list)
     #: text written, commented out, at the end of the YAML (e.g. a ``data:`` block for the user to fill).
     yaml_notes: list[str] = field(default_factory=list)
+    #: ``{"model" | "data": why}`` for each part of the converted config that is no real model / data: absent
+    #: (nothing written) or a stand-in that stops ``fit`` with that message. Empty: the YAML runs as converted.
+    placeholders: dict[str, str] = field(default_factory=dict)
 
     def add(self, key: str, status: Status, target: str = "", note: str = "") -> None:
         """Record what became of ``key``."""
@@ -77,6 +84,27 @@ class ConversionReport:
         counts = {s: sum(e.status == s for e in self.entries) for s in ("mapped", "approximated", "dropped")}
         lines.append(", ".join(f"{v} {k}" for k, v in counts.items()))
         return "\n".join(lines)
+
+
+def find_placeholders(out: Mapping[str, Any]) -> dict[str, str]:
+    """``{"model" | "data": why}`` for the parts of a converted config that are no real model / data.
+
+    Example:
+        >>> find_placeholders({"model": {"model": {"class_path": "detlight.models.torchvision_detector"}}})
+        {'data': 'no data section'}
+    """
+    found: dict[str, str] = {}
+    model = dotted_get(out, "model.model")
+    if not isinstance(model, Mapping):
+        found["model"] = "no model.model"
+    elif model.get("class_path") == UNMAPPED_MODEL:
+        found["model"] = str(dotted_get(model, "init_args.message", "UnmappedDetector"))
+    data = out.get("data")
+    if not isinstance(data, Mapping):
+        found["data"] = "no data section"
+    elif data.get("class_path") == UNMAPPED_DATA:
+        found["data"] = str(dotted_get(data, "init_args.message", "UnmappedDataModule"))
+    return found
 
 
 def _string_values(value: Any) -> Iterator[str]:
