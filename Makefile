@@ -33,16 +33,17 @@ MMCV_PY := $(MMCV_VENV)/bin/python
 
 $(MMCV_VENV)/.installed: $(VENV)/.installed
 	test -x $(MMCV_PY) || $(PYTHON) -m venv $(MMCV_VENV)
-	$(MMCV_PY) -c 'import site, sys; open(site.getsitepackages()[0] + "/detlight-base.pth", "w").write(sys.argv[1] + "\n")' \
+	# site.addsitedir (not a bare path line) also runs the base venv's .pth files: detlight's editable install included
+	$(MMCV_PY) -c 'import site, sys; open(site.getsitepackages()[0] + "/detlight-base.pth", "w").write("import site; site.addsitedir(%r)\n" % sys.argv[1])' \
 		"$$($(PY) -c 'import site; print(site.getsitepackages()[0])')"
-	$(MMCV_PY) -c 'import torch, lightning'  # the base venv's packages are visible
+	cd / && $(abspath $(MMCV_PY)) -c 'import torch, lightning, detlight'  # the base venv's packages and detlight are visible
 	echo 'setuptools<70' > $(MMCV_VENV)/constraints.txt
 	PIP_CONSTRAINT=$(CURDIR)/$(MMCV_VENV)/constraints.txt MMCV_WITH_OPS=0 $(MMCV_PY) -m pip install -q mmcv==1.7.2
 	$(MMCV_PY) -c 'import mmcv, torch; from mmcv.runner import HOOKS; print("mmcv", mmcv.__version__, "torch", torch.__version__)'
 	touch $@
 
 test-mmcv: $(MMCV_VENV)/.installed
-	PYTHONPATH=$(CURDIR) $(MMCV_PY) -m pytest -q -p no:cacheprovider -m mmcv tests/compat
+	$(MMCV_PY) -m pytest -q -p no:cacheprovider -m mmcv tests/compat
 
 # OpenMMLab's own code (mmcv 1.7.0 pure Python, mmdet 2.28.2, mmdet3d 1.0.0rc6, mmsegmentation 0.30.0) in a scratch venv
 # that layers on $(VENV) (torch and detlight are not reinstalled): mmcv's compiled ops are served by detlight.openmmlab.
@@ -66,7 +67,11 @@ $(OPENMMLAB_VENV)/.installed: $(VENV)/.installed
 	$(OPENMMLAB_PY) -c 'import detlight, mmcv, mmdet, mmdet3d; print("mmcv", mmcv.__version__, "mmdet", mmdet.__version__, "mmdet3d", mmdet3d.__version__)'
 	touch $@
 
-openmmlab: $(OPENMMLAB_VENV)/.installed
+# `detlight` in that venv: .venv-openmmlab/bin/detlight fit --config <mmdet config>.py trains mmdet's own code
+$(OPENMMLAB_VENV)/bin/detlight: $(OPENMMLAB_VENV)/.installed
+	printf '#!/bin/sh\nexec "%s" -m detlight.cli "$$@"\n' "$(CURDIR)/$(OPENMMLAB_PY)" > $@ && chmod +x $@
+
+openmmlab: $(OPENMMLAB_VENV)/bin/detlight
 
 test-openmmlab: $(OPENMMLAB_VENV)/.installed
 	$(OPENMMLAB_PY) -m pytest -q -p no:cacheprovider -m openmmlab tests

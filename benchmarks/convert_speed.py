@@ -10,7 +10,7 @@ Usage::
 
     python benchmarks/convert_speed.py --zoo /path/to/mmdet/.mim/configs --zoo /path/to/mmdet3d/.mim/configs --sample 20
 
-Without ``--zoo``, ``$DETLIGHT_MMDET_ZOO`` (``:``-separated) or the test fixtures under ``tests/compat/configs`` are used.
+Without ``--zoo``, ``$DETLIGHT_MMDET_ZOO`` (``:``-separated) or the test fixtures under ``tests/convert/configs`` are used.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def detlight_argv() -> list[str]:
 
 def in_process(configs: Sequence[Path]) -> tuple[list[float], int, int]:
     """Seconds per config of ``load_config`` + ``convert_config``; also the converted and refused counts."""
-    from detlight.compat.config import load_config
-    from detlight.compat.convert import convert_config
+    from detlight.convert import convert_config
+    from detlight.convert.config import load_config
     from detlight.exceptions import ConfigError
 
     times, converted, refused = [], 0, 0
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--sample", type=int, default=20, help="configs converted in fresh processes (0: none)")
     args = parser.parse_args(argv)
     env = os.environ.get("DETLIGHT_MMDET_ZOO")
-    folders = args.zoo or ([Path(p) for p in env.split(":")] if env else [ROOT / "tests" / "compat" / "configs"])
+    folders = args.zoo or ([Path(p) for p in env.split(":")] if env else [ROOT / "tests" / "convert" / "configs"])
     configs = leaf_configs(folders)
     if not configs:
         raise SystemExit(f"no .py configs under {[str(f) for f in folders]}")

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Step-overhead and host-sync benchmarks on one CUDA GPU with bf16 autocast; about 3-4 minutes on an H100.
+# Step-overhead and host-sync benchmarks on one CUDA GPU with bf16 autocast, then the mmcv _ext ops (benchmarks/ops_2d.py)
+# against torchvision on the GPU; about 4-5 minutes on an H100.
 #
 #   bash benchmarks/gpu.sh                  # defaults below
 #   STEPS=200 REPEATS=2 bash benchmarks/gpu.sh
 #
-# Prints the markdown tables of benchmarks/step_overhead.py and benchmarks/host_syncs.py; paste them, with the GPU
+# Prints the markdown tables of benchmarks/step_overhead.py, host_syncs.py and ops_2d.py; paste them, with the GPU
 # line printed first, into benchmarks/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,5 +38,7 @@ start=$SECONDS
 echo
 "$PY" benchmarks/host_syncs.py --device cuda --precision bf16-mixed --batch-size "$BATCH" --steps 25 \
     --log-interval 10 --variants detlight,plain
+echo
+"$PY" benchmarks/ops_2d.py --device cuda --repeats 20
 echo
 echo "gpu.sh took $((SECONDS - start)) s"

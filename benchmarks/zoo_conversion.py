@@ -1,10 +1,14 @@
-"""How many mmdet 2.28.2 / mmdet3d 1.0.0rc6 zoo configs convert to a YAML the CLI accepts with a real model.model.
+"""How the mmdet 2.28.2 / mmdet3d 1.0.0rc6 zoo configs convert without mmdet: what runs, what is swapped, what not.
 
-Run:  python benchmarks/zoo_conversion.py --mmdet <mmdet>/.mim/configs --mmdet3d <mmdet3d>/.mim/configs
+Run:  python benchmarks/zoo_conversion.py --mmdet <mmdet>/.mim/configs --mmdet3d <mmdet3d>/.mim/configs [--build]
 Each leaf config (not under ``_base_``) is read safely, converted, written to a temporary YAML and parsed by one
 ``detlight fit`` parser (what ``--print_config`` checks: every class_path and init arg), all in this process.
-"Real model" means ``model.model`` is a class detlight builds, not ``UnmappedDetector``, and ``data`` is not
-``UnmappedDataModule`` (a dataset type without a detlight reader: counted apart, as ``fit`` stops there).
+
+Per folder: runnable (a real model and real data, the YAML parses), placeholder model (``UnmappedDetector``: no
+detlight counterpart, or refused with the reason, e.g. C4 / DC5), placeholder data (``UnmappedDataModule``: a dataset
+without a detlight reader). Per family (the mmdet detector type, or the detlight model it maps to): configs, real
+models that parse, with ``--build`` how many of them build (each distinct ``model.model`` spec is built once), the
+configs whose report names a swap of each kind (backbone / neck / head / loss / scale), and the refusals by reason.
 """
 
 from __future__ import annotations
@@ -12,15 +16,38 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import importlib
 import io
+import json
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-FAMILIES = ("RetinaNet", "FCOS", "FasterRCNN", "MaskRCNN", "SSD")
+SWAPS = ("backbone", "neck", "head", "loss", "scale")
+
+
+@dataclass
+class Row:
+    """What became of one config."""
+
+    config: str
+    family: str
+    parses: bool
+    placeholders: tuple[str, ...]
+    swaps: set[str] = field(default_factory=set)
+    refused: str = ""
+    spec: str = ""
+    builds: bool | None = None
+
+    @property
+    def runs(self) -> str:
+        if not self.parses:
+            return "rejected"
+        return "placeholder " + "+".join(self.placeholders) if self.placeholders else "runnable"
 
 
 def _parser() -> Any:
@@ -40,26 +67,36 @@ def _parser() -> Any:
     return cli.parser
 
 
-def survey(root: Path, parser: Any) -> tuple[collections.Counter, list[tuple[str, str, str]]]:
-    from detlight.compat._convert_parts import UNMAPPED_DATA
-    from detlight.compat.config import load_config
-    from detlight.compat.convert import convert_config
-    from detlight.compat.model_map import model_kind
+def _family(cfg: dict[str, Any], spec: dict[str, Any]) -> str:
+    from detlight.convert.model_map import model_kind
 
-    counts: collections.Counter = collections.Counter()
+    model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    kind = model_kind(model)
+    if kind is not None:
+        return kind
+    target = str(spec.get("class_path", ""))
+    if target.endswith((".PointPillars", ".CenterNet")):
+        return f"{model.get('type')} -> detlight {target.rsplit('.', 1)[1]}"
+    return "no counterpart"
+
+
+def survey(root: Path, parser: Any) -> list[Row]:
+    from detlight.convert import convert_config
+    from detlight.convert.config import load_config
+    from detlight.convert.report import find_placeholders
+
     rows = []
-    for path in sorted(p for p in root.rglob("*.py") if "_base_" not in p.parts):
+    for path in sorted(p for p in root.rglob("*.py") if "_base_" not in p.relative_to(root).parts):
+        name = str(path.relative_to(root))
         try:
             cfg = load_config(path)
-        except Exception as err:  # noqa: BLE001 - a reader failure is a row of the table
-            rows.append((str(path), "?", f"read: {type(err).__name__}"))
-            counts["read error"] += 1
+            out, report = convert_config(cfg, str(path))
+        except Exception as err:  # noqa: BLE001 - a refusal is a row of the table
+            rows.append(Row(name, "unreadable", False, ("model", "data"), refused=type(err).__name__))
             continue
-        model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
-        kind = model_kind(model) or str(model.get("type"))
-        out, _ = convert_config(cfg, str(path))
-        target = ((out.get("model") or {}).get("model") or {}).get("class_path", "none")
-        no_reader = (out.get("data") or {}).get("class_path") == UNMAPPED_DATA
+        spec = (out.get("model") or {}).get("model") or {}
+        found = find_placeholders(out)
+        placeholders = tuple(found)
         with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
             yaml.safe_dump({k: v for k, v in out.items() if k != "ckpt_path"}, f)  # ckpt_path: a fit-only key
             f.flush()
@@ -67,45 +104,83 @@ def survey(root: Path, parser: Any) -> tuple[collections.Counter, list[tuple[str
                 with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
                     parser.parse_args(["--config", f.name])
                 ok = True
-            except (SystemExit, Exception) as err:  # noqa: BLE001
-                ok, why = False, f"{type(err).__name__}: {str(err).splitlines()[0][:100] if str(err) else ''}"
-        real = ok and not target.endswith("UnmappedDetector") and target != "none"
-        status = "real model" if real else ("parsed, unmapped" if ok else f"rejected ({why})")
-        if ok and no_reader:  # parses, but `fit` stops at the datamodule: counted apart, never as "real model"
-            real, status = False, "parsed, no data reader" + (" (real model)" if status == "real model" else "")
-        counts[status if not status.startswith(("rejected", "parsed, no data")) else status.split(" (")[0]] += 1
-        if status.endswith("(real model)"):
-            counts[status] += 1
-        if kind in FAMILIES:
-            counts[f"family {kind}: {'real' if real else 'not'}"] += 1
-        rows.append((str(path.relative_to(root)), kind, status))
-    return counts, rows
+            except (SystemExit, Exception):  # noqa: BLE001
+                ok = False
+        note = next((e.note for e in report.entries if e.key == "model"), "")
+        row = Row(name, _family(cfg, spec), ok, placeholders)
+        row.swaps = {part.split(":")[0].removeprefix("swapped ") for part in note.split("; ")
+                     if part.startswith("swapped ")}
+        if "model" in found:
+            refused = found["model"].split(" is not built")[0].split(" (")[0] if " is not built" in found["model"] else ""
+            row.refused = refused or ("no model.model" if found["model"] == "no model.model" else "no counterpart")
+        elif spec:
+            row.spec = json.dumps(spec, sort_keys=True)
+        rows.append(row)
+    return rows
+
+
+def build_specs(rows: list[Row]) -> None:
+    """Build each distinct real-model spec once (CPU, random weights); set ``Row.builds``."""
+    import torch
+
+    torch.set_num_threads(1)
+    result: dict[str, bool] = {}
+    for spec in sorted({r.spec for r in rows if r.spec}):
+        loaded = json.loads(spec)
+        module, _, attr = loaded["class_path"].rpartition(".")
+        try:
+            getattr(importlib.import_module(module), attr)(**loaded.get("init_args", {}))
+            result[spec] = True
+        except Exception as err:  # noqa: BLE001
+            print(f"  does not build: {loaded}: {type(err).__name__}: {err}", file=sys.stderr)
+            result[spec] = False
+    for row in rows:
+        row.builds = result.get(row.spec) if row.spec else None
+    print(f"  {sum(result.values())} of {len(result)} distinct real-model specs build")
+
+
+def report(name: str, rows: list[Row]) -> None:
+    runs = collections.Counter(r.runs for r in rows)
+    both = runs["placeholder model+data"]
+    print(f"\n## {name}: {len(rows)} leaf configs\n")
+    print("| runnable (real model and real data) | placeholder model | placeholder data | of which both | rejected |")
+    print("|---:|---:|---:|---:|---:|")
+    print(f"| {runs['runnable']} | {runs['placeholder model'] + both} | {runs['placeholder data'] + both} | {both} "
+          f"| {runs['rejected']} |\n")
+    families = sorted({r.family for r in rows}, key=lambda f: (f == "no counterpart", f))
+    print("| family | configs | real model (parses) | builds | " + " | ".join(f"swapped {s}" for s in SWAPS)
+          + " | refused / placeholder model (reason) |")
+    print("|---|---:|---:|---:|" + "---:|" * len(SWAPS) + "---|")
+    for family in families:
+        group = [r for r in rows if r.family == family]
+        real = [r for r in group if r.spec and r.parses]
+        builds = sum(bool(r.builds) for r in real) if any(r.builds is not None for r in real) else "-"
+        reasons = collections.Counter(r.refused for r in group if r.refused)
+        print(f"| {family} | {len(group)} | {len(real)} | {builds} | "
+              + " | ".join(str(sum(s in r.swaps for r in real)) for s in SWAPS) + " | "
+              + ", ".join(f"{n} {why}" for why, n in reasons.most_common()) + " |")
+    sys.stdout.flush()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mmdet", type=Path)
     parser.add_argument("--mmdet3d", type=Path)
+    parser.add_argument("--build", action="store_true", help="build each distinct real-model spec (minutes on CPU)")
     parser.add_argument("--rows", type=Path, help="write every config's row to this tsv")
     args = parser.parse_args()
     cli_parser = _parser()
-    all_rows = []
+    lines = []
     for name, root in (("mmdet", args.mmdet), ("mmdet3d", args.mmdet3d)):
         if root is None:
             continue
-        counts, rows = survey(root, cli_parser)
-        all_rows += [(name, *r) for r in rows]
-        total = len(rows)
-        print(f"## {name}: {total} leaf configs; {counts['real model']} ({100 * counts['real model'] / total:.1f} %) "
-              f"parse with a real model.model; {counts['parsed, unmapped']} parse with UnmappedDetector; "
-              f"{counts['parsed, no data reader']} parse but name a dataset without a detlight reader (of which "
-              f"{counts['parsed, no data reader (real model)']} with a real model); {counts['rejected']} rejected; "
-              f"{counts['read error']} unreadable")
-        for key in sorted(k for k in counts if k.startswith("family")):
-            print(f"  {key}: {counts[key]}")
-        sys.stdout.flush()
+        rows = survey(root, cli_parser)
+        if args.build:
+            build_specs(rows)
+        report(name, rows)
+        lines += ["\t".join((name, r.config, r.family, r.runs, ",".join(sorted(r.swaps)), r.refused)) for r in rows]
     if args.rows:
-        args.rows.write_text("\n".join("\t".join(r) for r in all_rows) + "\n")
+        args.rows.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from detlight._aliases import install_alias_finder
 from detlight._lazy import lazy_exports
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from detlight.logbuffer import LogBuffer
     from detlight.module import DetectorModule
 
-__version__ = "0.1.0"
+from detlight._version import __version__
 
 _EXPORTS: dict[str, str] = {
     "Det3DDataModule": "detlight.data.datamodule3d",
@@ -54,6 +55,8 @@ __all__ = [
     "train_detector",
     "validate",
 ]
+
+install_alias_finder()  # old module paths (detlight.workflow, ...) resolve through detlight._aliases.ALIASES
 
 if not TYPE_CHECKING:  # type checkers read the imports above
     __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

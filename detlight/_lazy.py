@@ -7,6 +7,7 @@ Each package ``__init__`` keeps three sorted lists of the same names, one name p
 at run time, explicit imports under ``if TYPE_CHECKING:`` for type checkers and IDEs, and ``__all__``.
 ``tests/test_public_api.py`` checks that the three agree and that each name resolves to an object of the module the
 table names.
+A name that is not in ``_EXPORTS`` is looked up in :data:`detlight._aliases.ALIASES` (old paths of moved names).
 """
 
 from __future__ import annotations
@@ -57,7 +58,12 @@ def lazy_exports(package: str, exports: Mapping[str, str], namespace: dict[str, 
     def __getattr__(name: str) -> Any:
         module = exports.get(name)
         if module is None:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+            from detlight._aliases import _MISSING, resolve_alias  # an old name of something that moved
+
+            value = resolve_alias(f"{package}.{name}")
+            if value is _MISSING:
+                raise AttributeError(f"module {package!r} has no attribute {name!r}")
+            return value
         value = getattr(importlib.import_module(_target(package, module)), name)
         namespace[name] = value
         return value

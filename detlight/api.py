@@ -34,9 +34,9 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from detlight.callbacks.logger_callback import NOT_COMPUTED
 from detlight.cli import CKPT_PATH_KEYWORDS, DetLightCLI, build_cli, remove_files
-from detlight.compat.convert import convert_py_configs
+from detlight.convert.entry import convert_py_configs
+from detlight.data.loader import release_workers
 from detlight.exceptions import ConfigError, UsageError
-from detlight.upstream_internals import shut_down_workers
 
 __all__ = ["Run", "describe_object", "fit", "overrides_to_args", "predict", "test", "train_detector", "validate"]
 
@@ -230,7 +230,7 @@ def add_callbacks(trainer: pl.Trainer, callbacks: Sequence[Callback]) -> None:
     for callback in callbacks:
         if not isinstance(callback, Callback):
             raise TypeError(f"Expected `callbacks` to hold lightning Callback objects (wrap mmcv-style hooks in "
-                            f"detlight.compat.hooks.MMCVHooks), but got {type(callback).__name__}")
+                            f"detlight.callbacks.MMCVHooks), but got {type(callback).__name__}")
         existing = trainer.callbacks  # type: ignore[attr-defined]
         position = next((i for i, c in enumerate(existing) if isinstance(c, Checkpoint)), len(existing))
         existing.insert(position, callback)
@@ -270,7 +270,7 @@ def _launch(subcommand: str, args: list[str] | dict[str, Any], callbacks: Sequen
     else:
         args_list, args = list(args), [subcommand, *args]
     try:
-        with _parse_errors_raised(subcommand), _quiet_argv():
+        with _parse_errors_raised(subcommand), _quiet_argv(), _signal_handlers_kept():
             cli = build_cli(args, cli_class=cls, extra_callbacks=callbacks, **cli_kwargs, **extra)
     finally:
         if not had_group and torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -482,6 +482,24 @@ def _check_ckpt_path(ckpt_path: str) -> None:
 
 
 @contextlib.contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """Put the caller's SIGTERM / SIGINT handlers back afterwards (a failing run ignores them while it shuts down)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
 def _quiet_argv() -> Iterator[None]:
     """Hide the kernel's own ``sys.argv`` (``-f kernel.json`` in Jupyter): the arguments come from ``args``."""
     saved = sys.argv
@@ -494,7 +512,11 @@ def _quiet_argv() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _parse_errors_raised(subcommand: str) -> Iterator[None]:
-    """Turn the parser's usage-and-exit into a ``ValueError`` that carries its message (a notebook-friendly error)."""
+    """Turn the parser's usage-and-exit into a ``ValueError`` that carries its message (a notebook-friendly error).
+
+    detlight's own errors (a :class:`~detlight.exceptions.UsageError` from the parser included, a ``ValueError``
+    too) pass unchanged: the same kind and one-line message as ``detlight <subcommand>`` prints.
+    """
     buffer = io.StringIO()
     real = sys.stderr
     try:
@@ -505,10 +527,6 @@ def _parse_errors_raised(subcommand: str) -> Iterator[None]:
             raise
         message = buffer.getvalue().strip().splitlines()
         raise ValueError(f"detlight {subcommand}: invalid arguments\n" + "\n".join(message[-20:])) from None
-    except Exception as exc:
-        if type(exc).__name__ != "UsageError":  # detlight.errors' friendly parser error
-            raise
-        raise ValueError(f"detlight {subcommand}: {exc}") from None
 
 
 class _Tee(io.TextIOBase):
@@ -523,17 +541,6 @@ class _Tee(io.TextIOBase):
 
     def flush(self) -> None:
         self._stream.flush()
-
-
-def release_workers(trainer: pl.Trainer) -> None:
-    """Shut down the worker processes of the run's data loaders (``persistent_workers`` keeps them alive otherwise)."""
-    loaders: list[Any] = []
-    for name in ("train_dataloader", "val_dataloaders", "test_dataloaders", "predict_dataloaders"):
-        with contextlib.suppress(Exception):  # a loop that never ran has no loaders
-            value = getattr(trainer, name)
-            loaders += list(value) if isinstance(value, (list, tuple)) else [value]
-    for loader in loaders:
-        shut_down_workers(loader)
 
 
 def fit(config: ConfigArg = None, overrides: Overrides = None, *, model: Any = None, datamodule: Any = None,
@@ -592,7 +599,7 @@ def train_detector(model: torch.nn.Module, dataset: Any, cfg: Any, distributed: 
     """mmdet's ``train_detector(model, dataset, cfg, distributed, validate, timestamp, meta)`` on detlight.
 
     Replaces: ``mmdet.apis.train_detector``. ``cfg`` (an mmcv config dict, an ``mmcv.Config`` or a ``.py`` path) is
-    converted with :func:`detlight.compat.convert.convert_config` (the mapping report is printed), then built by the
+    converted with :func:`detlight.convert.converter.convert_config` (the mapping report is printed), then built by the
     CLI with ``model`` as the detector. ``cfg.seed`` seeds the run as mmdet's ``tools/train.py`` does (default 0).
 
     Args:
@@ -610,8 +617,8 @@ def train_detector(model: torch.nn.Module, dataset: Any, cfg: Any, distributed: 
     Returns:
         The :class:`Run` (the Trainer has finished fitting).
     """
-    from detlight.compat.config import load_config
-    from detlight.compat.convert import convert_config
+    from detlight.convert.config import load_config
+    from detlight.convert.converter import convert_config
 
     source = "train_detector"
     if isinstance(cfg, (str, os.PathLike)):

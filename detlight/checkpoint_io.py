@@ -87,7 +87,7 @@ def checkpoint_problem(path: str, expected_size: int | None = None) -> str | Non
         with open(path, "rb") as f:
             head = f.read(4)
         if head != b"PK\x03\x04":
-            return None if head[:1] == b"\x80" else "not a torch checkpoint (no zip header); it may be truncated"
+            return None if head[:1] == b"\x80" else "not a torch checkpoint (no zip header)"
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
         if not any(info.filename.endswith("/data.pkl") or info.filename == "data.pkl" for info in infos):

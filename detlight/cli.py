@@ -2,7 +2,7 @@
 
 A thin :class:`~lightning.pytorch.cli.LightningCLI` subclass: ``--config`` may be repeated (applied in order, last
 wins), ``--print_config`` prints the resolved config, and the resolved config is saved as ``config.yaml`` in the run
-directory. An mmcv ``.py`` config given to ``--config`` is converted on the fly by :mod:`detlight.compat.convert`.
+directory. An mmcv ``.py`` config given to ``--config`` is converted on the fly by :mod:`detlight.convert.entry`.
 ``detlight convert`` writes that conversion to a YAML file with a mapping report.
 """
 
@@ -26,10 +26,11 @@ def __getattr__(name: str) -> Any:
         from detlight import cli_app
 
         return getattr(cli_app, name)
-    if name == "_convert_py_configs":  # old private name; now detlight.compat.convert_py_configs
-        from detlight.compat.convert import convert_py_configs
+    from detlight._aliases import _MISSING, resolve_alias  # old names (detlight._aliases.ALIASES)
 
-        return convert_py_configs
+    value = resolve_alias(f"detlight.cli.{name}")
+    if value is not _MISSING:
+        return value
     raise AttributeError(f"module 'detlight.cli' has no attribute {name!r}")
 
 
@@ -92,7 +93,7 @@ def build_cli(args: Sequence[str] | dict[str, Any], *, run: bool = True,
         **kwargs: passed to ``cli_class``.
     """
     from detlight.cli_app import DetLightCLI
-    from detlight.compat.convert import convert_py_configs
+    from detlight.convert.entry import convert_py_configs
     from detlight.errors import FriendlyArgumentParser, check_checkpoint_file
 
     temporary: list[str] = []  # YAML converted from .py configs: deleted when the run is over, not at exit
@@ -124,14 +125,21 @@ def remove_files(paths: Sequence[str]) -> None:
 
 def main(args: Sequence[str] | None = None) -> None:
     """Console entry point ``detlight``: known errors print ``detlight: error: ...`` (``--debug`` for a traceback)."""
-    argv = list(sys.argv[1:] if args is None else args)
+    from detlight.exceptions import DetLightError
+    from detlight.openmmlab.switch import pop_cli_switch  # --openmmlab true|false|auto (mmdet configs)
+
+    try:
+        argv = pop_cli_switch(sys.argv[1:] if args is None else args)
+    except DetLightError as err:
+        print(f"detlight: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     if argv[:1] == ["convert"]:  # before anything imports Lightning: converting a config takes milliseconds
-        from detlight.compat.cli import convert_main
+        from detlight.convert.cli import convert_main
 
         raise SystemExit(convert_main(argv[1:]))
     from detlight.errors import run_main
 
-    run_main(_main, argv)
+    run_main(_main, argv, exiting=args is None)  # the console script: the process ends with the SystemExit
 
 
 TOP_LEVEL_HELP = """usage: detlight [-h] {fit,validate,test,predict,check,convert} ...
@@ -156,12 +164,12 @@ def _main(argv: list[str]) -> None:
         print(TOP_LEVEL_HELP, end="")
         return
     if argv[0] == "--version":
-        from detlight import __version__
+        from detlight._version import __version__
 
         print(f"detlight {__version__}")
         return
     if argv and argv[0] == "convert":
-        from detlight.compat.cli import convert_main
+        from detlight.convert.cli import convert_main
 
         raise SystemExit(convert_main(argv[1:]))
     if argv and argv[0] == "check":
@@ -170,16 +178,7 @@ def _main(argv: list[str]) -> None:
         # run=False: the parser has no subcommands, so the fit options are given without "fit".
         check_args = argv[2:] if argv[1:2] == ["fit"] else argv[1:]
         raise SystemExit(run_check(build_cli(check_args, run=False, save_config_callback=None)))
-    try:
-        build_cli(argv)
-    except RuntimeError as err:  # torch's load_state_dict: a checkpoint from another model
-        from detlight.errors import summarize_state_dict_error
-        from detlight.exceptions import CheckpointError
-
-        summary = summarize_state_dict_error(str(err))
-        if summary is None:
-            raise
-        raise CheckpointError(summary) from err
+    build_cli(argv)  # DetLightCLI turns known failures (a checkpoint from another model, ...) into detlight errors
 
 
 def _option_value(argv: list[str], name: str) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
@@ -28,7 +29,13 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 
 class DetLightCLI(LightningCLI):
-    """LightningCLI for :class:`~detlight.module.DetectorModule` and any detlight datamodule (``class_path``)."""
+    """LightningCLI for :class:`~detlight.module.DetectorModule` and any detlight datamodule (``class_path``).
+
+    A failure that is input rather than a bug leaves it as a :class:`~detlight.exceptions.DetLightError` (see
+    :func:`detlight.errors.translate_error`), so ``detlight fit`` and :func:`detlight.fit` report it alike; Ctrl-C
+    leaves it as a ``KeyboardInterrupt`` whose message names the run's last checkpoint (Lightning itself would exit
+    with status 1), after the loader workers are shut down.
+    """
 
     def __init__(self, args: Sequence[str] | dict[str, Any] | None = None, run: bool = True, **kwargs: Any) -> None:
         # Build only the parser of the subcommand asked for: each one holds the whole Trainer signature, and
@@ -41,15 +48,47 @@ class DetLightCLI(LightningCLI):
         from detlight.callbacks.progress_bar import quiet_lightning
 
         quiet_lightning()
-        super().__init__(
-            DetectorModule,
-            LightningDataModule,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,
-            args=args,  # type: ignore[arg-type]
-            run=run,
-            **kwargs,
-        )
+        try:
+            super().__init__(
+                DetectorModule,
+                LightningDataModule,
+                subclass_mode_data=True,
+                auto_configure_optimizers=False,
+                args=args,  # type: ignore[arg-type]
+                run=run,
+                **kwargs,
+            )
+        except SystemExit as exc:
+            if not isinstance(exc.__context__, KeyboardInterrupt):
+                raise
+            # Lightning answers Ctrl-C inside fit with sys.exit(1); the CLI exits 130 saying where the run stands.
+            raise KeyboardInterrupt(self._interrupted_message()) from None
+        except KeyboardInterrupt as exc:
+            raise KeyboardInterrupt(str(exc) or self._interrupted_message()) from None
+        except Exception as exc:
+            from detlight.errors import translate_error
+
+            datamodule = getattr(self, "datamodule", None)
+            workers, batch = _loader_settings(datamodule, getattr(self, "trainer", None))
+            translated = translate_error(exc, getattr(self, "config", None), workers, batch)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def _interrupted_message(self) -> str:
+        """``interrupted (Ctrl-C); last checkpoint: PATH ...``, after the run's loader workers are shut down."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return "interrupted (Ctrl-C) before the run started; nothing was saved"
+        from detlight.data.loader import release_workers
+        from detlight.resume import find_last_checkpoint, run_checkpoint_dirs
+
+        release_workers(trainer)
+        last = find_last_checkpoint(run_checkpoint_dirs(trainer))
+        if last is None:
+            return "interrupted (Ctrl-C); no checkpoint was written yet"
+        return (f"interrupted (Ctrl-C); last checkpoint: {last} (resume with `--ckpt_path last` or "
+                f"`--ckpt_path {last}`)")
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
         """Lightning's subcommands, narrowed to the one on the command line when there is one."""
@@ -105,12 +144,29 @@ class DetLightCLI(LightningCLI):
         self._resolve_ckpt_path("fit")
 
     def before_validate(self) -> None:
-        """``ckpt_path: last``: evaluate the newest readable checkpoint of the run (not Lightning's in-memory one)."""
+        """``ckpt_path: last``: evaluate the newest readable checkpoint of the run (not Lightning's in-memory one).
+
+        The evaluation's logs go beside the checkpoint's run (see :func:`evaluation_beside_checkpoint`)."""
         self._resolve_ckpt_path("validate")
+        evaluation_beside_checkpoint(self.trainer, self.config_init.get(f"{self.subcommand}.ckpt_path"), "validate")
 
     def before_test(self) -> None:
         """As :meth:`before_validate`."""
         self._resolve_ckpt_path("test")
+        evaluation_beside_checkpoint(self.trainer, self.config_init.get(f"{self.subcommand}.ckpt_path"), "test")
+
+    def after_validate(self) -> None:
+        """Say where the evaluation's logs went."""
+        self._say_log_dir()
+
+    def after_test(self) -> None:
+        """As :meth:`after_validate`."""
+        self._say_log_dir()
+
+    def _say_log_dir(self) -> None:
+        log_dir = self.trainer.log_dir
+        if self.trainer.global_rank == 0 and self.trainer.loggers and log_dir:
+            print(f"Evaluation logs: {log_dir}", flush=True)
 
     def before_predict(self) -> None:
         """As :meth:`before_validate`."""
@@ -143,6 +199,56 @@ class DetLightCLI(LightningCLI):
         if log_dir:
             lines.append(f"TensorBoard: tensorboard --logdir {log_dir}")
         print("\n".join(lines), flush=True)
+
+
+def run_dir_of_checkpoint(ckpt_path: str) -> Path | None:
+    """The run directory a checkpoint file belongs to: ``<run>/checkpoints/x.ckpt`` or ``<run>/x.ckpt`` where
+    ``<run>`` holds a run's files (``config.yaml``, ``hparams.yaml`` or a ``*.log.json``); ``None`` otherwise."""
+    path = Path(ckpt_path)
+    if "://" in ckpt_path or not path.is_file():
+        return None
+    for run in (path.parent.parent, path.parent) if path.parent.name == "checkpoints" else (path.parent,):
+        if (run / "config.yaml").is_file() or (run / "hparams.yaml").is_file() or any(run.glob("*.log.json")):
+            return run
+    return None
+
+
+def evaluation_beside_checkpoint(trainer: Any, ckpt_path: str | None, stage: str) -> str | None:
+    """Point the TensorBoard / CSV loggers of a ``validate`` / ``test`` run at ``<run>/<stage>/<checkpoint name>``,
+    ``<run>`` being the run the checkpoint came from (:func:`run_dir_of_checkpoint`).
+
+    Without this each evaluation opened a new ``version_N`` folder beside the training runs. Evaluating the same
+    checkpoint again writes into the same folder; ``tensorboard --logdir <run>`` shows the evaluation next to its
+    training. A checkpoint outside a run directory, and other loggers, keep the configured place. Returns the new
+    log directory, or ``None`` when nothing moved.
+    """
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    run = run_dir_of_checkpoint(ckpt_path) if ckpt_path else None
+    if run is None or not trainer.loggers:
+        return None
+    version = Path(str(ckpt_path)).resolve().stem  # last.ckpt as a link: the epoch it names
+    loggers, moved = [], None
+    for logger in trainer.loggers:
+        if type(logger) in (TensorBoardLogger, CSVLogger):
+            logger = type(logger)(save_dir=str(run), name=stage, version=version)
+            moved = moved or logger.log_dir
+        loggers.append(logger)
+    trainer.loggers = loggers
+    return moved
+
+def _loader_settings(datamodule: Any, trainer: Any) -> tuple[int | None, int | None]:
+    """(workers per process, batch size) of the run's train data, where they can be read."""
+    workers = getattr(datamodule, "workers_per_gpu", None)
+    batch = getattr(datamodule, "samples_per_gpu", None)
+    if workers is None or batch is None:
+        try:
+            loader = trainer.train_dataloader if trainer is not None else None
+        except Exception:  # noqa: BLE001 - no loader yet
+            loader = None
+        workers = workers if workers is not None else getattr(loader, "num_workers", None)
+        batch = batch if batch is not None else getattr(loader, "batch_size", None)
+    return (workers if isinstance(workers, int) else None), (batch if isinstance(batch, int) else None)
 
 
 def _int_before_float(parser: Any, options: Sequence[str]) -> None:

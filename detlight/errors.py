@@ -5,9 +5,11 @@ Replaces: mmdet's ``tools/train.py`` behaviour of dying with a traceback on ever
 :func:`run_main` wraps the console entry point: :class:`~detlight.exceptions.DetLightError` (and its kinds), the
 parser's own errors and Lightning's ``MisconfigurationException`` are printed as one short message and exit with
 status 2; ``--debug`` (or ``DETLIGHT_DEBUG=1``) shows the full traceback instead. Any other exception keeps its
-traceback, which ends with a one-line detlight hint. :class:`FriendlyArgumentParser` shortens jsonargparse's own
-messages (a type error inside a ``Union``, an unknown key, an unknown ``class_path``, the reason nested under "Problem
-with given class_path") and adds close-match suggestions found with :mod:`difflib`.
+traceback, which ends with a one-line detlight hint, unless :func:`translate_error` recognises it as input: an OS error
+on a path a config key or ``DETLIGHT_CACHE`` set, a DataLoader worker killed by the out-of-memory killer, a detlight
+error jsonargparse wrapped. Ctrl-C exits with status 130 and one line. :class:`FriendlyArgumentParser` shortens
+jsonargparse's own messages (a type error inside a ``Union``, an unknown key, an unknown ``class_path``, the reason
+nested under "Problem with given class_path") and adds close-match suggestions found with :mod:`difflib`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import difflib
 import importlib
 import inspect
 import os
-import pickle
 import pkgutil
 import re
 import sys
@@ -27,7 +28,14 @@ from typing import Any, NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser
 
-from detlight.exceptions import CheckpointError, DetLightError, UsageError, WorkDirError
+from detlight.exceptions import (
+    CheckpointError,
+    DataLoaderWorkerError,
+    DetLightError,
+    PathError,
+    UsageError,
+    WorkDirError,
+)
 from detlight.upstream_internals import parser_actions, parser_option_actions
 
 __all__ = [
@@ -42,6 +50,7 @@ __all__ = [
     "format_error",
     "run_main",
     "summarize_state_dict_error",
+    "translate_error",
 ]
 
 EXIT_CODE = 2
@@ -254,28 +263,61 @@ def summarize_state_dict_error(message: str) -> str | None:
 def check_checkpoint_file(path: str) -> None:
     """Refuse a missing, corrupt or unsafe (needs arbitrary unpickling) checkpoint before anything is built.
 
+    A folder, a file that is not a torch checkpoint (random bytes, a truncated copy) and a file that needs arbitrary
+    unpickling each get their own message; torch's advice to load with ``weights_only=False`` and its note about
+    ``mmap`` are not passed on.
+
     Raises:
-        CheckpointError: ``path`` does not exist.
-        CheckpointError: it cannot be read with ``torch.load(..., weights_only=True)``.
+        CheckpointError: ``path`` does not exist, is a folder, is corrupt or truncated, needs arbitrary unpickling, or
+            is not a Lightning checkpoint (an mmcv ``.pth``, a bare ``state_dict``: those go to ``model.load_from``).
     """
     import torch
 
+    from detlight.checkpoint_io import checkpoint_problem
+
+    if os.path.isdir(path):
+        from pathlib import Path
+
+        found = [p for p in Path(path).rglob("*.ckpt") if p.is_file() and not p.name.startswith(".")]
+        newest = str(max(found, key=lambda p: p.stat().st_mtime_ns)) if found else None
+        raise CheckpointError(f"checkpoint {path} is a folder, not a file; pass a checkpoint file in it"
+                              + (f" (the newest is {newest})" if newest else " (it holds no *.ckpt file)")
+                              + ", or `--ckpt_path last` for the newest checkpoint of the run")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or not a torch checkpoint "
+                              f"({problem})")
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"  # only the zip format can be memory-mapped; legacy files are read
     try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except Exception as err:  # noqa: BLE001 - torch raises several types for corrupt or unsafe files
         text = str(err)
-        if "Weights only load failed" in text or isinstance(err, pickle.UnpicklingError) and "GLOBAL" in text:
-            culprit = re.search(r"GLOBAL ([\w.]+)", text)
+        culprit = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: ([\w.]+)", text)
+        if culprit:
             raise CheckpointError(
-                f"refusing to load {path}: it needs arbitrary unpickling"
-                f"{f' ({culprit.group(1)})' if culprit else ''}; only tensors and plain containers are accepted "
-                "(weights_only=True). Re-save it with plain types, or load the weights with `model.load_from`."
+                f"refusing to load {path}: it needs arbitrary unpickling ({culprit.group(1)}); "
+                "only tensors and plain containers are accepted (weights_only=True). Re-save it with plain types, "
+                "or load the weights with `model.load_from`."
             ) from None
-        first = text.splitlines()[0].split(". ")[0] if text else ""
         raise CheckpointError(f"cannot read checkpoint {path}: the file is corrupt or not a torch checkpoint "
-                              f"({type(err).__name__}: {first})") from None
+                              f"({type(err).__name__}: {_torch_load_reason(text)})") from None
+    if not isinstance(loaded, dict) or "pytorch-lightning_version" not in loaded:
+        what = "an mmcv-style checkpoint (meta / state_dict)" if isinstance(loaded, dict) and "meta" in loaded else (
+            "a bare state_dict or other weights" if isinstance(loaded, dict) else f"a {type(loaded).__name__}")
+        raise CheckpointError(f"{path} is not a checkpoint of a detlight (Lightning) run but {what}; `ckpt_path` "
+                              f"resumes or evaluates such a run. Load these weights with `--model.load_from {path}`")
+
+
+def _torch_load_reason(text: str) -> str:
+    """The reason in a ``torch.load`` error, without torch's advice (``weights_only=False``, ``mmap``)."""
+    unpickler = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, re.S)
+    if unpickler:
+        return " ".join(unpickler.group(1).split())
+    lines = [line for line in text.splitlines() if line.strip() and "weights_only" not in line and "mmap" not in line]
+    return lines[0].split(". ")[0].strip() if lines else "unreadable"
 
 
 def check_work_dir(path: str) -> None:
@@ -312,6 +354,9 @@ def format_error(exc: BaseException) -> str | None:
         # jsonargparse wraps what a class raised while it was being built ("Does not validate against any of the
         # Union subtypes ..."); detlight's own error inside says it better.
         return str(cause).strip() or type(cause).__name__
+    translated = translate_error(exc)
+    if translated is not None:
+        return str(translated)
     return None
 
 
@@ -334,31 +379,211 @@ def _raised_in(exc: BaseException, package: str) -> bool:
     return tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).split(".")[0] == package
 
 
+# ---------------------------------------------------------------------------------------------------- translation
+#: Environment variables that name folders detlight writes, with what they default to.
+PATH_ENV_VARS = {"DETLIGHT_CACHE": os.path.join("~", ".cache", "detlight")}
+
+
+def translate_error(exc: BaseException, config: Any = None, workers: int | None = None,
+                    batch_size: int | None = None) -> DetLightError | None:
+    """The :class:`~detlight.exceptions.DetLightError` to raise in place of ``exc``, or ``None`` (``exc`` stays).
+
+    The CLI and :func:`detlight.fit` both raise what this returns, so a failure reads the same in both:
+
+    * a detlight error that jsonargparse wrapped while building a class (``Does not validate against any of the Union
+      subtypes`` with every subtype listed) -> that error itself;
+    * torch's "DataLoader worker (pid ...) is killed by signal" ``RuntimeError``, raised by its ``SIGCHLD`` handler
+      wherever the main process happens to be -> :class:`DataLoaderWorkerError` with the cause, ``workers`` /
+      ``batch_size`` and the remedy;
+    * ``load_state_dict``'s strict-mode error -> :class:`CheckpointError` counting the mismatched keys;
+    * an ``OSError`` on a path that a key of ``config`` (a parsed config or a dict) or an environment variable such
+      as ``DETLIGHT_CACHE`` set -> :class:`PathError` naming the path, that key or variable and the fix. An OS error
+      on any other path (a user's code opening its own files) is left alone.
+    """
+    if isinstance(exc, DetLightError):
+        return None
+    cause = _detlight_cause(exc)
+    if cause is not None and _raised_in(exc, "jsonargparse"):
+        return cause
+    for err in _chain(exc):
+        if isinstance(err, RuntimeError):
+            from detlight.data.loader import explain_worker_death
+
+            death = explain_worker_death(err, workers if workers is not None else 0, batch_size)
+            if death is not None:
+                if workers is None:
+                    death = death.replace(", now 0)", ")")
+                return DataLoaderWorkerError(death)
+    if isinstance(exc, RuntimeError):
+        summary = summarize_state_dict_error(str(exc))
+        if summary is not None:
+            return CheckpointError(summary)
+    os_error = next((e for e in _chain(exc) if isinstance(e, OSError) and not isinstance(e, DetLightError)), None)
+    if os_error is not None:
+        message = describe_path_error(os_error, config)
+        if message is not None:
+            return PathError(message)
+    return None
+
+
+def _chain(exc: BaseException) -> Iterable[BaseException]:
+    """``exc`` and its causes / contexts, innermost last."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        yield current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+
+
+def describe_path_error(err: OSError, config: Any = None) -> str | None:
+    """One line for an OS error on a path that a config key or environment variable set, or ``None``."""
+    filename = err.filename
+    if not isinstance(filename, (str, os.PathLike)):
+        return None
+    path = os.path.abspath(os.fspath(filename))
+    source = _path_source(path, config)
+    if source is None:
+        return None
+    what, value, is_env = source
+    reason = _os_reason(err, path)
+    if is_env:
+        fix = f"set {what} to a folder this user can write (unset, it means {PATH_ENV_VARS.get(what, 'its default')})"
+    else:
+        fix = (f"point `{what}` at a path this user can access, or change the permissions of {value} "
+               f"(`ls -ld {value}` shows them)")
+    if is_env:
+        shown = f"{what}={value}" if value else f"{what}, unset: {PATH_ENV_VARS.get(what, 'its default')}"
+    else:
+        shown = f"`{what}`: {value}"
+    return f"{path}: {reason} (set by {shown}); {fix}"
+
+
+def _os_reason(err: OSError, path: str) -> str:
+    import errno as errno_codes
+
+    if err.errno == errno_codes.ENOTDIR:
+        probe = path
+        while probe and not os.path.exists(probe) and os.path.dirname(probe) != probe:
+            probe = os.path.dirname(probe)
+        if os.path.isfile(probe):
+            return f"{probe} is a regular file, not a folder"
+    if err.errno == errno_codes.EISDIR:
+        return "it is a folder, not a file"
+    reason = err.strerror or str(err)
+    return reason[0].lower() + reason[1:] if reason else "cannot be accessed"
+
+
+def _path_source(path: str, config: Any) -> tuple[str, str, bool] | None:
+    """(key or variable, its value, is it an environment variable) that set ``path``: the longest match."""
+    found: list[tuple[int, str, str, bool]] = []
+    for key, value in _config_strings(config):
+        length = _covers(value, path)
+        if length:
+            found.append((length, key, value, False))
+    for name, default in PATH_ENV_VARS.items():
+        env_value = os.environ.get(name)
+        length = _covers(env_value or os.path.expanduser(default), path)
+        if length:
+            found.append((length, name, env_value or "", True))
+    if not found:
+        return None
+    _, key, value, is_env = max(found, key=lambda item: item[0])
+    return key, value, is_env
+
+
+def _covers(value: str | None, path: str) -> int:
+    """How much of ``path`` the configured ``value`` explains (0: it is not ``path`` or a folder above it)."""
+    if not value or not isinstance(value, str) or "\n" in value or len(value) > 4096:
+        return 0
+    full = os.path.abspath(os.path.expanduser(value))
+    if path == full or path.startswith(full.rstrip(os.sep) + os.sep):
+        return len(full)
+    relative = os.path.normpath(value)
+    if not os.path.isabs(relative) and relative not in (".", "..") and path.endswith(os.sep + relative):
+        return len(relative)  # joined to a data_root / img_prefix
+    return 0
+
+
+def _config_strings(config: Any, prefix: str = "") -> Iterable[tuple[str, str]]:
+    """(user-facing dotted key, value) for every string in a parsed config (``init_args`` and the subcommand left
+    out of the key, as detlight's messages write keys)."""
+    if config is None:
+        return
+    if hasattr(config, "as_dict"):
+        config = config.as_dict()
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if key in ("init_args", "dict_kwargs") or (not prefix and key in SUBCOMMANDS):
+                yield from _config_strings(value, prefix)
+            elif key not in ("class_path", "config", "__path__"):
+                yield from _config_strings(value, f"{prefix}{key}.")
+    elif isinstance(config, (list, tuple)):
+        for i, value in enumerate(config):
+            yield from _config_strings(value, f"{prefix}{i}.")
+    elif isinstance(config, (str, os.PathLike)) and prefix:
+        yield prefix.rstrip("."), os.fspath(config)
+
+
 #: Ends the traceback of an error detlight did not recognise as bad input (added as an exception note).
 TRACEBACK_HINT = ("detlight: not one of detlight's input checks, so the full traceback is kept; its last frames show the "
                   "failing code (your model, hook or callback, or a bug in detlight)")
 
 
-def run_main(fn: Callable[[list[str]], Any], argv: Sequence[str]) -> Any:
+def run_main(fn: Callable[[list[str]], Any], argv: Sequence[str], exiting: bool = False) -> Any:
     """Call ``fn(argv)`` with friendly errors; ``--debug`` is removed from ``argv`` and enables tracebacks.
 
+    A ``KeyboardInterrupt`` (Ctrl-C) prints one line (its message says where the last checkpoint is, see
+    :class:`~detlight.cli_app.DetLightCLI`) and exits with status 130, as shells do for SIGINT. With ``exiting``
+    (the console script, whose process ends with the ``SystemExit``), SIGTERM and SIGINT are ignored once the line
+    is printed: the process is stopping already, and a scheduler's SIGTERM during the shutdown (workers, loggers)
+    must not turn status 2 into -15. Callers that go on running (tests calling ``main([...])``) keep their handlers.
+
     Raises:
-        SystemExit: status 2 after printing ``detlight: error: <message>`` for a known error type.
+        SystemExit: status 2 after printing ``detlight: error: <message>`` for a known error type; 130 on Ctrl-C.
     """
     argv = list(argv)
     debug = debug_enabled(argv)
     argv = [a for a in argv if a != "--debug"]
     try:
         return fn(argv)
-    except (SystemExit, KeyboardInterrupt):
+    except SystemExit:
         raise
+    except KeyboardInterrupt as exc:
+        if debug:
+            raise
+        if exiting:
+            _ignore_stop_signals()
+        if "torch" in sys.modules:  # a loader's fd-sharing thread may still hit the closed pipe
+            from detlight.data.loader import quiet_resource_sharer_pipes
+
+            quiet_resource_sharer_pipes()
+        print(f"detlight: {str(exc).strip() or 'interrupted (Ctrl-C)'}", file=sys.stderr, flush=True)
+        raise SystemExit(INTERRUPTED_EXIT_CODE) from None
     except BaseException as exc:
         message = None if debug else format_error(exc)
         if message is None:
             if not debug and TRACEBACK_HINT not in getattr(exc, "__notes__", ()):
                 exc.add_note(TRACEBACK_HINT)
             raise
+        if exiting:
+            _ignore_stop_signals()
         print(f"detlight: error: {message}", file=sys.stderr, flush=True)
         if not isinstance(exc, UsageError):
             print("(run with --debug or DETLIGHT_DEBUG=1 for the full traceback)", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_CODE) from None
+
+
+#: The exit status after Ctrl-C (128 + SIGINT, what a shell reports for a process SIGINT ended).
+INTERRUPTED_EXIT_CODE = 130
+
+
+def _ignore_stop_signals() -> None:
+    """Ignore SIGTERM and SIGINT from here to the exit (the main thread only can set handlers)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)

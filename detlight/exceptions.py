@@ -24,6 +24,7 @@ __all__ = [
     "LaunchConfigError",
     "ModelContractError",
     "NonFiniteLossError",
+    "PathError",
     "SaveError",
     "UsageError",
     "WorkDirError",
@@ -34,7 +35,7 @@ class DetLightError(Exception):
     """Root of detlight's errors: the message is complete on its own and is printed without a traceback."""
 
 
-class UsageError(DetLightError):
+class UsageError(DetLightError, ValueError):
     """A command line or config value the parser rejected (the message is already shortened)."""
 
 
@@ -61,6 +62,11 @@ class SaveError(DetLightError, OSError):
 
 class WorkDirError(DetLightError, PermissionError):
     """The run directory (``trainer.default_root_dir``, mmcv's ``work_dir``) cannot be written."""
+
+
+class PathError(DetLightError, OSError):
+    """A file or folder named by a config key or an environment variable (``DETLIGHT_CACHE``) cannot be read or
+    written; the message names the path, what set it and the fix."""
 
 
 class LaunchConfigError(DetLightError, ValueError):

@@ -82,10 +82,14 @@ class DetectorModule(pl.LightningModule):
         self._weights_loaded = False
         self.log_buffer = LogBuffer()
         self.last_outputs: dict[str, Any] | None = None
+        self._inputs_checked = False
         #: Set by :class:`detlight.callbacks.workflow.Workflow` for a ``('val', n)`` workflow phase: validation then also runs
         #: the detector's losses (mmcv ``val_step``) into :attr:`val_log_buffer` / :attr:`last_val_outputs`, logged
         #: as ``val/<loss key>`` at the end of the validation epoch.
         self.val_losses = False
+        #: Set by the Workflow of an iteration-based run: the phase's losses come from the first ``n`` val batches
+        #: only (an evaluation due at the same iteration runs the whole loader). ``None``: every batch.
+        self.val_phase_batches: int | None = None
         self.val_log_buffer = LogBuffer()
         self.last_val_outputs: dict[str, Any] | None = None
         #: evaluator results of the last validation epoch, as python floats (mmcv's ``eval_res``)
@@ -161,7 +165,13 @@ class DetectorModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        optimizer = self.trainer.optimizers[0] if attached_trainer(self) is not None and self.trainer.optimizers else None
+        trainer = attached_trainer(self)
+        optimizer = self.trainer.optimizers[0] if trainer is not None and self.trainer.optimizers else None
+        if not self._inputs_checked:  # before the first forward: a model made for other data is named as such
+            datamodule = getattr(trainer, "datamodule", None)
+            self.adapter.check_inputs(batch, f"`{type(datamodule).__name__}`" if datamodule is not None
+                                      else "the train loader")
+            self._inputs_checked = True
         outputs = self.adapter.losses(batch, optimizer)
         self.log_buffer.update(outputs["log_vars"], outputs["num_samples"])
         self.last_outputs = outputs
@@ -191,7 +201,7 @@ class DetectorModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if self.val_losses:
+        if self.val_losses and (self.val_phase_batches is None or batch_idx < self.val_phase_batches):
             outputs = self.adapter.val_losses(batch)
             self.val_log_buffer.update(outputs["log_vars"], outputs["num_samples"])
             self.last_val_outputs = outputs
@@ -199,10 +209,12 @@ class DetectorModule(pl.LightningModule):
             self.evaluator.update(self.adapter.predict(batch), batch)
 
     def on_validation_epoch_end(self) -> None:
-        if self.val_losses and not self.trainer.sanity_checking and self.val_log_buffer.val_history:
+        # val_history is filled only by a val phase's batches (`val_losses` may be off again after its n batches)
+        if not self.trainer.sanity_checking and self.val_log_buffer.val_history:
             # Callbacks' epoch-end hooks (mmcv-style after_val_epoch) ran first and saw the whole buffer.
             losses = self.val_log_buffer.averages()
-            self.log_dict({f"val/{k}": v for k, v in losses.items()}, sync_dist=True, logger=self._log_to_loggers())
+            self.log_dict({f"val/{k}": v for k, v in losses.items() if k not in ("time", "data_time")}, sync_dist=True,
+                          logger=self._log_to_loggers())
         self.val_log_buffer.clear()
         if self.evaluate:
             self._log_eval("val")
@@ -264,6 +276,9 @@ def load_weights(model: nn.Module, path: str, revise_keys: tuple[tuple[str, str]
     Reads mmcv ``.pth`` files (``state_dict`` + ``meta``), detlight/Lightning ``.ckpt`` files (the ``model.`` prefix of
     :class:`DetectorModule` is stripped) and bare state dicts.
     """
+    if "://" in path and not os.path.isfile(path):
+        raise CheckpointError(f"`load_from` is {path!r}: detlight does not download checkpoints, the file must be "
+                              "local; download it once and set `load_from` to its path")
     if not os.path.isfile(path):
         raise CheckpointError(f"`load_from` checkpoint not found: {path}")
     try:

@@ -9,8 +9,10 @@ images with boxes, as :class:`~detlight.callbacks.visualization.DetVisualization
 
 from __future__ import annotations
 
+import json as jsonlib
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,8 @@ from PIL import Image, ImageDraw
 from detlight.callbacks.text_logger import read_json_log
 from detlight.callbacks.visualization import class_names_of, render_batch
 
-__all__ = ["Curves", "Series", "find_json_log", "load_curves", "plot_curves", "render_predictions", "show_images"]
+__all__ = ["Curves", "Series", "find_json_log", "load_curves", "plot_curves", "recorded_epoch_length", "render_predictions",
+           "show_images"]
 
 #: json log keys that are bookkeeping, not curves.
 NON_CURVE_KEYS = frozenset({"mode", "epoch", "iter", "memory"})
@@ -112,15 +115,19 @@ def find_json_log(path: str | os.PathLike[str]) -> Path:
 def load_curves(path: str | os.PathLike[str]) -> Curves:
     """Read a run's json log (see :func:`find_json_log`) into :class:`Curves`.
 
-    Train ``iter`` values that restart every epoch (an epoch-based run) are turned into run-wide iterations with the
-    largest ``iter`` logged in any epoch as the epoch length; val points sit at the last train step before them.
+    Train ``iter`` values that restart every epoch (an epoch-based run) are turned into run-wide iterations
+    ``(epoch - 1) * iters_per_epoch + iter``; val points sit at the last train step before them. The epoch length is
+    the one the run recorded (see :func:`recorded_epoch_length`); only a log without it (another tool's) falls back
+    to the largest ``iter`` logged in any epoch, which is short when the log interval does not divide the epoch.
     """
     log_path = find_json_log(path)
     records = read_json_log(log_path)
     train_records = [r for r in records if r.get("mode", "train") == "train"]
     # An epoch-based log restarts `iter` every epoch; an iteration-based one counts over the run.
     restarts = any(b["epoch"] > a["epoch"] and b["iter"] <= a["iter"] for a, b in zip(train_records, train_records[1:]))
-    per_epoch = max((int(r["iter"]) for r in train_records), default=0) if restarts else None
+    per_epoch = None
+    if restarts:
+        per_epoch = recorded_epoch_length(log_path) or max((int(r["iter"]) for r in train_records), default=0)
     curves = Curves(path=str(log_path), iters_per_epoch=per_epoch)
     last_step = 0
     for record in records:
@@ -132,6 +139,38 @@ def load_curves(path: str | os.PathLike[str]) -> Curves:
             step = max(last_step, epoch * per_epoch) if per_epoch else last_step
             _append(curves.val, record, step, epoch)
     return curves
+
+
+#: mmcv's text-log head of a train line: ``Epoch [2][20/36]``.
+_TEXT_HEAD = re.compile(r" - Epoch \[\d+\]\[\d+/(\d+)\]\t")
+
+
+def recorded_epoch_length(log_path: str | os.PathLike[str]) -> int | None:
+    """Train iterations per epoch as a run recorded them, or ``None`` when it did not.
+
+    Read from the json log's meta line (``iters_per_epoch``, written by
+    :class:`~detlight.callbacks.text_logger.TextLogger`), else from the text log beside it (``{stem}.log``, whose
+    train lines show ``Epoch [E][i/N]``, as mmcv's do).
+    """
+    path = Path(log_path)
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = jsonlib.loads(line)
+            except jsonlib.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and "epoch" not in record:
+                value = record.get("iters_per_epoch")
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    return value
+    text = path.with_suffix("") if path.name.endswith(".log.json") else None
+    if text is not None and text.is_file():
+        with open(text, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                match = _TEXT_HEAD.search(line)
+                if match:
+                    return int(match.group(1))
+    return None
 
 
 def _append(table: dict[str, Series], record: dict[str, Any], step: int, epoch: int) -> None:

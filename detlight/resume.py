@@ -31,6 +31,7 @@ __all__ = [
     "get_rng_state",
     "load_skipped_loader_state",
     "resolve_ckpt_path",
+    "run_checkpoint_dirs",
     "set_rng_state",
 ]
 
@@ -70,6 +71,21 @@ def find_last_checkpoint(dirs: Sequence[str | os.PathLike[str]]) -> str | None:
     return found[0] if found else None
 
 
+def run_checkpoint_dirs(trainer: pl.Trainer) -> list[str]:
+    """Where a run's checkpoints can be: ``default_root_dir``, the loggers' ``save_dir`` and the checkpoint
+    callbacks' ``dirpath``."""
+    dirs: list[str] = [str(trainer.default_root_dir)]
+    for logger in trainer.loggers:
+        save_dir = getattr(logger, "save_dir", None)
+        if save_dir:
+            dirs.append(str(save_dir))
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+        dirpath = getattr(callback, "dirpath", None)
+        if isinstance(dirpath, (str, os.PathLike)):
+            dirs.append(str(dirpath))
+    return dirs
+
+
 def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer, stage: str = "fit") -> str | None:
     """``ckpt_path`` for ``stage``: ``"last"``/``"auto"`` become the newest readable checkpoint of the run.
 
@@ -87,21 +103,17 @@ def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer, stage: str = "
         return ckpt_path
     if ckpt_path not in AUTO_RESUME_VALUES:
         if "://" not in ckpt_path:
+            if os.path.isdir(ckpt_path):
+                from detlight.errors import check_checkpoint_file
+
+                check_checkpoint_file(ckpt_path)  # names the folder's newest checkpoint
             if not os.path.isfile(ckpt_path):
                 raise CheckpointError(f"Checkpoint to resume from not found: ckpt_path={ckpt_path}")
             problem = checkpoint_problem(ckpt_path)
             if problem is not None:
                 raise CheckpointError(f"Checkpoint {ckpt_path} (ckpt_path) cannot be read: {problem}.")
         return ckpt_path
-    dirs: list[str] = [str(trainer.default_root_dir)]
-    for logger in trainer.loggers:
-        save_dir = getattr(logger, "save_dir", None)
-        if save_dir:
-            dirs.append(str(save_dir))
-    for callback in trainer.callbacks:  # type: ignore[attr-defined]
-        dirpath = getattr(callback, "dirpath", None)
-        if isinstance(dirpath, (str, os.PathLike)):
-            dirs.append(str(dirpath))
+    dirs = run_checkpoint_dirs(trainer)
     candidates = find_checkpoints(dirs)
     skipped: list[str] = []
     for path in candidates:
@@ -114,7 +126,7 @@ def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer, stage: str = "
     if skipped:
         kept = f"using {path}, the newest readable one" if path else "no readable checkpoint is left"
         message = f"detlight: ckpt_path={ckpt_path}: skipping unreadable checkpoint(s) {'; '.join(skipped)}; {kept}."
-        log.warning(message)
+        log.debug(message)  # printed once, below: a warning would print it a second time through logging
         print(message, file=sys.stderr, flush=True)
     if path is None and skipped:
         raise CheckpointError(f"ckpt_path={ckpt_path}: every checkpoint under {sorted(set(dirs))} is unreadable: "

@@ -33,7 +33,7 @@ Internals (function -> the internal it wraps -> where detlight uses it):
   ``models/torchvision_factory.py``
 - :func:`set_box_loss` -> torchvision ``RetinaNetRegressionHead._loss_type`` -> ``models/torchvision_factory.py``
 - :func:`shut_down_workers` -> torch ``DataLoader._iterator`` and ``_MultiProcessingDataLoaderIter._shutdown_workers``
-  -> ``api.py``, ``data/loader.py``
+  -> ``data/loader.py``
 
 An override cannot move here: :class:`~detlight.callbacks.checkpoint.MMCheckpoint` overrides
 ``ModelCheckpoint._find_last_checkpoints`` (named by :data:`FIND_LAST_CHECKPOINTS`, allow-listed in the AST test),
@@ -148,6 +148,25 @@ def clear_pending_loader_states(fit_loop: _FitLoop) -> None:
     Checked on lightning 2.6.6; see :func:`pending_loader_states`.
     """
     fit_loop._combined_loader_states_to_load = []
+
+
+def set_loop_counters(trainer: pl.Trainer, epoch: int, iteration: int) -> None:
+    """Set the fit loop's counters as an epoch-end checkpoint after ``epoch`` epochs and ``iteration`` batches would.
+
+    Stands in for: a Lightning checkpoint's ``loops`` entry, for an mmcv ``.pth`` (``meta['epoch']`` /
+    ``meta['iter']``) that has none; call it in ``on_fit_start``. Checked on lightning 2.6.6. If the trackers move,
+    ``current_epoch`` / ``global_step`` stay 0 and the resumed run starts its schedule from the beginning.
+    """
+    fit_loop = trainer.fit_loop
+    epoch_loop = fit_loop.epoch_loop
+    trackers = [(fit_loop.epoch_progress.current, epoch), (fit_loop.epoch_progress.total, epoch),
+                (epoch_loop.batch_progress.total, iteration),
+                (epoch_loop.automatic_optimization.optim_progress.optimizer.step.total, iteration)]
+    for tracker, value in trackers:
+        for name in ("ready", "started", "processed", "completed"):
+            if hasattr(tracker, name):
+                setattr(tracker, name, value)
+    epoch_loop._batches_that_stepped = iteration
 
 
 def dump_trainer_checkpoint(trainer: pl.Trainer, weights_only: bool = False) -> dict[str, Any]:
@@ -307,3 +326,34 @@ def shut_down_workers(loader: Any, iterator: Any = None) -> bool:
     if kept is not None and kept is target:
         loader._iterator = None
     return True
+
+
+def limit_next_validation(trainer: pl.Trainer, num_batches: int | None) -> None:
+    """Run the fit's next validation over at most ``num_batches`` batches per loader (``None``: the configured
+    ``limit_val_batches``).
+
+    Stands in for: a per-run ``limit_val_batches``. Lightning's ``_EvaluationLoop.setup_data`` computes the per-loader
+    limits (``_max_batches``) once per fit and ``reset`` applies them at every run; before that first set-up the
+    Trainer's ``limit_val_batches`` is what it reads. Checked on Lightning 2.6.
+    """
+    loop = trainer.fit_loop.epoch_loop.val_loop
+    configured = getattr(trainer, "_detlight_limit_val_batches", None)
+    if configured is None:
+        configured = trainer.limit_val_batches
+        trainer._detlight_limit_val_batches = configured  # type: ignore[attr-defined]
+    combined = getattr(loop, "_combined_loader", None)
+    if combined is None:
+        trainer.limit_val_batches = configured if num_batches is None else num_batches
+        return
+    limits: list[int | float] = []
+    for loader in combined.flattened:
+        try:
+            length: int | float = len(loader)
+        except TypeError:
+            length = float("inf")
+        if isinstance(configured, int):
+            full = min(length, configured)
+        else:
+            full = length if length == float("inf") else int(length * float(configured))
+        limits.append(full if num_batches is None else min(full, num_batches))
+    loop._max_batches = limits

@@ -143,6 +143,12 @@ def test_validate_test_and_predict_return_results(tmp_path):
     assert validated.module.eval_results["bbox_mAP"] == pytest.approx(fitted.metrics["val/bbox_mAP"])
     tested = api.test(QUICKSTART, overrides, ckpt_path=ckpt)
     assert "test/bbox_mAP" in tested.metrics and isinstance(tested.results, list)
+    # the evaluations' logs sit in the checkpoint's run, not in new version_N folders beside it
+    stem = Path(ckpt).resolve().stem
+    assert Path(validated.log_dir) == Path(fitted.log_dir) / "validate" / stem
+    assert Path(tested.log_dir) == Path(fitted.log_dir) / "test" / stem
+    assert list(Path(validated.log_dir).glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in Path(fitted.log_dir).parent.iterdir()) == [Path(fitted.log_dir).name]
     predicted = api.predict(QUICKSTART, overrides, ckpt_path=ckpt)
     images = [det for batch in predicted.results for det in batch]
     assert len(images) == 4 and {"boxes", "scores", "labels", "img_meta"} <= set(images[0])
@@ -202,6 +208,19 @@ def test_epoch_based_log_becomes_run_wide_steps(tmp_path):
     table = curves.table(["loss", "val/bbox_mAP"]).splitlines()
     assert table[0] == "epoch | step | loss | val/bbox_mAP" and table[-1] == "2 | 40 | 1.0000 | 0.3000"
     assert find_json_log(log) == log
+
+
+def test_epoch_length_comes_from_the_run_not_the_largest_logged_iter(tmp_path):
+    records = [{"mode": "train", "epoch": e, "iter": i, "loss": 1.0 / (e * i)} for e in (1, 2) for i in (20,)]
+    # Interval 20 on 36 batches an epoch: only iter 20 is logged, so the largest logged iter (20) is not the length.
+    _write_log(tmp_path / "a.log.json", records)
+    assert load_curves(tmp_path / "a.log.json").get("loss").steps == [20, 40]  # no record of the length: fallback
+    (tmp_path / "a.log").write_text("2024-01-01 00:00:00,000 - mmdet - INFO - Epoch [1][20/36]\tlr: 1.000e-02, \n")
+    assert load_curves(tmp_path / "a.log.json").get("loss").steps == [20, 56]  # mmcv's text log beside it
+    meta = {"seed": 0, "iters_per_epoch": 36}
+    (tmp_path / "b.log.json").write_text("\n".join(json.dumps(r) for r in [meta, *records]) + "\n")
+    curves = load_curves(tmp_path / "b.log.json")  # detlight's meta line
+    assert curves.iters_per_epoch == 36 and curves.get("loss").steps == [20, 56]
 
 
 def test_iteration_based_log_keeps_its_iterations(tmp_path):
@@ -322,7 +341,7 @@ def test_converted_py_config_leaves_no_temporary_yaml(tmp_path, monkeypatch):
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    config = str(ROOT / "tests/compat/configs/centernet/centernet_tiny_1x_coco.py")
+    config = str(ROOT / "tests/convert/configs/centernet/centernet_tiny_1x_coco.py")
     with pytest.raises(SystemExit) as exc:
         main(["fit", "--config", config, "--print_config"])
     assert exc.value.code == 0

@@ -119,7 +119,17 @@ def test_data_throughput_rates(bench) -> None:
 
 def test_convert_speed_runs_on_the_fixture_configs(bench) -> None:
     convert_speed = bench("convert_speed")
-    report = convert_speed.main(["--zoo", str(Path(__file__).resolve().parent / "compat" / "configs" / "zoo_like"),
+    report = convert_speed.main(["--zoo", str(Path(__file__).resolve().parent / "convert" / "configs" / "zoo_like"),
                                  "--sample", "0"])
     assert "6 configs (6 converted, 0 refused)" in report and "| in-process load + convert | 6 |" in report
     assert convert_speed.detlight_argv()[-1].endswith(("detlight", "detlight.cli"))
+
+
+def test_ops_2d_benchmark_quick(bench) -> None:
+    ops_2d = bench("ops_2d")
+    text = ops_2d.main(["--quick", "--softnms", "200"])
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == len(ops_2d.build_cases("cpu", quick=True)) + 1
+    nms_row = next(r for r in rows if r.startswith("| nms (offset 0)"))
+    assert float(nms_row.split("|")[-2]) > 0  # a ratio was measured
+    assert rows[-1].startswith("| softnms (gaussian) | 10 boxes")

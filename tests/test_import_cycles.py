@@ -1,7 +1,8 @@
 """No import cycles among detlight's modules, counting imports inside functions too.
 
 A module-level cycle breaks at import time; a cycle through a function-level import still ties two modules together
-(neither can be read, tested or moved alone). Imports under ``if TYPE_CHECKING:`` are not executed and not counted.
+(neither can be read, tested or moved alone). Imports under ``if TYPE_CHECKING:`` count too: they are not executed,
+but the two modules still cannot be read or moved apart, and a type checker follows them.
 """
 
 from __future__ import annotations
@@ -46,9 +47,6 @@ def import_graph() -> dict[str, set[str]]:
         stack: list[ast.AST] = [ast.parse(path.read_text(encoding="utf-8"))]
         while stack:
             node = stack.pop()
-            if isinstance(node, ast.If) and _is_type_checking(node):
-                stack.extend(node.orelse)
-                continue
             if isinstance(node, ast.Import):
                 edges.update(t for a in node.names if a.name.startswith("detlight") and (t := resolve(a.name)))
             elif isinstance(node, ast.ImportFrom):
@@ -108,10 +106,19 @@ def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-def test_function_level_and_relative_imports_are_edges():
+def test_function_level_type_only_and_relative_imports_are_edges():
     graph = import_graph()
     assert "detlight.check" in graph["detlight.cli"]  # imported inside _main
     assert "detlight.exceptions" in graph["detlight.errors"]
+    assert "detlight.cli_app" in graph["detlight.cli"]  # imported under `if TYPE_CHECKING:` only
+    assert _has_type_checking_import(PACKAGE / "cli.py")
+
+
+def _has_type_checking_import(path: Path) -> bool:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return any(isinstance(node, ast.If) and _is_type_checking(node)
+               and any(isinstance(child, (ast.Import, ast.ImportFrom)) for child in node.body)
+               for node in ast.walk(tree))
 
 
 def test_no_import_cycles_among_detlight_modules():

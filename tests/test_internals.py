@@ -130,6 +130,19 @@ def test_pending_loader_states_after_an_end_of_epoch_checkpoint(tmp_path: Path) 
     assert internals.pending_loader_states(second.fit_loop) == []
 
 
+def test_set_loop_counters_is_what_current_epoch_and_global_step_read(tmp_path: Path) -> None:
+    class SetAtStart(Callback):
+        def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            internals.set_loop_counters(trainer, epoch=2, iteration=8)
+            self.seen = (trainer.current_epoch, trainer.global_step)
+
+    callback = SetAtStart()
+    trainer = _trainer(tmp_path, [callback], max_epochs=3)
+    trainer.fit(BoringModel())
+    assert callback.seen == (2, 8)
+    assert trainer.current_epoch == 3 and trainer.global_step == 8 + 4  # only the third epoch ran
+
+
 def test_dump_trainer_checkpoint_is_the_save_checkpoint_content(tmp_path: Path) -> None:
     trainer = _trainer(tmp_path)
     trainer.fit(BoringModel())

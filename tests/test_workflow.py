@@ -13,8 +13,8 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 
-from detlight.compat.hooks import MMCVHooks
-from detlight.workflow import Workflow
+from detlight.callbacks.mmcv_hooks import MMCVHooks
+from detlight.callbacks.workflow import Workflow
 
 torch.set_num_threads(1)
 
@@ -64,7 +64,7 @@ def test_trainer_kwargs() -> None:
     assert Workflow(total_epochs=5).max_epochs == 5
     iters = Workflow(workflow=[["train", 100], ["val", 4]], runner={"type": "IterBasedRunner", "max_iters": 250})
     assert iters.trainer_kwargs() == {"max_steps": 250, "max_epochs": -1, "check_val_every_n_epoch": None,
-                                      "val_check_interval": 100, "limit_val_batches": 4, "num_sanity_val_steps": 0}
+                                      "val_check_interval": 100, "num_sanity_val_steps": 0}
     cfg = {"workflow": [("train", 1)], "runner": {"type": "IterBasedRunner", "max_iters": 7}, "total_epochs": None}
     assert Workflow.from_mmcv_config(cfg).trainer_kwargs() == {"max_steps": 7, "max_epochs": -1}
     # mmdet's compat path: no runner, only the legacy total_epochs
@@ -76,13 +76,13 @@ def test_usable_from_yaml_as_a_callback() -> None:
     parser.add_argument("--callbacks", type=list[pl.Callback])
     cfg = yaml.safe_load("""
         callbacks:
-          - class_path: detlight.workflow.Workflow
+          - class_path: detlight.callbacks.workflow.Workflow
             init_args:
               workflow: [[train, 2], [val, 1]]
               runner: {type: EpochBasedRunner, max_epochs: 3}
-          - class_path: detlight.compat.hooks.MMCVHooks
+          - class_path: detlight.callbacks.MMCVHooks
             init_args:
-              hooks: [{class_path: detlight.compat.hooks.Hook, priority: LOW}]
+              hooks: [{class_path: detlight.compat.Hook, priority: LOW}]
     """)
     workflow, hooks = parser.instantiate(parser.parse_object(cfg)).callbacks
     assert isinstance(workflow, Workflow) and workflow.workflow == [("train", 2), ("val", 1)]

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from detlight.callbacks.visualization import DetVisualization
     from detlight.callbacks.workflow import Workflow
     from detlight.checkpoint_io import AtomicCheckpointIO
+    from detlight.openmmlab.checkpoint import MMCVResume
 
 _EXPORTS: dict[str, str] = {
     "AtomicCheckpointIO": "detlight.checkpoint_io",
@@ -54,6 +55,7 @@ _EXPORTS: dict[str, str] = {
     "LoggerCallback": "logger_callback",
     "LrUpdater": "lr_updater",
     "MMCVHooks": "mmcv_hooks",
+    "MMCVResume": "detlight.openmmlab.checkpoint",
     "MMCheckpoint": "checkpoint",
     "MomentumUpdater": "lr_updater",
     "NanGuard": "nan_guard",
@@ -80,6 +82,7 @@ __all__ = [
     "LoggerCallback",
     "LrUpdater",
     "MMCVHooks",
+    "MMCVResume",
     "MMCheckpoint",
     "MomentumUpdater",
     "NanGuard",

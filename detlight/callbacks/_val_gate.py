@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
-__all__ = ["apply_validation_gate"]
+__all__ = ["apply_validation_gate", "in_val_phase"]
 
 
 def apply_validation_gate(trainer: pl.Trainer, iteration_based: bool) -> bool:
@@ -27,3 +27,13 @@ def apply_validation_gate(trainer: pl.Trainer, iteration_based: bool) -> bool:
     if iteration_based:
         trainer.val_check_batch = 1
     return run
+
+
+def in_val_phase(pl_module: pl.LightningModule, batch_idx: int) -> bool:
+    """Whether validation batch ``batch_idx`` belongs to a ``('val', n)`` workflow phase: the module computes losses
+    in this run (``val_losses``) and the batch is among the phase's first ``val_phase_batches`` (an iteration-based
+    phase covers ``n`` batches also when an evaluation due at the same iteration runs over the whole loader)."""
+    if not getattr(pl_module, "val_losses", False):
+        return False
+    limit = getattr(pl_module, "val_phase_batches", None)
+    return limit is None or batch_idx < limit

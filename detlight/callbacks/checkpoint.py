@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,7 +82,7 @@ def export_mmcv_checkpoint(
     ``state_dict`` holds the bare detector's tensors on the CPU (no ``model.`` prefix). ``meta`` holds what mmcv's
     runner writes (:func:`~detlight.callbacks.run_meta.checkpoint_meta`): ``seed``, ``exp_name``, ``config``,
     ``hook_msgs``, ``epoch``, ``iter`` (mmcv's values for an epoch- or iteration-based save, see ``by_epoch``),
-    ``mmcv_version`` (detlight's version, see :mod:`detlight.callbacks.run_meta`), ``time`` and ``CLASSES`` (when the
+    ``mmcv_version`` (the installed mmcv's, else detlight's version, see :mod:`detlight.callbacks.run_meta`), ``time`` and ``CLASSES`` (when the
     datamodule or training set has them), plus ``meta``. Only plain containers, strings, numbers and tensors are
     written, so the file loads with ``torch.load(..., weights_only=True)``. Call it on global rank 0 only.
     """
@@ -345,7 +346,11 @@ class MMCheckpoint(ModelCheckpoint):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
+        """Lightning's, without its "The dirpath has changed" warning: a resumed run writes into its own run
+        directory (``version_N``) by design, so the folder differs on every resume."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")
+            super().load_state_dict(state_dict)
         self.last_ckpt = state_dict.get("last_ckpt", self.last_ckpt)
 
 

@@ -82,8 +82,9 @@ class Evaluation(Callback):
     already ``>= start`` is also evaluated *before* training it (``start=0``: before any training).
 
     ``save_best`` keeps one ``best_{key}_epoch_{E+1}.ckpt`` (``..._iter_{I+1}``; ``/`` in the key becomes ``_``) in
-    ``out_dir`` (default: the :class:`~detlight.callbacks.checkpoint.MMCheckpoint` directory, else
-    ``default_root_dir``), replacing the previous best only on a strict improvement. ``'auto'`` takes the first key
+    ``out_dir`` (default: the :class:`~detlight.callbacks.checkpoint.MMCheckpoint` directory; else the ``out_dir`` of
+    mmcv's ``CheckpointHook`` running in its place; else ``<log_dir>/checkpoints`` with a logger, ``default_root_dir``
+    without), replacing the previous best only on a strict improvement. ``'auto'`` takes the first key
     of the results; the rule is ``rule`` or inferred with :func:`infer_rule`.
 
     Order difference: in mmcv ``epoch_N.pth`` (CheckpointHook, priority 50) is written before that epoch's
@@ -169,6 +170,19 @@ class Evaluation(Callback):
         return self._intervals[bisect.bisect(self._milestones, progress + 1) - 1]
 
     # ------------------------------------------------------------------ gating the validation loop
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Run before the logger callbacks, as mmcv's EvalHook (LOW) runs before its logger hooks (VERY_LOW): the
+        best-checkpoint lines then precede the evaluation's log line, as in mmcv's log."""
+        from detlight.callbacks.logger_callback import LoggerCallback
+
+        callbacks: list[Callback] = list(trainer.callbacks)  # type: ignore[attr-defined]
+        first_logger = next((i for i, cb in enumerate(callbacks) if isinstance(cb, LoggerCallback)), None)
+        if first_logger is not None and self in callbacks and callbacks.index(self) > first_logger:
+            callbacks.remove(self)
+            callbacks.insert(first_logger, self)
+            trainer.callbacks = callbacks  # type: ignore[attr-defined]
+
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._trainer_gate = (trainer.check_val_every_n_epoch, trainer.val_check_batch)
@@ -271,6 +285,13 @@ class Evaluation(Callback):
         for cb in trainer.callbacks:  # type: ignore[attr-defined]
             if isinstance(cb, MMCheckpoint) and cb.dirpath is not None:
                 return str(cb.dirpath)
+        for cb in trainer.callbacks:  # type: ignore[attr-defined]
+            # mmcv's CheckpointHook running in MMCheckpoint's place: beside its epoch_N.pth (set in its before_run)
+            out_dir = getattr(getattr(cb, "replacements", {}).get("detlight.callbacks.MMCheckpoint"), "out_dir", None)
+            if isinstance(out_dir, str):
+                return out_dir
+        if trainer.loggers:  # the run's folder, as MMCheckpoint's: a later run never replaces this run's best
+            return os.path.join(os.path.abspath(str(trainer.log_dir or trainer.default_root_dir)), "checkpoints")
         return str(trainer.default_root_dir)
 
     def _save_best(self, trainer: pl.Trainer, pl_module: pl.LightningModule, key: str, score: float) -> None:

@@ -80,7 +80,7 @@ class IntervalLogger(LoggerCallback):
     def log_eval(self, trainer: pl.Trainer, pl_module: pl.LightningModule, results: OrderedDict[str, float]) -> None:
         if not self.log_eval_results:
             return
-        metrics = {f"val/{k}": float(v) for k, v in results.items()}
+        metrics = {f"val/{k}": float(v) for k, v in results.items() if k not in TIME_KEYS}
         # mmcv's step is runner.iter + 1: after an epoch (EpochBasedRunner) runner.iter counts every batch; inside
         # IterBasedRunner's after_train_iter it is still the index of the batch just trained.
         done = completed_iters(trainer)

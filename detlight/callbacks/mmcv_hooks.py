@@ -16,10 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from typing_extensions import override
 
+from detlight.callbacks._val_gate import in_val_phase
 from detlight.compat.hook_base import FALLBACKS, get_priority
 from detlight.compat.hook_registry import HookSpec, build_hook, import_hook_module
 from detlight.compat.hook_table import lookup_standard_hook, refusal, standard_base
@@ -30,6 +31,9 @@ from detlight.upstream_internals import callback_state_key
 __all__ = ["MMCVHooks"]
 
 log = logging.getLogger(__name__)
+
+#: mmcv's EvalHook priority (LOW): ``after_train_epoch`` of hooks after it waits for the epoch's evaluation.
+LATE_PRIORITY = 70
 
 
 class MMCVHooks(Callback):
@@ -54,6 +58,13 @@ class MMCVHooks(Callback):
     updaters, ``CheckpointHook``, the EMA hooks and mmdet's small hooks run *in place of* their detlight counterpart,
     which is removed from ``trainer.callbacks`` at set-up with a warning; the others run as they are. Two hooks that
     would replace the same callback (two LR updaters) are refused.
+
+    ``after_train_epoch`` of hooks after mmcv's EvalHook (priority > LOW: ``VERY_LOW``, ``LOWEST``) is called once
+    the epoch's validation and checkpoint are done (from a helper callback placed after the checkpoint callbacks), so
+    ``runner.meta['hook_msgs']`` holds this epoch's ``last_ckpt`` and best, as in mmcv; not when val stages are
+    dispatched (a ``('val', n)`` workflow phase), where mmcv calls them before the val phase. Hooks up to LOW run
+    before the epoch's checkpoint and see the previous ``last_ckpt`` (in mmcv those after CheckpointHook, NORMAL, see
+    this epoch's).
 
     A hook that raises inside a stage stops the run with a :class:`~detlight.exceptions.HookError` naming the hook
     class and the stage; checkpoints written before stay as they are.
@@ -87,7 +98,7 @@ class MMCVHooks(Callback):
         >>> class Count(Hook):
         ...     def __init__(self): self.seen = []
         ...     def before_run(self, runner): self.seen.append(runner.iter)
-        >>> cb = MMCVHooks(hooks=[Count(), {"class_path": "detlight.compat.hooks.Hook", "priority": "VERY_LOW"}])
+        >>> cb = MMCVHooks(hooks=[Count(), {"class_path": "detlight.compat.Hook", "priority": "VERY_LOW"}])
         >>> [type(h).__name__ for h in cb.hooks]
         ['Count', 'Hook']
     """
@@ -119,12 +130,16 @@ class MMCVHooks(Callback):
         self.val_stages = val_stages
         self.runner = RunnerView(meta=meta, timestamp=timestamp or time.strftime("%Y%m%d_%H%M%S"))
         self._entries: list[tuple[int, int, Any]] = []
-        self._calls: dict[str, list[Callable[[Any], Any]]] = {}
+        self._calls: dict[str, list[tuple[int, Callable[[Any], Any]]]] = {}
         for spec in hooks:
             self.register(spec)
         self._train_epoch_closed = True
         self._new_phase = True
         self._dispatch_val = False
+        self._late_pending = False
+        self._late_runner: _LateHooks | None = None
+        self._in_val_phase = False
+        self._val_batch_active = False
 
     # ------------------------------------------------------------------ registration
     def register(self, hook: HookSpec, priority: int | str | None = None) -> Any:
@@ -162,26 +177,27 @@ class MMCVHooks(Callback):
         """Each hook's priority, in call order."""
         return [e[0] for e in self._entries]
 
-    def _methods(self, stage: str) -> list[Callable[[Any], Any]]:
+    def _methods(self, stage: str) -> list[tuple[int, Callable[[Any], Any]]]:
         calls = self._calls.get(stage)
         if calls is None:
             calls = []
-            for hook in self.runner._hooks:
+            for priority, _, hook in self._entries:
                 method = getattr(hook, stage, None)
                 if not callable(method) and stage in FALLBACKS:
                     method = getattr(hook, FALLBACKS[stage], None)
                 if callable(method):
-                    calls.append(method)
+                    calls.append((priority, method))
             self._calls[stage] = calls
         return calls
 
-    def call_hook(self, stage: str) -> None:
-        """Call ``stage`` on every hook in priority order (mmcv ``runner.call_hook``).
+    def call_hook(self, stage: str, priorities: Callable[[int], bool] | None = None) -> None:
+        """Call ``stage`` on every hook in priority order (mmcv ``runner.call_hook``); with ``priorities``, only on
+        the hooks whose priority it accepts.
 
         Raises:
             HookError: a hook raised; the message names its class and the stage (the original is the cause).
         """
-        methods = self._methods(stage)
+        methods = [m for p, m in self._methods(stage) if priorities is None or priorities(p)]
         if methods and self.runner.trainer is not None:
             self._sync_hook_msgs(self.runner.trainer)
         for method in methods:
@@ -234,6 +250,13 @@ class MMCVHooks(Callback):
         self.runner.bind(trainer, pl_module)
         if stage == "fit":
             self._replace_counterparts(trainer)
+            trainer.callbacks = [cb for cb in trainer.callbacks  # type: ignore[attr-defined]
+                                 if not (isinstance(cb, _LateHooks) and cb.owner is self)]
+            self._late_runner = None
+            if any(p > LATE_PRIORITY for p, _ in self._methods("after_train_epoch")):
+                # last in the list: after the checkpoint callbacks, which Lightning has already moved to the end
+                self._late_runner = _LateHooks(self)
+                trainer.callbacks.append(self._late_runner)  # type: ignore[attr-defined]
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -298,31 +321,67 @@ class MMCVHooks(Callback):
         if last:
             self._close_train_epoch()
 
+    def _defers_late_hooks(self) -> bool:
+        """Whether ``after_train_epoch`` of the hooks after EvalHook (priority > LOW) waits for the epoch's
+        evaluation and checkpoint (see :meth:`_close_late_hooks`)."""
+        return (self._late_runner is not None and not self._dispatch_val
+                and any(p > LATE_PRIORITY for p, _ in self._methods("after_train_epoch")))
+
     def _close_train_epoch(self) -> None:
         if self._train_epoch_closed:
             return
         self._train_epoch_closed = True
+        defer = self._defers_late_hooks()
         self.runner.closing_epoch = True
         try:
-            self.call_hook("after_train_epoch")
+            self.call_hook("after_train_epoch", (lambda p: p <= LATE_PRIORITY) if defer else None)
+        finally:
+            self.runner.closing_epoch = False
+        if defer:
+            self._late_pending = True
+        else:
+            self.runner._epoch += 1
+
+    def _close_late_hooks(self, trainer: pl.Trainer) -> None:
+        """``after_train_epoch`` of the hooks after mmcv's EvalHook (priority > LOW: VERY_LOW, LOWEST), once this
+        epoch's evaluation and checkpoint are done, so ``runner.meta['hook_msgs']`` holds this epoch's
+        ``last_ckpt`` / ``best_ckpt`` / ``best_score``, as in mmcv (where CheckpointHook and EvalHook run before them
+        inside ``after_train_epoch``)."""
+        if not self._late_pending:
+            return
+        self._late_pending = False
+        self.runner.closing_epoch = True
+        try:
+            self.call_hook("after_train_epoch", lambda p: p > LATE_PRIORITY)
         finally:
             self.runner.closing_epoch = False
         self.runner._epoch += 1
+        self._write_pending_ckpts()
+
+    def _write_pending_ckpts(self) -> None:
+        pending, self.runner.pending_ckpts = self.runner.pending_ckpts, []
+        for path, weights_only, latest in pending:
+            self.runner.write_lightning_checkpoint(path, weights_only, latest)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.runner.by_epoch:
             self._close_train_epoch()
-        pending, self.runner.pending_ckpts = self.runner.pending_ckpts, []
-        for path, weights_only, latest in pending:
-            self.runner.write_lightning_checkpoint(path, weights_only, latest)
+        self._write_pending_ckpts()
 
-    def _val_active(self, trainer: pl.Trainer) -> bool:
-        return self._dispatch_val and not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING
+    def _val_active(self, trainer: pl.Trainer, batch_idx: int = 0) -> bool:
+        if not self._dispatch_val or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return False
+        if self.val_stages:  # asked for every validation run
+            return True
+        # Inferred from a ('val', n) phase: only its batches; an evaluation-only run is mmcv's EvalHook, which calls
+        # no val stage (the Workflow callback sets the module's `val_losses` per run, in on_validation_start).
+        return in_val_phase(trainer.lightning_module, batch_idx)
 
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._val_active(trainer):
+        self._in_val_phase = self._val_active(trainer)
+        if not self._in_val_phase:
             return
         view = self.runner
         view.mode = "val"
@@ -334,7 +393,8 @@ class MMCVHooks(Callback):
     @override
     def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                                   batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not self._val_active(trainer):
+        self._val_batch_active = self._val_active(trainer, batch_idx)
+        if not self._val_batch_active:
             return
         view = self.runner
         view.data_batch = batch
@@ -345,8 +405,9 @@ class MMCVHooks(Callback):
     @override
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not self._val_active(trainer):
+        if not self._val_batch_active:
             return
+        self._val_batch_active = False
         self.call_hook("after_val_iter")
         self.runner.data_batch = None
         if not self.runner.by_epoch:
@@ -354,8 +415,9 @@ class MMCVHooks(Callback):
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._val_active(trainer):
+        if not self._in_val_phase:
             return
+        self._in_val_phase = False
         if self.runner.by_epoch:
             self.call_hook("after_val_epoch")
         else:
@@ -381,3 +443,25 @@ class MMCVHooks(Callback):
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.runner.meta = dict(state_dict.get("meta") or {})
+
+
+class _LateHooks(Checkpoint):
+    """Runs :meth:`MMCVHooks._close_late_hooks` at the train epoch's end, after the checkpoint callbacks.
+
+    A ``Checkpoint`` (which saves nothing) only so that Lightning calls its ``on_train_epoch_end`` in the second pass,
+    with the checkpoint callbacks, where it comes last. Added only when some hook needs it.
+    """
+
+    MMCV_STAGES: tuple[str, ...] = ()  # not a hook of its own in the text log's hook table
+
+    def __init__(self, owner: MMCVHooks) -> None:
+        self.owner = owner
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return f"{self.owner.state_key}:late"
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.owner._close_late_hooks(trainer)

@@ -45,7 +45,9 @@ class Preemption(Callback):
     reads back complete. Success is reported only then; a failed save (read-only folder, disk full) raises one
     :class:`~detlight.exceptions.SaveError` naming the path, and the previous checkpoints stay. From the preemption on,
     SIGTERM and ``signals`` are ignored until the process exits (it is stopping already), so an impatient scheduler's
-    second SIGTERM during the save or the shutdown after it does not kill the run with status -15.
+    second SIGTERM during the save or the shutdown after it does not kill the run with status -15. The same holds
+    from any other exception on (a failed save, Ctrl-C): the run is stopping and reports why itself.
+    (:func:`detlight.fit` puts the caller's handlers back when it returns or raises.)
 
     Args:
         dirpath: Where to write. Default: the first checkpoint callback's directory, else ``default_root_dir``.
@@ -65,6 +67,7 @@ class Preemption(Callback):
         self.signals = tuple(signals)
         self.saved_path: str | None = None
         self._previous: dict[signal.Signals, Any] = {}
+        self._last_batch: tuple[int, int] | None = None  # (epoch, batch index) of the last batch trained, 0-based
 
     def ckpt_path(self, trainer: pl.Trainer) -> str:
         """Path of the preemption checkpoint for ``trainer``."""
@@ -93,18 +96,38 @@ class Preemption(Callback):
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):
+            # The run is failing (a SaveError, a bug) or interrupted: a SIGTERM during the shutdown must not turn the
+            # error's exit status into -15 once Lightning puts the default handler back.
+            self._ignore_from_now_on(trainer, (signal.SIGTERM, *(getattr(signal, name) for name in self.signals)))
             return
         path = self.ckpt_path(trainer)
         self._ignore_from_now_on(trainer, (signal.SIGTERM, *(getattr(signal, name) for name in self.signals)))
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full training state
         problem = checkpoint_problem(path) if trainer.is_global_zero else None
         if problem is not None:
             raise SaveError(f"Preemption checkpoint {path} was not written completely: {problem}.")
         self.saved_path = path
         if trainer.is_global_zero:
-            print(f"detlight: preempted at epoch {trainer.current_epoch}, iteration "
-                  f"{trainer.fit_loop.epoch_loop.total_batch_idx + 1}; checkpoint written to {path}. Resume with "
+            print(f"detlight: preempted {self._where(trainer)}; checkpoint written to {path}. Resume with "
                   "`--ckpt_path last` (or the path).", file=sys.stderr, flush=True)
+
+    @override
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._last_batch = (trainer.current_epoch, batch_idx)
+
+    def _where(self, trainer: pl.Trainer) -> str:
+        """Where training stopped, counted from 1 as the logs count (the epoch of the last batch trained, not the
+        next one Lightning has already moved to when the signal came on an epoch's last batch)."""
+        iteration = trainer.fit_loop.epoch_loop.total_batch_idx + 1
+        if self._last_batch is None:
+            return f"in epoch {trainer.current_epoch + 1}, iteration {iteration}"
+        epoch, batch_idx = self._last_batch
+        per_epoch = trainer.num_training_batches
+        if isinstance(per_epoch, int) and batch_idx + 1 >= per_epoch:
+            return f"at the end of epoch {epoch + 1} (iteration {iteration})"
+        of = f"/{per_epoch}" if isinstance(per_epoch, int) else ""
+        return f"in epoch {epoch + 1} after its batch {batch_idx + 1}{of} (iteration {iteration})"
 
     def _ignore_from_now_on(self, trainer: pl.Trainer, signums: Sequence[signal.Signals]) -> None:
         """Ignore ``signums`` until the process exits, also after Lightning restores its pre-fit signal handlers."""

@@ -4,9 +4,11 @@ Replaces: nothing in mmcv (its runner printed only the text-log lines). Lightnin
 mmcv's 1-based epoch numbers and the training loss on the bar; the text log lines are written through
 ``tqdm.write`` (see :class:`TqdmLoggingHandler`), so they appear above the bar instead of on its line.
 
-Choice: the bar stays and the mmcv-style lines go through it (rather than replacing the bar by the lines), because
-the bar is the only live output between two log intervals; with ``enable_progress_bar: false`` a run prints the
-mmcv lines alone.
+Choice: on a terminal the bar stays and the mmcv-style lines go through it (rather than replacing the bar by the
+lines), because the bar is the only live output between two log intervals; with ``enable_progress_bar: false`` a
+run prints the mmcv lines alone. Off a terminal (stdout a file: a SLURM ``.out``, ``| tee``, CI) the bar is off by
+default and a run prints the log lines only, as mmcv did: a bar's carriage returns and cursor escapes would be
+stored as hundreds of repaints around the log lines.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing_extensions import override
 
 from detlight.upstream_internals import progress_bar_leave
 
-__all__ = ["ProgressBar", "TqdmLoggingHandler", "in_notebook", "quiet_lightning", "use_detlight_progress_bar"]
+__all__ = ["ProgressBar", "TqdmLoggingHandler", "in_notebook", "on_terminal", "quiet_lightning", "use_detlight_progress_bar"]
 
 #: Steps between two host copies of a loss that lives on an accelerator (mmcv's default log interval).
 DEVICE_LOSS_READ_EVERY = 50
@@ -39,6 +41,15 @@ def in_notebook() -> bool:
     except Exception:  # noqa: BLE001 - an odd IPython state means "not a notebook"
         return False
     return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+
+
+def on_terminal() -> bool:
+    """True when a live bar can redraw in place: stdout (where the bar goes) is a terminal, or this is a notebook."""
+    try:
+        tty = sys.stdout.isatty()
+    except (AttributeError, ValueError):  # no stdout, or a closed one
+        tty = False
+    return tty or in_notebook()
 
 
 class TqdmLoggingHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -72,14 +83,22 @@ class ProgressBar(TQDMProgressBar):
         process_position: Lightning's, for several bars at once.
         leave: keep one finished bar per epoch.
         validation_bar: show the bar of the validation run inside ``fit``; ``None``: not in a notebook.
+        terminal_only: show no bar when stdout is not a terminal (see :func:`on_terminal`); ``False`` draws it into
+            whatever stdout is.
     """
 
     def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False,
-                 validation_bar: bool | None = None) -> None:
+                 validation_bar: bool | None = None, terminal_only: bool = True) -> None:
         super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
         self.validation_bar = validation_bar
+        self.terminal_only = bool(terminal_only)
         self._loss_text: str | None = None
         self._loss_read_at = -DEVICE_LOSS_READ_EVERY
+
+    @property
+    @override
+    def is_enabled(self) -> bool:
+        return super().is_enabled and (not self.terminal_only or on_terminal())
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
@@ -141,6 +160,11 @@ class _DropTip(logging.Filter):
         return not str(record.getMessage()).startswith("💡 Tip:")
 
 
+class _DropWeightsOnlyNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("`weights_only` was not set")
+
+
 def quiet_lightning() -> None:
     """Silence Lightning messages that do not apply to a detlight run, each by its exact text (idempotent):
 
@@ -148,11 +172,16 @@ def quiet_lightning() -> None:
     - torch's ``isinstance(treespec, LeafSpec)`` deprecation, raised inside Lightning's own code;
     - "The number of training batches ... is smaller than the logging interval Trainer(log_every_n_steps=...)":
       detlight's loggers average and write by their own ``interval`` (see
-      :class:`~detlight.callbacks.logger_callback.LoggerCallback`, which installs this filter when present).
+      :class:`~detlight.callbacks.logger_callback.LoggerCallback`, which installs this filter when present);
+    - "`weights_only` was not set, defaulting to `False`", logged by every ``trainer.save_checkpoint`` that does not
+      pass it (detlight's checkpoints are full training states, loadable with ``weights_only=True``).
     """
     logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropTip) for f in logger.filters):
         logger.addFilter(_DropTip())
+    connector = logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector")
+    if not any(isinstance(f, _DropWeightsOnlyNote) for f in connector.filters):
+        connector.addFilter(_DropWeightsOnlyNote())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 
 

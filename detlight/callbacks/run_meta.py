@@ -4,9 +4,10 @@ Replaces: mmdet ``tools/train.py``'s ``meta`` (``seed``, ``exp_name``, ``config`
 carries as ``runner.meta``, the ``hook_msgs`` that ``CheckpointHook`` / ``EvalHook`` keep in it, and the
 ``epoch`` / ``iter`` / ``mmcv_version`` / ``time`` entries ``runner.save_checkpoint`` adds (docs/mmcv-semantics.md §3.6-3.7).
 
-``mmcv_version``: mmcv readers (``mmcv.runner.load_checkpoint``, mmdet's ``publish_model``) only carry the key along,
-nothing compares it, so detlight writes its own version there as a plain version string (``0.1.0``) and says whose it
-is under ``detlight_version``. A reader that needs to tell the files apart checks for ``detlight_version``.
+``mmcv_version``: the installed mmcv's version when a real mmcv is installed (what mmcv's own
+``runner.save_checkpoint`` writes); without mmcv, detlight's own version as a plain version string (``0.1.0``), as
+mmcv readers (``mmcv.runner.load_checkpoint``, mmdet's ``publish_model``) only carry the key along. Whose files they
+are is under ``detlight_version``: a reader that needs to tell the files apart checks for it.
 """
 
 from __future__ import annotations
@@ -82,12 +83,36 @@ def mmcv_epoch_iter(trainer: pl.Trainer, by_epoch: bool) -> tuple[int, int]:
 def checkpoint_meta(trainer: pl.Trainer, by_epoch: bool, hook_msgs: dict[str, Any] | None = None,
                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``meta`` of an mmcv-layout checkpoint: run meta, ``hook_msgs``, ``epoch``, ``iter``, versions, ``time``."""
-    from detlight import __version__
+    from detlight._version import __version__
 
     meta = run_meta(run_dir(trainer))
     meta.update(extra or {})
     # hook_msgs given in `extra` (an mmcv runner's own meta) are kept; `hook_msgs` adds to / overrides them
     meta["hook_msgs"] = {**dict(meta.get("hook_msgs") or {}), **dict(hook_msgs or {})}
     epoch, it = mmcv_epoch_iter(trainer, by_epoch)
-    meta.update(epoch=epoch, iter=it, mmcv_version=__version__, detlight_version=__version__, time=time.asctime())
+    meta.update(epoch=epoch, iter=it, mmcv_version=installed_mmcv_version() or __version__,
+                detlight_version=__version__, time=time.asctime())
     return meta
+
+
+def installed_mmcv_version() -> str | None:
+    """The version of a real mmcv (``mmcv`` or ``mmcv-full``) when one is installed; ``None`` without (detlight's
+    shim does not count)."""
+    import sys
+    from importlib import metadata
+
+    from detlight.compat.hook_registry import real_mmcv_available
+
+    loaded = sys.modules.get("mmcv")
+    if loaded is not None and not getattr(loaded, "__detlight_shim__", False):
+        version = getattr(loaded, "__version__", None)
+        if isinstance(version, str):
+            return version
+    if not real_mmcv_available():
+        return None
+    for dist in ("mmcv", "mmcv-full"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None

@@ -64,7 +64,8 @@ class TextLogger(LoggerCallback):
     (``Iter [50/15000]`` when not ``by_epoch``) and appends one json object per line to ``{timestamp}.log.json``:
     ``{"mode": "train", "epoch", "iter", "lr", ["memory",] "data_time", <log_vars>, ["grad_norm",] "time"}`` with
     floats rounded to 5 decimals. The first json line is the meta dict (``seed`` from ``PL_GLOBAL_SEED``,
-    ``exp_name`` = name of the run directory, ``config`` = the ``config.yaml`` the CLI saved there, then ``meta``),
+    ``exp_name`` = name of the run directory, ``config`` = the ``config.yaml`` the CLI saved there, then ``meta``;
+    ``iters_per_epoch`` = train batches per epoch, by epoch only, for :func:`detlight.plotting.load_curves`),
     which has no ``epoch`` key so mmdet3d's ``tools/analysis_tools/analyze_logs.py`` skips it. After each validation
     inside ``fit`` it writes ``Epoch(val) [E][N]\\tbbox_mAP: 0.3120, ...`` and
     ``{"mode": "val", "epoch": E, "iter": N, "lr": ..., <metrics>}``, N being the number of validation batches; the
@@ -143,6 +144,10 @@ class TextLogger(LoggerCallback):
         meta = run_meta(log_dir)
         meta.update(self.meta)
         meta.setdefault("hook_msgs", {})  # mmcv's runner.meta always has it (empty before any checkpoint)
+        batches = trainer.num_training_batches
+        if self.by_epoch and isinstance(batches, int) and batches > 0:
+            # Not in mmcv's meta line: curves (detlight.plotting) need it when the interval does not divide an epoch.
+            meta.setdefault("iters_per_epoch", batches)
         self.exp_name = meta.get("exp_name")
         self._dump(meta)
         for line in preamble(trainer, log_dir):

@@ -21,9 +21,10 @@ Known differences from mmcv (docs/mmcv-semantics.md §4.1-4.2):
   or the evaluation is due (mmcv's two cadences); the losses are computed only in runs the workflow asked for and
   the metrics only in runs the evaluation asked for.
 - Iteration-based: each val phase restarts the val loader (the first ``n`` batches every time); mmcv's
-  ``IterLoader`` continues where the previous phase stopped. ``limit_val_batches = n`` also limits an evaluation
-  that shares the run (Lightning has one validation loader length per run). Gradient accumulation is rejected there, because
-  ``max_steps`` counts optimizer steps, not iterations.
+  ``IterLoader`` continues where the previous phase stopped. A validation run that is only a val phase covers ``n``
+  batches; one where an evaluation is due covers the whole loader (as mmcv's EvalHook) and computes the losses on its
+  first ``n`` batches. Gradient accumulation is rejected there, because ``max_steps`` counts optimizer steps, not
+  iterations.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing_extensions import override
 
 from detlight.callbacks._val_gate import apply_validation_gate
 from detlight.exceptions import ConfigError
+from detlight.upstream_internals import limit_next_validation
 
 __all__ = ["RUNNER_TYPES", "Workflow"]
 
@@ -168,8 +170,7 @@ class Workflow(Callback):
             return kwargs
         kwargs = {"max_steps": self.max_iters, "max_epochs": -1}
         if self.has_val_phase:
-            kwargs.update(check_val_every_n_epoch=None, val_check_interval=self.train_n,
-                          limit_val_batches=self.val_n, num_sanity_val_steps=0)
+            kwargs.update(check_val_every_n_epoch=None, val_check_interval=self.train_n, num_sanity_val_steps=0)
         return kwargs
 
     # ------------------------------------------------------------------ set-up
@@ -184,6 +185,8 @@ class Workflow(Callback):
                                   f"`val_losses` switch such as detlight.module.DetectorModule; got "
                                   f"{type(pl_module).__name__}")
             setattr(pl_module, "val_losses", True)  # noqa: B010 - any module with the switch, not only DetectorModule
+            # an iteration-based phase is n batches, also inside a longer run that an evaluation shares
+            setattr(pl_module, "val_phase_batches", None if self.by_epoch else self.val_n)  # noqa: B010
         from detlight.callbacks.mmcv_hooks import MMCVHooks
 
         for callback in trainer.callbacks:  # type: ignore[attr-defined]
@@ -234,7 +237,11 @@ class Workflow(Callback):
                            batch_idx: int) -> None:
         if not self.by_epoch and self.has_val_phase:
             self._save_gate(trainer)
-            apply_validation_gate(trainer, iteration_based=True)  # just before the loop's validation check
+            if apply_validation_gate(trainer, iteration_based=True):  # just before the loop's validation check
+                # An evaluation due here sees the whole val loader (mmcv's EvalHook does); a val phase alone, n batches
+                evaluation = any(cb.validation_due(trainer) for cb in trainer.callbacks  # type: ignore[attr-defined]
+                                 if cb is not self and callable(getattr(cb, "validation_due", None)))
+                limit_next_validation(trainer, None if evaluation else self.val_n)
 
     @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -1,6 +1,8 @@
-"""Everything that reads mmcv/mmdet syntax: ``.py`` configs and users' own mmcv-style hooks.
+"""Running users' mmcv-style hooks under Lightning: the ``Hook`` base, the registry, mmcv's standard hook table, the
+runner view and the opt-in ``import mmcv.runner`` shim.
 
-Names are imported on first access (see :mod:`detlight._lazy`).
+Reading and converting mmcv ``.py`` configs is :mod:`detlight.convert`; the OpenMMLab bridge (real mmcv / mmdet
+installed) is :mod:`detlight.openmmlab`. Names are imported on first access (see :mod:`detlight._lazy`).
 """
 
 from __future__ import annotations
@@ -11,12 +13,6 @@ from detlight._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from detlight.callbacks.mmcv_hooks import MMCVHooks
-    from detlight.compat.config import load_config
-    from detlight.compat.convert import (
-        convert_file,
-        convert_py_configs,
-    )
-    from detlight.compat.converter import convert_config
     from detlight.compat.hook_base import (
         Hook,
         Priority,
@@ -32,11 +28,7 @@ _EXPORTS: dict[str, str] = {
     "MMCVHooks": "detlight.callbacks.mmcv_hooks",
     "Priority": "hook_base",
     "RunnerView": "runner",
-    "convert_config": "converter",
-    "convert_file": "convert",
-    "convert_py_configs": "convert",
     "install_mmcv_shim": "mmcv_shim",
-    "load_config": "config",
     "register_hook": "hook_registry",
 }
 
@@ -46,11 +38,7 @@ __all__ = [
     "MMCVHooks",
     "Priority",
     "RunnerView",
-    "convert_config",
-    "convert_file",
-    "convert_py_configs",
     "install_mmcv_shim",
-    "load_config",
     "register_hook",
 ]
 

@@ -11,6 +11,7 @@ counterpart.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -70,11 +71,29 @@ def import_hook_module(module_name: str, what: str | None = None) -> Any:
     try:
         return importlib.import_module(module_name)
     except ImportError as err:
-        hint = f"; {_SHIM_HINT}" if (err.name or "").split(".")[0] == "mmcv" else ""
+        hint = ""
+        if (err.name or "").split(".")[0] == "mmcv":
+            hint = f"; {_shim_lacks(err) or _SHIM_HINT}"
         raise ConfigError(f"Cannot import {what}: {type(err).__name__}: {err}{hint}") from err
     except Exception as err:  # the user's hook module itself failed while importing
         raise ConfigError(f"Cannot import {what}: importing `{module_name}` raised {type(err).__name__}: "
                           f"{err}") from err
+
+
+def _shim_lacks(err: ImportError) -> str | None:
+    """With detlight's mmcv shim in effect: which import it lacks, and what the module does serve."""
+    if not any(getattr(finder, "detlight_mmcv_shim", False) for finder in sys.meta_path):
+        return None
+    module = err.name or "mmcv"
+    match = re.match(r"cannot import name '([^']+)'", str(err))
+    loaded = sys.modules.get(module)
+    served = getattr(loaded, "__all__", None) if getattr(loaded, "__detlight_shim__", False) else None
+    if match is None or served is None:  # a submodule the shim does not serve: its own message says so
+        return "detlight's mmcv shim (in effect: mmcv is not installed) does not serve that module; install mmcv 1.x"
+    public = sorted(n for n in served if not n.startswith("_") and n[0].islower())
+    return (f"detlight's mmcv shim (in effect: mmcv is not installed) has no `{module}.{match.group(1)}`; its "
+            f"functions there are {', '.join(public)} (and mmcv's hook classes). Install mmcv 1.x, or import "
+            f"`{match.group(1)}` from where it is defined in your own code")
 
 
 def _import(path: str) -> Any:
@@ -155,6 +174,16 @@ def check_hook(hook: Any, where: str) -> None:
                         f"methods {list(STAGES)} nor before_epoch/after_epoch/before_iter/after_iter")
 
 
+def _unparsed(spec: Any) -> Any:
+    """A ``class_path`` entry that the config parser could not instantiate reaches here as its ``Namespace``
+    (``class_path``, ``init_args``): turn it back into a dict, so building it again reports the constructor's error
+    instead of calling the Namespace "not an mmcv-style hook"."""
+    if type(spec).__module__.split(".")[0] != "jsonargparse" or not callable(getattr(spec, "as_dict", None)):
+        return spec
+    as_dict = spec.as_dict()
+    return as_dict if isinstance(as_dict, dict) and ("class_path" in as_dict or "type" in as_dict) else spec
+
+
 def build_hook(spec: HookSpec) -> tuple[Any, int]:
     """Build one hook from an object or a dict; return it with its priority.
 
@@ -167,6 +196,7 @@ def build_hook(spec: HookSpec) -> tuple[Any, int]:
             counterpart), an import failure (with its reason), arguments the class rejects, or an invalid priority.
         HookError: the built object has no mmcv stage method.
     """
+    spec = _unparsed(spec)
     if not isinstance(spec, Mapping):
         check_hook(spec, "Hook object")
         return spec, get_priority(getattr(spec, "priority", "NORMAL"))

@@ -2,7 +2,7 @@
 
 Replaces: the ``HOOKS`` registry entries mmcv 1.7 and mmdet 2.28 register themselves (``mmcv/runner/hooks/*.py``,
 ``mmdet/core/hook/*.py``, ``EvalHook`` / ``DistEvalHook``, ``NumClassCheckHook``). Both readers of an mmcv config use
-it: the config converter (:mod:`detlight.compat.convert`, which turns ``custom_hooks`` entries into callbacks with
+it: the config converter (:mod:`detlight.convert.entry`, which turns ``custom_hooks`` entries into callbacks with
 :data:`CUSTOM_HOOKS` and drops the rest with :meth:`HookMapping.message`) and
 :class:`~detlight.callbacks.mmcv_hooks.MMCVHooks`, which decides with :attr:`HookMapping.as_user_hook` what to do
 when one of these classes is given to it as a user hook:

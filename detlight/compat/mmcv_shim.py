@@ -14,13 +14,21 @@ Served modules and names (the classes are ports of mmcv 1.7.2 in :mod:`detlight.
   ``hooks.hook``, ``hooks.lr_updater`` (with ``annealing_cos`` / ``annealing_linear``), ``hooks.checkpoint``,
   ``hooks.optimizer``, ``hooks.logger`` (``.base``, ``.text``, ``.wandb``), ``hooks.ema``, ``hooks.evaluation``,
   ``priority`` and ``dist_utils``.
+- ``mmcv.runner`` / ``mmcv.runner.checkpoint``: ``load_state_dict``, ``load_checkpoint``, ``_load_checkpoint``,
+  ``save_checkpoint``, ``weights_to_cpu``, ``get_state_dict``, ``CheckpointLoader`` (local files,
+  :mod:`detlight.compat.mmcv_shim_checkpoint`). Counted over 385 files importing from ``mmcv.runner`` (mmdet 2.28,
+  mmdet3d 1.0, mmseg 0.30, BEVFormer, BEVDet, BEVDepth, bevfusion, TransFusion), the names imported most are
+  ``BaseModule`` 164, ``force_fp32`` 124, ``auto_fp16`` 62 (model code, not hooks), ``get_dist_info`` 39,
+  ``load_checkpoint`` 33, ``init_dist`` 17, ``wrap_fp16_model`` 17, ``load_state_dict`` 9, ``CheckpointLoader`` 8,
+  ``_load_checkpoint`` 5, ``save_checkpoint`` 5; the 17 hook files among them import ``HOOKS``, ``Hook``,
+  ``get_dist_info``, ``master_only`` and standard hooks, all served.
 - Importable placeholders for mmcv's other standard hooks (the other LR policies, the momentum updaters, the
   concrete loggers, the fp16 / cumulative optimizer hooks, ``IterTimerHook``, ``EvalHook``, ``ProfilerHook``): a file
   that imports or subclasses them loads; building one raises a ``HookError`` naming detlight's replacement.
 - ``mmcv.parallel``: ``is_module_wrapper``. ``mmcv.utils`` (and ``mmcv``): ``Registry``, ``digit_version``,
   ``is_str``, ``is_seq_of``, ``is_list_of``, ``get_logger``, ``print_log``; ``mmcv.__version__`` is ``"1.7.2"``.
 
-Limits: no ``mmcv.cnn``, ``mmcv.ops``, ``mmcv.fileio``, ``mmcv.image``, runners or other hooks (importing any other
+Limits: no ``BaseModule``, fp16 decorators or ``init_dist`` (model and launch code, not hook code), no ``mmcv.cnn``, ``mmcv.ops``, ``mmcv.fileio``, ``mmcv.image``, runners or other hooks (importing any other
 ``mmcv`` submodule raises an ``ImportError`` that says so); ``HOOKS`` is detlight's registry and does not hold
 mmcv's standard hooks, so ``{type: StepLrUpdaterHook}`` gets the sentence naming detlight's counterpart while an
 *instance* of the shim's ``StepLrUpdaterHook`` (or a subclass of ``LrUpdaterHook``) runs in place of ``LrUpdater``;
@@ -40,9 +48,11 @@ from typing import Any
 
 from detlight.compat.hook_registry import real_mmcv_available
 
-__all__ = ["install_mmcv_shim", "mmcv_shim_installed", "real_mmcv_available", "uninstall_mmcv_shim"]
+__all__ = ["SHIM_MMCV_VERSION", "install_mmcv_shim", "mmcv_shim_installed", "real_mmcv_available",
+           "uninstall_mmcv_shim"]
 
-_VERSION = "1.7.2"
+#: ``mmcv.__version__`` of the shim: the mmcv release whose behaviour it follows.
+SHIM_MMCV_VERSION = "1.7.2"
 _UNSERVED_NAMES = ("FlatCosineAnnealingLrUpdaterHook", "CosineRestartLrUpdaterHook", "CyclicLrUpdaterHook",
                    "OneCycleLrUpdaterHook", "LinearAnnealingLrUpdaterHook", "MomentumUpdaterHook",
                    "StepMomentumUpdaterHook", "CosineAnnealingMomentumUpdaterHook",
@@ -51,11 +61,15 @@ _UNSERVED_NAMES = ("FlatCosineAnnealingLrUpdaterHook", "CosineRestartLrUpdaterHo
                    "NeptuneLoggerHook", "DvcliveLoggerHook", "PaviLoggerHook", "SegmindLoggerHook",
                    "ClearMLLoggerHook", "Fp16OptimizerHook", "GradientCumulativeOptimizerHook",
                    "GradientCumulativeFp16OptimizerHook", "IterTimerHook", "EvalHook", "DistEvalHook", "ProfilerHook")
+#: mmcv.runner's checkpoint helpers, the ones most imported from ``mmcv.runner`` after BaseModule / fp16 decorators /
+#: dist helpers (see detlight.compat.mmcv_shim_checkpoint).
+_CHECKPOINT_NAMES = ("load_state_dict", "load_checkpoint", "_load_checkpoint", "save_checkpoint", "weights_to_cpu",
+                     "get_state_dict", "CheckpointLoader")
 _RUNNER_NAMES = ("Hook", "HOOKS", "Priority", "get_priority", "master_only", "get_dist_info", "allreduce_params",
                  "OptimizerHook", "CheckpointHook", "LoggerHook", "LrUpdaterHook", "FixedLrUpdaterHook",
                  "StepLrUpdaterHook", "ExpLrUpdaterHook", "PolyLrUpdaterHook", "InvLrUpdaterHook",
                  "CosineAnnealingLrUpdaterHook", "EMAHook", "EmptyCacheHook", "DistSamplerSeedHook", "ClosureHook",
-                 "SyncBuffersHook", *_UNSERVED_NAMES)
+                 "SyncBuffersHook", *_UNSERVED_NAMES, *_CHECKPOINT_NAMES)
 _UTILS_NAMES = ("Registry", "digit_version", "is_str", "is_seq_of", "is_list_of", "get_logger", "print_log")
 #: module name -> (is a package, names it exports)
 _MODULES: dict[str, tuple[bool, tuple[str, ...]]] = {
@@ -79,14 +93,17 @@ _MODULES: dict[str, tuple[bool, tuple[str, ...]]] = {
     "mmcv.runner.hooks.logger.base": (False, ("Hook", "LoggerHook")),
     "mmcv.runner.priority": (False, ("Priority", "get_priority")),
     "mmcv.runner.dist_utils": (False, ("get_dist_info", "master_only", "allreduce_params")),
+    "mmcv.runner.checkpoint": (False, _CHECKPOINT_NAMES),
 }
 
 
 def _value(name: str) -> Any:
-    from detlight.compat import hook_base, mmcv_shim_runner
+    from detlight.compat import hook_base, mmcv_shim_checkpoint, mmcv_shim_runner
 
     if name in mmcv_shim_runner.UNSERVED:
         return mmcv_shim_runner.UNSERVED[name]
+    if name in _CHECKPOINT_NAMES:
+        return getattr(mmcv_shim_checkpoint, name)
     return getattr(hook_base, name, None) or getattr(mmcv_shim_runner, name)
 
 
@@ -101,7 +118,7 @@ class _ShimLoader(importlib.abc.Loader):
         module.__detlight_shim__ = True  # type: ignore[attr-defined]
         module.__all__ = list(names)  # type: ignore[attr-defined]
         if module.__name__ == "mmcv":
-            module.__version__ = _VERSION  # type: ignore[attr-defined]
+            module.__version__ = SHIM_MMCV_VERSION  # type: ignore[attr-defined]
 
 
 class _ShimFinder(importlib.abc.MetaPathFinder):
@@ -125,6 +142,7 @@ class _ShimFinder(importlib.abc.MetaPathFinder):
 
 
 _FINDER = _ShimFinder()
+
 
 
 def mmcv_shim_installed() -> bool:

@@ -18,6 +18,7 @@ Two things a plain ``DataLoader`` does badly with ``workers_per_gpu > 0``:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -34,7 +35,8 @@ from typing_extensions import override
 from detlight import exceptions
 from detlight.upstream_internals import shut_down_workers
 
-__all__ = ["DetDataLoader", "explain_worker_death", "leave_signals_to_main_process", "worker_init_fn"]
+__all__ = ["DetDataLoader", "explain_worker_death", "leave_signals_to_main_process", "quiet_resource_sharer_pipes",
+           "release_workers", "worker_init_fn"]
 
 _WORKER_PREFIX = re.compile(r"^Caught (\w+) in DataLoader worker process (\d+)\.")
 _KILLED = re.compile(r"DataLoader worker \(pid\(?s?\)? ?([\d, ]+)\) (?:is killed by signal: (.+?)\.|exited unexpectedly)")
@@ -62,6 +64,7 @@ def leave_signals_to_main_process() -> None:
     ``sigwaitinfo`` is missing (macOS), SIGTERM keeps its default action.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet_resource_sharer_pipes()
     if not hasattr(signal, "sigwaitinfo"):
         return
     parent = os.getppid()
@@ -74,6 +77,36 @@ def leave_signals_to_main_process() -> None:
                 os._exit(0)
 
     threading.Thread(target=wait_for_parent_sigterm, name="detlight-worker-sigterm", daemon=True).start()
+
+
+def quiet_resource_sharer_pipes() -> None:
+    """Drop the traceback of a ``multiprocessing.resource_sharer`` thread whose peer went away (idempotent).
+
+    A worker hands each batch's tensors to the main process through file descriptors that a ``resource_sharer``
+    thread of the worker serves. When the main process stops reading (Ctrl-C, an error), that thread's
+    ``BrokenPipeError`` / ``ConnectionResetError`` is printed as a traceback from the worker, though nothing is
+    wrong beyond the stop itself. Other threads' errors, and other errors of that thread, are printed as before.
+    """
+    previous = threading.excepthook
+    if getattr(previous, "_detlight_quiet_pipes", False):
+        return
+
+    def hook(args: Any) -> None:
+        if isinstance(args.exc_value, (BrokenPipeError, ConnectionResetError, EOFError)) and _raised_in_resource_sharer(
+                args.exc_traceback):
+            return
+        previous(args)
+
+    hook._detlight_quiet_pipes = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
+def _raised_in_resource_sharer(tb: Any) -> bool:
+    while tb is not None:
+        if os.path.basename(tb.tb_frame.f_code.co_filename) == "resource_sharer.py":
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def original_worker_error(err: BaseException) -> BaseException | None:
@@ -151,3 +184,14 @@ class DetDataLoader(DataLoader):
         if death is not None:
             return exceptions.DataLoaderWorkerError(death)
         return err
+
+
+def release_workers(trainer: Any) -> None:
+    """Shut down the worker processes of the run's data loaders (``persistent_workers`` keeps them alive otherwise)."""
+    loaders: list[Any] = []
+    for name in ("train_dataloader", "val_dataloaders", "test_dataloaders", "predict_dataloaders"):
+        with contextlib.suppress(Exception):  # a loop that never ran has no loaders
+            value = getattr(trainer, name)
+            loaders += list(value) if isinstance(value, (list, tuple)) else [value]
+    for loader in loaders:
+        shut_down_workers(loader)

@@ -49,7 +49,8 @@ from detlight.data.loader import DetDataLoader
 from detlight.exceptions import CheckpointError
 from detlight.upstream_internals import clear_pending_loader_states, pending_loader_states
 
-__all__ = ["StatefulDataLoader", "get_rng_state", "load_skipped_loader_state", "set_rng_state"]
+__all__ = ["StatefulDataLoader", "get_rng_state", "load_skipped_loader_state", "set_rng_state",
+           "train_batches_per_epoch"]
 
 
 # ---------------------------------------------------------------------------------------------------- RNG states
@@ -93,16 +94,27 @@ class StatefulDataLoader(DetDataLoader):
     data). A :class:`~detlight.data.loader.DetDataLoader`, so worker errors read clearly. Use it as the train loader: Lightning sees ``state_dict``/``load_state_dict`` and stores the state at every
     checkpoint. Everything else behaves as a plain ``DataLoader``; ``len()`` is always the full epoch.
 
-    The state is ``{"yielded", "batch_size", "num_batches", "rng"}``: batches handed out by the current epoch
-    iterator, the batch size and epoch length it was saved with (a resume with other data settings is refused), and
-    :func:`get_rng_state` at save time. A state saved at the end of an epoch (``yielded == num_batches``) starts the
+    The state is ``{"yielded", "batch_size", "num_batches", "epoch_batches", "rng"}``: batches handed out by the
+    current epoch iterator, the batch size and epoch length it was saved with (a resume with other data settings is
+    refused), the batches the Trainer takes per epoch (``limit_train_batches`` applied, see :attr:`epoch_batches`) and
+    :func:`get_rng_state` at save time. A state saved at the end of an epoch (``yielded == epoch_batches``) starts the
     next epoch from its beginning.
+
+    Attributes:
+        epoch_batches: batches the Trainer takes from each epoch iterator (``trainer.limit_train_batches`` applied),
+            ``None`` for the whole loader. :func:`load_skipped_loader_state` sets it; with ``limit_train_batches`` an
+            epoch ends before the loader is exhausted, and only this tells a state saved at an epoch's end from one
+            saved inside the epoch.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._yielded = 0
         self._pending: dict[str, Any] | None = None
+        self.epoch_batches: int | None = None
+
+    def _epoch_length(self) -> int:
+        return len(self) if self.epoch_batches is None else min(len(self), self.epoch_batches)
 
     @override
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
@@ -113,7 +125,9 @@ class StatefulDataLoader(DetDataLoader):
     def _generate(self) -> Iterator[Any]:
         pending, self._pending = self._pending, None
         skip = int(pending["yielded"]) if pending is not None else 0
-        at_boundary = pending is not None and skip >= len(self)
+        # the epoch length of the run that saved the state (older checkpoints lack it: this run's)
+        saved_length = int(pending.get("epoch_batches", self._epoch_length())) if pending is not None else 0
+        at_boundary = pending is not None and skip >= min(saved_length, len(self))
         if at_boundary:
             skip = 0
             set_rng_state(pending["rng"])  # type: ignore[index]
@@ -141,7 +155,7 @@ class StatefulDataLoader(DetDataLoader):
     def state_dict(self) -> dict[str, Any]:
         """Position in the current epoch and the RNG states (plain containers and tensors)."""
         return {"yielded": self._yielded, "batch_size": self.batch_size, "num_batches": len(self),
-                "rng": get_rng_state()}
+                "epoch_batches": self._epoch_length(), "rng": get_rng_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume the next epoch iterator from ``state`` (see the class docstring).
@@ -169,9 +183,14 @@ def load_skipped_loader_state(trainer: pl.Trainer | None, loader: DataLoader) ->
     says "epoch complete" and carries the RNG states the next epoch must start from; without it the resumed run
     draws that epoch's augmentation and dropout from the freshly seeded RNG. The state is used once.
 
+    It also tells the loader how many batches the Trainer takes per epoch (:attr:`StatefulDataLoader.epoch_batches`),
+    so that with ``limit_train_batches`` a state saved at an epoch's end starts the next epoch whole.
+
     Returns:
         Whether a state was loaded.
     """
+    if isinstance(loader, StatefulDataLoader) and trainer is not None:
+        loader.epoch_batches = train_batches_per_epoch(trainer, len(loader))
     fit_loop = getattr(trainer, "fit_loop", None)
     states = pending_loader_states(fit_loop) if fit_loop is not None else None
     if not isinstance(loader, StatefulDataLoader) or fit_loop is None or fit_loop.restarting:
@@ -181,3 +200,14 @@ def load_skipped_loader_state(trainer: pl.Trainer | None, loader: DataLoader) ->
     loader.load_state_dict(states[0])
     clear_pending_loader_states(fit_loop)  # a dataloader reload later in the run must not load it again
     return True
+
+
+def train_batches_per_epoch(trainer: pl.Trainer, length: int) -> int:
+    """Training batches the Trainer takes from a loader of ``length`` batches per epoch (``limit_train_batches``:
+    an int is a count, a float a fraction of ``length``, as Lightning reads it)."""
+    limit = getattr(trainer, "limit_train_batches", None)
+    if limit is None or isinstance(limit, bool) or not isinstance(limit, (int, float)):
+        return length
+    if isinstance(limit, int):
+        return min(length, limit)
+    return min(length, int(length * float(limit)))

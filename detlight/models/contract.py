@@ -24,6 +24,7 @@ torchvision detectors: :data:`TORCHVISION_FAMILIES` declares, per torchvision cl
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -239,6 +240,48 @@ class DetectorAdapter:
         return f"`{type(self.model).__name__}`{family}"
 
     # ------------------------------------------------------------------ training
+    def check_inputs(self, batch: Mapping[str, Any], source: str) -> None:
+        """Refuse a batch that the detector's ``forward_train`` cannot take (a 3D model on image data, ...).
+
+        Checked on the first training batch, before the forward: the keys the datamodule yields are bound to the
+        signature of ``forward_train``, so a mismatch names both sides instead of failing inside the model.
+
+        Raises:
+            ModelContractError: ``forward_train`` needs arguments the batch lacks, or does not accept some of its keys.
+        """
+        if self.kind != "mmdet":
+            return
+        try:
+            signature = inspect.signature(self.model.forward_train)
+        except (TypeError, ValueError):  # a builtin or C-level callable: nothing to compare
+            return
+        try:
+            signature.bind(**batch)
+            return
+        except TypeError:
+            pass
+        params = signature.parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        missing = [n for n, p in params.items() if p.kind in named and p.default is p.empty and n not in batch]
+        unexpected = [] if takes_any else [k for k in batch if k not in params]
+        parts = []
+        if missing:
+            parts.append(f"it needs {', '.join(missing)}, which the batches lack")
+        if unexpected:
+            parts.append(f"it takes no {', '.join(unexpected)}")
+        if "points" in missing:
+            fix = "a LiDAR datamodule such as detlight.data.Det3DDataModule"
+        elif "img" in missing:
+            fix = "an image datamodule such as detlight.data.DetDataModule"
+        else:
+            fix = "a datamodule that yields these keys"
+        raise ModelContractError(
+            f"The model {self.model_name} does not fit the data of {source}: {'; '.join(parts) or 'the keys differ'} "
+            f"(the batches hold {', '.join(batch)}; forward_train takes {', '.join(params)}). Give the model {fix}, or "
+            "the datamodule a model made for its data."
+        )
+
     def losses(self, batch: dict[str, Any], optimizer: Any = None) -> dict[str, Any]:
         """Run the training forward and return ``{"loss", "log_vars", "num_samples"}`` (mmcv ``runner.outputs``)."""
         num_samples = len(batch["img_metas"])
@@ -323,9 +366,13 @@ class DetectorAdapter:
     def predict(self, batch: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
         """Per-image detections in the original image frame (see module docstring).
 
+        A model with a ``predict_batch(batch)`` method answers for itself (its list is returned unchanged).
         Point-cloud batches (a ``points`` key) are passed to ``simple_test(points, img_metas, rescale=True)`` and its
         results are returned unchanged.
         """
+        custom = getattr(self.model, "predict_batch", None)
+        if callable(custom):  # the model reads its own batch and returns its own result layout (detlight.openmmlab)
+            return list(custom(batch))
         metas = batch["img_metas"]
         if "points" in batch and hasattr(self.model, "simple_test"):
             # 3D detectors return their own box layout (boxes_3d / scores_3d / labels_3d); the evaluator reads it.

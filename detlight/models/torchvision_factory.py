@@ -23,11 +23,14 @@ import inspect
 import textwrap
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from detlight.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from torchvision.models.resnet import ResNet
 
 __all__ = ["builder_signatures", "effective_signature", "torchvision_detector"]
 
@@ -44,6 +47,7 @@ def torchvision_detector(
     fpn_channels: int | None = None,
     anchor_sizes: list[list[float]] | None = None,
     aspect_ratios: list[float] | None = None,
+    frozen_bn: bool | None = None,
 ) -> nn.Module:
     """Build a torchvision detector for a dataset of ``num_classes`` classes.
 
@@ -59,7 +63,11 @@ def torchvision_detector(
             ``trainable_backbone_layers``, ...); those not named keep the builder's defaults.
         backbone: another torchvision ResNet for an FPN family (``resnet18``, ``resnet101``, ``resnext101_32x8d``):
             the builder's model class is then built around that ResNet and an FPN, wired as the builder wires its
-            ResNet-50 (RetinaNet / FCOS: C3-C5 + P6/P7). ``None`` keeps the builder's own backbone.
+            ResNet-50 (RetinaNet / FCOS: C3-C5 + P6/P7). ``None`` keeps the builder's own backbone. Any ResNeXt
+            width is accepted as ``resnext<depth>_<groups>x<width>d`` (``resnext101_32x4d``: torchvision's ResNet
+            class with ``groups=32, width_per_group=4``; no ImageNet weights for the ones torchvision does not ship).
+            ``options.trainable_backbone_layers`` (0-5) freezes the other stages (mmdet ``frozen_stages=k``:
+            ``4 - k``), with or without backbone weights.
         fpn_channels: the FPN's width (torchvision: 256; mmdet ``neck.out_channels``), with ``backbone`` only. The
             heads follow it (R-CNN box head input ``fpn_channels * 7 * 7``). Narrow it to train fast on a CPU.
         anchor_sizes: anchor sizes in input pixels, one list per feature level from the finest (mmdet
@@ -67,6 +75,9 @@ def torchvision_detector(
             R-CNN families (RPN anchors) and RetinaNet only. ``None`` keeps torchvision's (32 to 512, RetinaNet with
             3 octave scales each). Small objects need small anchors: 12 px boxes barely overlap a 32 px anchor.
         aspect_ratios: anchor height/width ratios used on every level (mmdet ``ratios``); default ``[0.5, 1, 2]``.
+        frozen_bn: with ``backbone``: ``True`` builds the backbone with ``FrozenBatchNorm2d`` (fixed statistics and
+            affine, mmdet ``norm_eval=True``), ``False`` with trainable ``BatchNorm2d``; ``None``: frozen exactly
+            when ``weights_backbone`` is given (torchvision's rule).
 
     Returns:
         The torchvision model itself (state-dict keys as torchvision's, so its checkpoints load with ``load_from``).
@@ -94,10 +105,13 @@ def torchvision_detector(
     if fpn_channels is not None and backbone is None:
         raise ConfigError("`model.model.init_args.fpn_channels` sizes the FPN that `backbone` builds; name a "
                           "`backbone` too (e.g. resnet18), or drop `fpn_channels` to keep the builder's own.")
+    if frozen_bn is not None and backbone is None:
+        raise ConfigError("`model.model.init_args.frozen_bn` sets the normalisation of the backbone that `backbone` "
+                          "builds; name a `backbone` too (e.g. resnet50), or drop `frozen_bn`.")
     try:
         if backbone is not None:
             width = 256 if fpn_channels is None else fpn_channels
-            model = _with_backbone(fn, backbone, head, weights, weights_backbone, kwargs, width)
+            model = _with_backbone(fn, backbone, head, weights, weights_backbone, kwargs, width, frozen_bn)
         else:
             model = fn(weights=weights, weights_backbone=weights_backbone, num_classes=head, **kwargs)
     except TypeError as err:
@@ -162,8 +176,7 @@ def _anchor_option(fn: Any, sizes: list[list[float]] | None, ratios: list[float]
 
 
 def _with_backbone(fn: Any, backbone: str, num_classes: int, weights: str | None, weights_backbone: str | None,
-                   options: dict[str, Any], fpn_channels: int = 256) -> nn.Module:
-    from torchvision.models import resnet
+                   options: dict[str, Any], fpn_channels: int = 256, frozen_bn: bool | None = None) -> nn.Module:
     from torchvision.models.detection import FCOS, RetinaNet
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
     from torchvision.ops import FrozenBatchNorm2d
@@ -176,7 +189,8 @@ def _with_backbone(fn: Any, backbone: str, num_classes: int, weights: str | None
     if not backbone.startswith(("resnet", "resnext", "wide_resnet")) or not isinstance(cls, type):
         raise ConfigError(f"`model.model.init_args.backbone` {backbone!r} is not supported for {fn.__name__}: use "
                           "a torchvision ResNet name (resnet18, resnet34, resnet50, resnet101, resnet152, "
-                          "resnext50_32x4d, resnext101_32x8d, wide_resnet50_2).")
+                          "resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, wide_resnet50_2) or any "
+                          "resnext<depth>_<groups>x<width>d.")
     if isinstance(fpn_channels, bool) or not isinstance(fpn_channels, int) or fpn_channels < 1:
         raise ConfigError(f"Expected `model.model.init_args.fpn_channels` to be an int >= 1, but got {fpn_channels!r}.")
     trainable = options.pop("trainable_backbone_layers", 5 if weights_backbone is None else 3)
@@ -190,9 +204,9 @@ def _with_backbone(fn: Any, backbone: str, num_classes: int, weights: str | None
     if v2 and fpn_channels % 32:
         raise ConfigError(f"retinanet_resnet50_fpn_v2's head uses GroupNorm(32, fpn_channels): "
                           f"`fpn_channels` must be a multiple of 32, but got {fpn_channels}.")
+    frozen = weights_backbone is not None if frozen_bn is None else bool(frozen_bn)
     try:
-        body = getattr(resnet, backbone)(
-            weights=weights_backbone, norm_layer=nn.BatchNorm2d if weights_backbone is None else FrozenBatchNorm2d)
+        body = _resnet(backbone, weights_backbone, FrozenBatchNorm2d if frozen else nn.BatchNorm2d)
     except (AttributeError, KeyError, ValueError) as err:
         raise ConfigError(f"Building torchvision backbone {backbone!r} with weights_backbone={weights_backbone!r} "
                           f"failed: {err}") from None
@@ -215,6 +229,34 @@ def _with_backbone(fn: Any, backbone: str, num_classes: int, weights: str | None
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f"Building {cls.__name__} with backbone {backbone!r} and options {sorted(options)} "
                           f"failed: {err}") from None
+
+
+#: ResNet depth -> Bottleneck blocks per stage (torchvision's and mmdet's).
+_BOTTLENECK_LAYERS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
+
+
+def _resnet(name: str, weights: str | None, norm_layer: Any) -> ResNet:
+    """A torchvision ResNet by builder name, or ``resnext<depth>_<groups>x<width>d`` built from the ResNet class.
+
+    Example:
+        >>> body = _resnet("resnext101_32x4d", None, nn.BatchNorm2d)
+        >>> body.layer1[0].conv2.groups, body.layer1[0].conv2.out_channels, len(body.layer3)
+        (32, 128, 23)
+    """
+    import re
+
+    from torchvision.models import resnet
+
+    if hasattr(resnet, name):
+        return getattr(resnet, name)(weights=weights, norm_layer=norm_layer)  # type: ignore[no-any-return]
+    match = re.fullmatch(r"resnext(\d+)_(\d+)x(\d+)d", name)
+    if match is None or int(match[1]) not in _BOTTLENECK_LAYERS:
+        raise AttributeError(f"torchvision has no ResNet {name!r}")
+    if weights is not None:
+        raise ValueError(f"torchvision ships no ImageNet weights for {name}; leave weights_backbone unset")
+    depth, groups, width = (int(v) for v in match.groups())
+    return resnet.ResNet(resnet.Bottleneck, _BOTTLENECK_LAYERS[depth], groups=groups, width_per_group=width,
+                         norm_layer=norm_layer)
 
 
 def _retinanet_v2_head(channels: int, anchor_generator: Any, num_classes: int) -> nn.Module:

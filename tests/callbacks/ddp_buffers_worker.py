@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 def allreduce_worker(rank: int, port: int, out: str) -> None:
     """Rank ``r`` fills BN running_mean with ``2r`` and num_batches_tracked with ``r + 5``, then all-reduces."""
-    from detlight.callbacks.misc import allreduce_buffers
+    from detlight.callbacks.sync_buffers import allreduce_buffers
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)

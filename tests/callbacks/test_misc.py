@@ -14,8 +14,12 @@ import torch.multiprocessing as mp
 from det_tiny import loader, module, trainer
 from torch.utils.data import BatchSampler, DataLoader, Sampler, SequentialSampler
 
-from detlight.callbacks import empty_cache, misc, sync_buffers
-from detlight.callbacks.misc import CheckInvalidLoss, EmptyCache, NumClassCheck, SetEpochInfo, SyncBuffers
+from detlight.callbacks import empty_cache, num_class_check, sync_buffers
+from detlight.callbacks.check_invalid_loss import CheckInvalidLoss
+from detlight.callbacks.empty_cache import EmptyCache
+from detlight.callbacks.num_class_check import NumClassCheck
+from detlight.callbacks.set_epoch_info import SetEpochInfo
+from detlight.callbacks.sync_buffers import SyncBuffers
 from detlight.exceptions import ModelContractError
 from detlight.testing import BoringDataset, BoringDetector
 
@@ -81,7 +85,7 @@ def test_allreduce_buffers_math(monkeypatch: pytest.MonkeyPatch) -> None:
     bn = torch.nn.BatchNorm1d(2)
     bn.running_mean.fill_(1.0)
     bn.num_batches_tracked.fill_(7)
-    misc.allreduce_buffers(bn.buffers())
+    sync_buffers.allreduce_buffers(bn.buffers())
     torch.testing.assert_close(bn.running_mean, torch.full((2,), 2.0))
     torch.testing.assert_close(bn.running_var, torch.full((2,), 3.0))
     assert bn.num_batches_tracked.item() == 7
@@ -146,10 +150,10 @@ def test_num_class_check_string_and_missing_classes(caplog: pytest.LogCaptureFix
         CLASSES: object = "car"
 
     with pytest.raises(ValueError, match=r"CLASSES = \('car',\)"):
-        misc.check_num_classes(BoringDetector(1), Data())
+        num_class_check.check_num_classes(BoringDetector(1), Data())
     Data.CLASSES = None
     with caplog.at_level(logging.WARNING):
-        misc.check_num_classes(BoringDetector(1), Data())
+        num_class_check.check_num_classes(BoringDetector(1), Data())
     assert "Please set `CLASSES` in the Data" in caplog.text
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -19,11 +22,49 @@ from detlight.callbacks.progress_bar import TqdmLoggingHandler, quiet_lightning,
 
 
 def test_bar_shows_one_based_epochs_and_the_loss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    trainer(tmp_path, [IterTimer(), ProgressBar(refresh_rate=1)], max_epochs=2, enable_progress_bar=True,
-            enable_checkpointing=False).fit(module(), loader(2))
+    trainer(tmp_path, [IterTimer(), ProgressBar(refresh_rate=1, terminal_only=False)], max_epochs=2,
+            enable_progress_bar=True, enable_checkpointing=False).fit(module(), loader(2))
     out = capsys.readouterr().out
     assert "Epoch 1/2" in out and "Epoch 2/2" in out and "Epoch 0" not in out
     assert "loss=" in out and "v_num" not in out
+
+
+OFF_TERMINAL_RUN = """
+import sys
+from det_tiny import loader, module, trainer
+from detlight.callbacks import IterTimer, ProgressBar, TextLogger
+bar = ProgressBar(refresh_rate=1)
+trainer(sys.argv[1], [IterTimer(), TextLogger(interval=1), bar], max_epochs=2, enable_progress_bar=True,
+        enable_checkpointing=False).fit(module(), loader(3), loader(2))
+assert not bar.is_enabled
+"""
+
+
+def test_off_a_terminal_only_the_log_lines_are_printed(tmp_path: Path) -> None:
+    # stdout and stderr into one file, as a SLURM .out file or `2>&1 | tee` has them
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    with open(tmp_path / "slurm.out", "w") as out:
+        subprocess.run([sys.executable, "-c", OFF_TERMINAL_RUN, str(tmp_path)], stdout=out, stderr=subprocess.STDOUT,
+                       env=env, check=True, timeout=120)
+    text = (tmp_path / "slurm.out").read_text()
+    assert "\r" not in text and "\x1b[" not in text and "Epoch 1/2" not in text  # no bar, no repaints
+    heads = [line.split(" - INFO - ")[1].split("\t")[0] for line in text.splitlines() if " - INFO - Epoch" in line]
+    assert heads == [f"Epoch{head}" for head in (" [1][1/3]", " [1][2/3]", " [1][3/3]", "(val) [1][2]",
+                                                 " [2][1/3]", " [2][2/3]", " [2][3/3]", "(val) [2][2]")]
+
+
+def test_on_a_terminal_the_bar_is_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    bar = ProgressBar()
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    assert not bar.is_enabled
+    monkeypatch.setattr("sys.stdout", Tty())
+    assert bar.is_enabled
+    bar.disable()  # enable_progress_bar: false still wins
+    assert not bar.is_enabled
 
 
 def test_a_plain_tqdm_bar_is_replaced_with_its_settings(tmp_path: Path) -> None:

@@ -63,7 +63,8 @@ def test_json_log_lines_keys_rounding_and_eval(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("PL_GLOBAL_SEED", "7")
     text = _fit(tmp_path, TextLogger(interval=3))
     lines = [json.loads(line) for line in Path(text.json_log_path).read_text().splitlines()]
-    assert lines[0] == {"seed": 7, "exp_name": tmp_path.name, "hook_msgs": {}}  # meta first, no `epoch`
+    # meta first, no `epoch`
+    assert lines[0] == {"seed": 7, "exp_name": tmp_path.name, "hook_msgs": {}, "iters_per_epoch": 7}
     train = [rec for rec in lines[1:] if rec["mode"] == "train"]
     assert [list(rec) for rec in train] == [TRAIN_KEYS] * 4
     assert [(rec["epoch"], rec["iter"]) for rec in train] == [(1, 3), (1, 6), (2, 3), (2, 6)]
@@ -78,6 +79,16 @@ def test_json_log_lines_keys_rounding_and_eval(tmp_path: Path, monkeypatch: pyte
     assert evals == [{"mode": "val", "epoch": 1, "iter": 2, "lr": 0.1, "bbox_mAP": 0.5, "bbox_mAP_50": 0.33333},
                      {"mode": "val", "epoch": 2, "iter": 2, "lr": 0.1, "bbox_mAP": 0.625, "bbox_mAP_50": 1.33333}]
     assert lines[1:] == train[:2] + evals[:1] + train[2:] + evals[1:]  # eval line follows its epoch's train lines
+
+
+def test_curves_use_the_recorded_epoch_length(tmp_path: Path) -> None:
+    from detlight.plotting import load_curves
+
+    text = _fit(tmp_path, TextLogger(interval=3))  # 7 batches an epoch: lines at iter 3 and 6, the 7th is not logged
+    curves = load_curves(text.json_log_path)
+    assert curves.iters_per_epoch == 7
+    assert curves.get("loss").steps == [3, 6, 10, 13]  # the largest logged iter (6) would give [3, 6, 9, 12]
+    assert curves.get("val/bbox_mAP").steps == [7, 14]
 
 
 def test_analyze_logs_reads_it(tmp_path: Path) -> None:

@@ -18,10 +18,10 @@ from typing import Any
 
 from mmcv_hook_cases import PKG, fit
 
+from detlight.callbacks import CheckInvalidLoss, EmptyCache, SetEpochInfo, SyncBuffers
 from detlight.callbacks.checkpoint import MMCheckpoint
 from detlight.callbacks.ema import EMA
 from detlight.callbacks.lr_updater import LrUpdater, MomentumUpdater
-from detlight.callbacks.misc import CheckInvalidLoss, EmptyCache, SetEpochInfo, SyncBuffers
 from detlight.compat.hook_table import standard_base, standard_hook_table
 from detlight.exceptions import HookError
 

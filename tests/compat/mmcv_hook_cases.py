@@ -23,10 +23,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from toy_run import NullEvaluator, make_trainer
 
+from detlight.callbacks.check_invalid_loss import CheckInvalidLoss
 from detlight.callbacks.checkpoint import MMCheckpoint
 from detlight.callbacks.ema import EMA
 from detlight.callbacks.lr_updater import LrUpdater
-from detlight.callbacks.misc import CheckInvalidLoss
 from detlight.callbacks.mmcv_hooks import MMCVHooks
 from detlight.exceptions import ConfigError, HookError
 from detlight.module import DetectorModule

@@ -18,18 +18,11 @@ import torch
 from toy_run import ToyModule, loader, make_trainer
 
 import detlight.callbacks
+from detlight.callbacks.mmcv_hooks import MMCVHooks
 from detlight.compat import hook_registry
-from detlight.compat.hooks import (
-    PRIORITIES,
-    Hook,
-    MMCVHooks,
-    build_hook,
-    get_priority,
-    lookup_standard_hook,
-    register_hook,
-    registered_hooks,
-    standard_hook_table,
-)
+from detlight.compat.hook_base import PRIORITIES, Hook, get_priority
+from detlight.compat.hook_registry import build_hook, register_hook, registered_hooks
+from detlight.compat.hook_table import lookup_standard_hook, standard_hook_table
 from detlight.exceptions import ConfigError, HookError
 from detlight.module import DetectorModule
 
@@ -179,7 +172,7 @@ def test_unknown_type_lists_registered_names() -> None:
     ({"priority": "LOW"}, ConfigError, "exactly one of `type`"),
     ({"type": "X", "class_path": "a.B"}, ConfigError, "exactly one of `type`"),
     ({"class_path": "NoDots"}, ConfigError, "full import path"),
-    ({"class_path": "detlight.compat.hooks.Missing"}, ConfigError, "has no attribute `Missing`"),
+    ({"class_path": "detlight.compat.hook_base.Missing"}, ConfigError, "has no attribute `Missing`"),
     ({"class_path": "no_such_pkg.hooks.X"}, ConfigError, "No module named 'no_such_pkg'"),
     ({"class_path": f"{__name__}.Named", "bogus": 1}, ConfigError, "Cannot build hook .*bogus"),
     ({"class_path": "collections.OrderedDict"}, HookError, "not an mmcv-style hook"),
@@ -319,18 +312,8 @@ def test_hook_written_against_mmcv_runs_when_mmcv_is_importable(tmp_path: Path,
                           (False, False, False), (True, True, True), ("epoch_end", True)]
 
 
-def test_old_import_paths_still_work() -> None:
+def test_package_exports_are_the_homes() -> None:
     import detlight.compat
-    from detlight.callbacks.mmcv_hooks import MMCVHooks as Home
-    from detlight.compat.hook_base import Hook as BaseHook
 
-    assert hooks_mod_paths() == (Home, Home, Home, BaseHook, BaseHook)
-    assert detlight.compat.MMCVHooks is Home
-
-
-def hooks_mod_paths() -> tuple[type, ...]:
-    import detlight.callbacks
-    import detlight.compat
-    import detlight.compat.hooks as old
-
-    return old.MMCVHooks, MMCVHooks, detlight.callbacks.MMCVHooks, old.Hook, detlight.compat.Hook
+    assert detlight.compat.MMCVHooks is detlight.callbacks.MMCVHooks is MMCVHooks
+    assert detlight.compat.Hook is Hook

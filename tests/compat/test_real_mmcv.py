@@ -97,3 +97,41 @@ def test_every_standard_hook_runs_or_is_refused() -> None:
     assert all(o == "runs" or o.startswith("runs, replaces") or o == "refused" for o in outcomes.values()), outcomes
     assert outcomes["StepLrUpdaterHook"] == "runs, replaces LrUpdater" and outcomes["TextLoggerHook"] == "refused"
     assert outcomes["YOLOXModeSwitchHook"] == "runs" and outcomes["EMAHook"] == "runs, replaces EMA"
+
+
+def test_checkpoint_meta_names_the_installed_mmcv(tmp_path: Path) -> None:
+    import mmcv
+
+    from detlight import __version__
+    from detlight.callbacks.run_meta import checkpoint_meta
+    from detlight.testing import boring_trainer
+
+    meta = checkpoint_meta(boring_trainer(tmp_path, [], max_epochs=1), by_epoch=True)
+    assert meta["mmcv_version"] == mmcv.__version__ == "1.7.2" and meta["detlight_version"] == __version__
+
+
+def test_with_mmcvs_checkpoint_hook_the_best_goes_to_the_runs_folder(tmp_path: Path) -> None:
+    from test_hook_reports import test_with_mmcvs_checkpoint_hook_the_best_goes_to_the_runs_folder as case
+
+    case(tmp_path)
+
+
+def test_a_lowest_hook_sees_this_epochs_hook_msgs(tmp_path: Path) -> None:
+    from test_hook_reports import test_a_lowest_hook_sees_this_epochs_checkpoint_and_best as case
+
+    case(tmp_path)
+
+
+def test_the_logged_run_recording_is_current(tmp_path: Path) -> None:
+    """``fixtures/mmcv_iter_run.json`` (replayed by test_mmcv_iter_logs.py) is what this mmcv writes today."""
+    import json
+
+    import record_mmcv_iter_run
+
+    record_mmcv_iter_run.main(str(tmp_path / "run.json"))
+    fresh = json.loads((tmp_path / "run.json").read_text())
+    stored = json.loads((Path(__file__).parent / "fixtures" / "mmcv_iter_run.json").read_text())
+    for kind in ("iter", "epoch"):
+        for key in ("json_log", "text_log", "tensorboard", "hook_trace"):
+            assert fresh[kind][key] == stored[kind][key], (kind, key)
+        assert fresh[kind]["weights"] == pytest.approx(stored[kind]["weights"], abs=1e-5)

@@ -9,9 +9,10 @@ import pytest
 import torch
 from toy_run import Recorder, ToyModule, loader, make_trainer, mmcv_epoch_trace, mmcv_iter_trace
 
-from detlight.compat.hooks import Hook, MMCVHooks
+from detlight.callbacks.mmcv_hooks import MMCVHooks
+from detlight.callbacks.workflow import Workflow
+from detlight.compat.hook_base import Hook
 from detlight.exceptions import HookError
-from detlight.workflow import Workflow
 
 torch.set_num_threads(1)
 
@@ -51,6 +52,27 @@ def test_epoch_workflow_trace_matches_mmcv(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, callbacks)
     trainer.fit(ToyModule(), train_dataloaders=loader(2), val_dataloaders=loader(2))
     assert recorder.trace == mmcv_epoch_trace(workflow, max_epochs=3, train_len=2, val_len=2)
+
+
+@pytest.mark.parametrize("by_epoch", [True, False])
+def test_an_evaluation_between_val_phases_calls_no_val_stage(tmp_path: Path, by_epoch: bool) -> None:
+    """mmcv's EvalHook evaluates inside after_train_epoch / after_train_iter and calls no val stage: an
+    evaluation-only validation run is not a val phase (the trace stays mmcv's, with a val epoch only where the
+    workflow has one)."""
+    from detlight.callbacks import Evaluation
+
+    recorder = Recorder()
+    if by_epoch:
+        workflow, runner = [("train", 2), ("val", 1)], {"type": "EpochBasedRunner", "max_epochs": 3}
+    else:
+        workflow, runner = [("train", 3), ("val", 2)], {"type": "IterBasedRunner", "max_iters": 5}
+    callbacks = [Workflow(workflow=workflow, runner=runner), Evaluation(interval=1, by_epoch=by_epoch),
+                 MMCVHooks(hooks=[recorder])]
+    trainer = make_trainer(tmp_path, callbacks, enable_checkpointing=True)
+    trainer.fit(ToyModule(), train_dataloaders=loader(2), val_dataloaders=loader(3))
+    reference = (mmcv_epoch_trace(workflow, max_epochs=3, train_len=2, val_len=3) if by_epoch else
+                 mmcv_iter_trace(workflow, max_iters=5, train_len=2, val_len=2))
+    assert recorder.trace == reference
 
 
 def test_iter_workflow_trace_matches_mmcv(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchmetrics import Metric
 
-from detlight.compat.hooks import STAGES
+from detlight.compat.hook_base import STAGES
 from detlight.module import DetectorModule
 from detlight.testing import BoringDetector, boring_loader, boring_trainer
 

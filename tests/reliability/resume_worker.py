@@ -1,11 +1,13 @@
 """A tiny, deterministic training run for the kill/resume tests (run as a script in its own process).
 
 Usage: ``python resume_worker.py ROOT OUT [--kill-at N] [--kill-in save|step|after_step|crash] [--sigterm]
-[--resume] [--kind 2d|3d] [--workers W]``.
+[--resume] [--kind 2d|3d] [--workers W] [--limit N]``.
 2D: trains 3 epochs of 6 batches over a 12-image synthetic set (random flip -> numpy RNG, dropout -> torch RNG, SGD with
 momentum, a warm-up + step LR schedule, EMA). 3D: a tiny PointPillars, 3 epochs of 3 batches over 6 synthetic LiDAR
 frames with mmdet3d's global augmentation (numpy RNG), AdamW. Both checkpoint after every batch and write the final
 weights to OUT. ``--workers`` sets ``workers_per_gpu`` (the random transforms then run in worker processes).
+``--limit`` sets ``limit_train_batches`` (an int, or a fraction with a dot) and adds an mmcv-style epoch-end
+checkpoint (``MMCheckpoint(interval=1)``), so a kill right after an epoch resumes from a state saved at its end.
 
 ``python resume_worker.py --jobs JSON`` runs each argument list of the JSON list in a child forked from this process,
 in parallel, so the imports (most of a run's time) are paid once; each child's output goes to ``ROOT/output.txt``
@@ -173,6 +175,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--kind", choices=("2d", "3d"), default="2d")
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--limit", default="", help="limit_train_batches (int, or float with a dot)")
     p.add_argument("--progress", default="")
     p.add_argument("--pause", type=float, default=0.0)
     p.add_argument("--save-pause", type=float, default=0.0)
@@ -190,6 +193,12 @@ def main(argv: list[str]) -> None:
     ]
     if args.no_ckpt:
         callbacks.pop()
+    limit: int | float = 1.0
+    if args.limit:
+        from detlight.callbacks.checkpoint import MMCheckpoint
+
+        limit = float(args.limit) if "." in args.limit else int(args.limit)
+        callbacks.append(MMCheckpoint(interval=1))
     if args.progress:
         callbacks.append(Progress(args.progress, args.pause, args.save_pause))
     if args.kill_at >= 0:
@@ -198,7 +207,7 @@ def main(argv: list[str]) -> None:
     trainer = pl.Trainer(max_epochs=3, accelerator="cpu", deterministic=True, logger=False, callbacks=callbacks,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          use_distributed_sampler=False, default_root_dir=args.root, log_every_n_steps=1,
-                         plugins=[AtomicCheckpointIO()])
+                         plugins=[AtomicCheckpointIO()], limit_train_batches=limit)
     ckpt = resolve_ckpt_path("last", trainer) if args.resume else None
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt)

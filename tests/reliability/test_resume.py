@@ -65,6 +65,30 @@ def test_loader_state_at_epoch_end_starts_the_next_epoch_whole():
     assert len(list(resumed)) == 5
 
 
+@pytest.mark.parametrize(("limit", "per_epoch"), [(3, 3), (0.5, 2), (1.0, 5), (9, 5)])
+def test_loader_state_at_the_end_of_a_limited_epoch_starts_the_next_epoch_whole(limit, per_epoch):
+    """``limit_train_batches``: the epoch ends before the loader does; its end-of-epoch state must not make the next
+    epoch skip ``per_epoch`` of its batches."""
+    import lightning.pytorch as pl
+
+    from detlight.data.loader_state import load_skipped_loader_state
+
+    trainer = pl.Trainer(limit_train_batches=limit, logger=False, enable_checkpointing=False)
+    loader = _loader()
+    load_skipped_loader_state(trainer, loader)
+    assert loader.epoch_batches == per_epoch
+    it = iter(loader)
+    for _ in range(per_epoch):  # what the Trainer takes from the epoch
+        next(it)
+    state = loader.state_dict()
+    assert (state["yielded"], state["epoch_batches"], state["num_batches"]) == (per_epoch, per_epoch, 5)
+    next_epoch = [b.tolist() for b in _loader()]  # a fresh loader's epoch: what the uninterrupted run sees next
+    resumed = _loader()
+    load_skipped_loader_state(trainer, resumed)
+    resumed.load_state_dict(state)
+    assert [b.tolist() for b in resumed] == next_epoch
+
+
 def test_loader_refuses_a_state_from_other_data_settings():
     loader = _loader()
     next(iter(loader))

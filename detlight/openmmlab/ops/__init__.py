@@ -1,62 +1,37 @@
 """The kernels behind ``mmcv._ext``: one module per op family, each registering its functions with :func:`ext_op`.
 
-Every public module in this package is a family (``nms``, ``roi_align``, ...). A family module defines plain functions
-named and called exactly as mmcv's wrappers call ``ext_module.<name>(...)`` (output tensors filled in place, keyword
-arguments as in ``mmcv/ops/<op>.py``) and decorates each with ``@ext_op(how=...)``, where ``how`` says what computes
-it (``"torchvision"``: a compiled torchvision kernel; ``"torch"``: vectorised torch). :func:`collect` imports every
-family and returns the table the provider serves; adding a family is adding a file.
+A family module (``nms``, ``roi_align``, ``voxelize``, ...) defines plain functions named and called exactly as
+mmcv's wrappers call ``ext_module.<name>(...)`` and decorates each with ``@ext_op(how=...)``; :func:`collect` imports
+every family and returns the table the provider serves. Adding a family is adding a file. Modules whose names start
+with ``_`` are shared helpers, not families.
+
+Names are imported on first access (see :mod:`detlight._lazy`).
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING
 
-__all__ = ["ExtOp", "collect", "ext_op"]
+from detlight._lazy import lazy_exports
 
-F = TypeVar("F", bound=Callable[..., Any])
-How = Literal["torchvision", "torch", "spconv"]
+if TYPE_CHECKING:
+    from detlight.openmmlab.ops._registry import (
+        ExtOp,
+        collect,
+        ext_op,
+    )
 
+_EXPORTS: dict[str, str] = {
+    "ExtOp": "_registry",
+    "collect": "_registry",
+    "ext_op": "_registry",
+}
 
-@dataclass(frozen=True)
-class ExtOp:
-    """One served ``mmcv._ext`` name: the function, its family module and what computes it."""
+__all__ = [
+    "ExtOp",
+    "collect",
+    "ext_op",
+]
 
-    name: str
-    fn: Callable[..., Any]
-    family: str
-    how: How
-
-
-_REGISTRY: dict[str, ExtOp] = {}
-
-
-def ext_op(how: How, name: str | None = None) -> Callable[[F], F]:
-    """Register the decorated function as ``mmcv._ext.<name>`` (default: the function's own name).
-
-    Args:
-        how: what computes it: ``"torchvision"`` (a registered torchvision kernel), ``"torch"`` (torch ops) or
-            ``"spconv"``.
-        name: the ``_ext`` name when it differs from the function's name.
-    """
-
-    def register(fn: F) -> F:
-        key = name or fn.__name__
-        family = fn.__module__.rsplit(".", 1)[-1]
-        if key in _REGISTRY and _REGISTRY[key].fn is not fn:
-            raise RuntimeError(f"mmcv._ext.{key} is registered twice: by {_REGISTRY[key].family} and {family}")
-        _REGISTRY[key] = ExtOp(key, fn, family, how)
-        return fn
-
-    return register
-
-
-def collect() -> dict[str, ExtOp]:
-    """Import every family module of this package and return ``{ext name: ExtOp}``."""
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
-    return dict(_REGISTRY)
+if not TYPE_CHECKING:  # type checkers read the imports above
+    __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
