@@ -259,7 +259,8 @@ def neighbour_rows(scale: float, repeats: int) -> list[list[str]]:
         path = ("dense" if b * m * n < 1 << 20 else
                 "grid" if bq.ball_hits_grid(centres, xyz, 0.0, r2, 32) is not None else "prefix scan")
         rows.append([f"ball_query r={radius}", f"B={b}, {n} pts, {m} centres, 32 samples", path,
-                     _bench.spread([t * 1e3 for t in t_old], "{:.0f}"), _bench.spread([t * 1e3 for t in t_new], "{:.0f}"),
+                     _bench.spread([t * 1e3 for t in t_old], "{:.0f}"),
+                     _bench.spread([t * 1e3 for t in t_new], "{:.0f}"),
                      f"{_bench.median(t_old) / _bench.median(t_new):.1f}x", "yes" if same else "NO"])
     for known_n in (4096, 1024, 256):
         known = xyz[:, : max(4, int(known_n * scale))].contiguous()
@@ -271,7 +272,8 @@ def neighbour_rows(scale: float, repeats: int) -> list[list[str]]:
         t_old = timed(lambda k=known: tn.three_nn_dense(xyz, k), max(1, repeats // 2))
         path = "grid" if known.shape[1] >= 1024 and b * n * known.shape[1] >= 1 << 20 else "dense"
         rows.append([f"three_nn {known.shape[1]} known", f"B={b}, {n} unknown", path,
-                     _bench.spread([t * 1e3 for t in t_old], "{:.0f}"), _bench.spread([t * 1e3 for t in t_new], "{:.0f}"),
+                     _bench.spread([t * 1e3 for t in t_old], "{:.0f}"),
+                     _bench.spread([t * 1e3 for t in t_new], "{:.0f}"),
                      f"{_bench.median(t_old) / _bench.median(t_new):.1f}x", "yes" if same else "NO"])
     return rows
 

@@ -95,7 +95,7 @@ class PointGrid:
         return torch.minimum(torch.maximum(cells, cells.new_full((3,), -1.0)), upper).long() + 2
 
     def runs(self, queries: Tensor, batch: Tensor) -> tuple[Tensor, Tensor]:
-        """Start and length ``(R, 9)`` of each query's 9 runs in the sorted points; ``queries (R, 3)``, ``batch (R,)``."""
+        """Start and length ``(R, 9)`` of the 9 runs of each of ``queries (R, 3)`` (batch ``(R,)``) in the points."""
         c = self.query_cells(queries)
         off = torch.tensor([-1, 0, 1], device=queries.device)
         cx = (c[:, 0:1] + off).repeat_interleave(3, 1)  # (R, 9)

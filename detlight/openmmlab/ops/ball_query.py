@@ -11,6 +11,7 @@ the 27 cells around each centre (every point that can be in the ball), with the 
 the dense distances, so the result is the dense one bit for bit. Radii whose 27 cells hold more than 8% of the cloud
 (and non-finite coordinates) scan the points in blocks of doubling size and stop for a centre once it holds
 ``nsample`` hits; small inputs compute every distance (per chunk of centres: memory, not a loop, bounds a call).
+GPU tensors always take the dense path.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from torch import Tensor
 from detlight.openmmlab.ops import ext_op
 from detlight.openmmlab.ops._points import ELEMENT_BUDGET, PointGrid, batch_of, rows_per_chunk, sq_dist, sq_dist_pairs
 
-__all__ = ["ball_hits", "ball_hits_dense", "ball_hits_grid", "ball_hits_prefix", "ball_query_forward", "first_hits", "first_keys",
-           "stack_ball_query_forward"]
+__all__ = ["ball_hits", "ball_hits_dense", "ball_hits_grid", "ball_hits_prefix", "ball_query_forward", "first_hits",
+           "first_keys", "stack_ball_query_forward"]
 
 
 def first_keys(key: Tensor, count: Tensor, nsample: int, none: int) -> Tensor:
@@ -165,10 +166,11 @@ def ball_hits(centres: Tensor, xyz: Tensor, lo2: float, hi2: float, nsample: int
     or ``lo2 <= d^2 < hi2``, padded as mmcv pads, and how many there are, capped at ``nsample``:
     ``(found (B, M, nsample), count (B, M))``.
 
-    Small inputs use the dense distances; large ones the grid, or where the 27 cells hold much of the cloud (wide
-    radii), :func:`ball_hits_prefix`. All three give the same result.
+    Small inputs and non-CPU tensors (a GPU runs the dense form fast, without the grid's host syncs) use the dense
+    distances; large CPU ones the grid, or where the 27 cells hold much of the cloud (wide radii),
+    :func:`ball_hits_prefix`. All three give the same result.
     """
-    if centres.shape[0] * centres.shape[1] * xyz.shape[1] >= 1 << 20:
+    if centres.device.type == "cpu" and centres.shape[0] * centres.shape[1] * xyz.shape[1] >= 1 << 20:
         res = ball_hits_grid(centres, xyz, lo2, hi2, nsample)
         found, count = res if res is not None else ball_hits_prefix(centres, xyz, lo2, hi2, nsample)
     else:
@@ -179,7 +181,7 @@ def ball_hits(centres: Tensor, xyz: Tensor, lo2: float, hi2: float, nsample: int
 @ext_op(how="torch")
 def ball_query_forward(center_xyz: Tensor, xyz: Tensor, idx: Tensor, b: int, n: int, m: int, min_radius: float,
                        max_radius: float, nsample: int) -> None:
-    """Fill ``idx (B, m, nsample)`` with the first points of ``xyz (B, n, 3)`` in each ball of ``center_xyz (B, m, 3)``."""
+    """Fill ``idx (B, m, nsample)``: the first points of ``xyz (B, n, 3)`` in each ball of ``center_xyz (B, m, 3)``."""
     del b, n, m
     found, count = ball_hits(center_xyz, xyz, float(min_radius) ** 2, float(max_radius) ** 2, nsample)
     idx.copy_(torch.where((count > 0).unsqueeze(-1), found.to(idx.dtype), idx))

@@ -8,7 +8,7 @@ fewer than three known points the missing slots get index 0 and an infinite dist
 Small inputs compute every distance (per chunk of unknown points). Large ones bucket the known points in a uniform
 grid (about 2 per cell) and look only at the 27 cells around each unknown point, keeping a row only when its third
 distance provably beats every point outside those cells; the other rows are computed densely, so the result is the
-dense one, bit for bit.
+dense one, bit for bit. GPU tensors always take the dense path (fast there, and without the grid's host syncs).
 """
 
 from __future__ import annotations
@@ -138,7 +138,8 @@ def three_nn_forward(unknown: Tensor, known: Tensor, dist2: Tensor, idx: Tensor,
     """
     del b, n, m
     res = None
-    if known.shape[1] >= 1024 and unknown.shape[0] * unknown.shape[1] * known.shape[1] >= 1 << 20:
+    big = unknown.shape[0] * unknown.shape[1] * known.shape[1] >= 1 << 20
+    if unknown.device.type == "cpu" and known.shape[1] >= 1024 and big:
         res = three_nn_grid(unknown, known)  # a row costs ~100 candidates: the grid pays from ~1000 known points
     vals, near = res if res is not None else three_nn_dense(unknown, known)
     dist2.copy_(vals.to(dist2.dtype))
