@@ -12,6 +12,11 @@ Two markdown tables:
    score order and, for each box still alive, computes its exact IoU with the later boxes (the same circle prefilter
    and the same rotated-IoU code, vectorised over the other boxes). Both return the same indices (checked).
 
+3. ``ball_query`` (PointNet++ SSG radii 0.2 / 0.4 / 0.8 / 1.2) and ``three_nn`` (16384 unknown points against
+   4096 / 1024 / 256 known) as served (a uniform grid of candidate cells; for wide balls a scan that stops once a
+   centre is full) against the dense computation of every distance (the previous implementation, kept as the
+   reference), same invocation, results checked bit for bit.
+
 ``--scale`` shrinks every size (the smoke test runs the script at ``--scale 0.02``). The machine line says which CPU
 and how loaded it was; timings on a shared machine vary run to run.
 """
@@ -237,6 +242,42 @@ def _cases(scale: float) -> list[tuple[str, str, Callable[[], Any]]]:  # noqa: C
     return cases
 
 
+def neighbour_rows(scale: float, repeats: int) -> list[list[str]]:
+    """Served ball_query / three_nn (grid where it pays) against the dense reference, with an exact-equality check."""
+    g = torch.Generator().manual_seed(3)
+    b, n, m = 2, max(64, int(16384 * scale)), max(16, int(2048 * scale))
+    xyz = torch.rand(b, n, 3, generator=g) * 4
+    centres = xyz[:, :m].contiguous()
+    rows = []
+    for radius in (0.2, 0.4, 0.8, 1.2):
+        r2 = radius * radius
+        served = bq.ball_hits(centres, xyz, 0.0, r2, 32)
+        dense = bq.ball_hits_dense(centres, xyz, 0.0, r2, 32)
+        same = torch.equal(served[0], dense[0]) and torch.equal(served[1], dense[1].clamp(max=32))
+        t_new = timed(lambda r=r2: bq.ball_hits(centres, xyz, 0.0, r, 32), repeats)
+        t_old = timed(lambda r=r2: bq.ball_hits_dense(centres, xyz, 0.0, r, 32), max(1, repeats // 2))
+        path = ("dense" if b * m * n < 1 << 20 else
+                "grid" if bq.ball_hits_grid(centres, xyz, 0.0, r2, 32) is not None else "prefix scan")
+        rows.append([f"ball_query r={radius}", f"B={b}, {n} pts, {m} centres, 32 samples", path,
+                     _bench.spread([t * 1e3 for t in t_old], "{:.0f}"),
+                     _bench.spread([t * 1e3 for t in t_new], "{:.0f}"),
+                     f"{_bench.median(t_old) / _bench.median(t_new):.1f}x", "yes" if same else "NO"])
+    for known_n in (4096, 1024, 256):
+        known = xyz[:, : max(4, int(known_n * scale))].contiguous()
+        d2, i3 = torch.zeros(b, n, 3), torch.zeros(b, n, 3, dtype=torch.int32)
+        tn.three_nn_forward(xyz, known, d2, i3, b, n, known.shape[1])
+        dense = tn.three_nn_dense(xyz, known)
+        same = torch.equal(d2, dense[0]) and torch.equal(i3.long(), dense[1])
+        t_new = timed(lambda k=known, d=d2, i=i3: tn.three_nn_forward(xyz, k, d, i, b, n, k.shape[1]), repeats)
+        t_old = timed(lambda k=known: tn.three_nn_dense(xyz, k), max(1, repeats // 2))
+        path = "grid" if known.shape[1] >= 1024 and b * n * known.shape[1] >= 1 << 20 else "dense"
+        rows.append([f"three_nn {known.shape[1]} known", f"B={b}, {n} unknown", path,
+                     _bench.spread([t * 1e3 for t in t_old], "{:.0f}"),
+                     _bench.spread([t * 1e3 for t in t_new], "{:.0f}"),
+                     f"{_bench.median(t_old) / _bench.median(t_new):.1f}x", "yes" if same else "NO"])
+    return rows
+
+
 def op_rows(scale: float, repeats: int) -> list[list[str]]:
     rows = []
     for name, size, fn in _cases(scale):
@@ -259,7 +300,10 @@ def main(argv: list[str] | None = None) -> str:
     report = [f"machine: {_bench.machine_info()}; torch threads {torch.get_num_threads()}", "",
               _bench.markdown_table(["op", "size", "ms: median [min-max]"], op_rows(args.scale, args.repeats)), "",
               _bench.markdown_table(["boxes", "kept", "nms_rotated ms", "sequential greedy loop ms", "speed-up",
-                                     "same keep"], nms_rows(sizes, args.repeats))]
+                                     "same keep"], nms_rows(sizes, args.repeats)), "",
+              _bench.markdown_table(["op", "size", "served by", "dense ms (reference)", "served ms", "speed-up",
+                                     "same bits"],
+                                    neighbour_rows(args.scale, args.repeats))]
     text = "\n".join(report)
     print(text)
     return text

@@ -8,7 +8,9 @@ answers for ``mmcv._ext`` only, with a real spec and loader (``mmcv.ops.check_op
   :func:`install_ops` does not install anything when it sees one: a real mmcv-full always wins;
 - names detlight provides are the functions registered in :mod:`detlight.openmmlab.ops`;
 - any other name resolves to a function that raises :class:`OpNotProvidedError` when called, naming the op and the
-  mmcv code that called it; importing never fails, only using an op that is not there.
+  mmcv code that called it; importing never fails, only using an op that is not there;
+- the few ``mmcv.ops`` wrappers that allocate on CUDA before calling ``_ext`` get device-agnostic versions when their
+  module is imported (:mod:`detlight.openmmlab.cpu_wrappers`), so they run on CPU tensors too.
 """
 
 from __future__ import annotations
@@ -144,6 +146,9 @@ def install_ops() -> bool:
     if _compiled_ext(list(spec.submodule_search_locations)) is not None:
         return False
     sys.meta_path.append(_FINDER)
+    from detlight.openmmlab.cpu_wrappers import install_cpu_wrappers
+
+    install_cpu_wrappers()  # mmcv.ops wrappers that allocate on CUDA before calling _ext: device-agnostic versions
     from detlight.openmmlab.spconv_compat import select_sparse_backend
 
     select_sparse_backend()  # mmdet3d's sparse layers: spconv 2.x only where it can train (CUDA build + GPU)
@@ -154,6 +159,9 @@ def uninstall_ops() -> None:
     """Remove the finder and the served ``mmcv._ext`` (for tests; modules that already hold its functions keep them)."""
     if _FINDER in sys.meta_path:
         sys.meta_path.remove(_FINDER)
+    from detlight.openmmlab.cpu_wrappers import uninstall_cpu_wrappers
+
+    uninstall_cpu_wrappers()
     loaded = sys.modules.get(EXT_NAME)
     if loaded is not None and getattr(loaded, "__detlight_ops__", False):
         del sys.modules[EXT_NAME]

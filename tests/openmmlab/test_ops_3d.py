@@ -391,6 +391,101 @@ def test_stack_ball_query_batches_and_empty_balls() -> None:
         assert idx[m].tolist() == (hits + [hits[0]] * 4)[:4]
 
 
+def _cloud_cases(g: torch.Generator, dtype: torch.dtype) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Clouds for grid-vs-dense equality: duplicates (zero distances), centres outside the cloud, a lattice with
+    points exactly on the radius, far-from-origin coordinates, a flat (planar) cloud."""
+    xyz = (torch.rand(2, 600, 3, generator=g) * 4).to(dtype)
+    xyz[:, 100:150] = xyz[:, :50]
+    outside = (torch.rand(2, 40, 3, generator=g) * 8 - 2).to(dtype)
+    ax = torch.arange(0, 2.5, 0.25)
+    lattice = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(1, -1, 3).to(dtype)
+    far = (torch.rand(1, 600, 3, generator=g) * 60 + 1000).to(dtype)
+    flat = torch.cat((torch.rand(1, 600, 2, generator=g) * 4, torch.zeros(1, 600, 1)), -1).to(dtype)
+    return [("random", torch.cat((xyz[:, :150], outside), 1).contiguous(), xyz),
+            ("lattice", lattice[:, ::7].contiguous(), lattice), ("far", far[:, :150].contiguous(), far),
+            ("flat", flat[:, :150].contiguous(), flat)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_ball_query_grid_equals_dense(dtype: torch.dtype) -> None:
+    g = gen(40)
+    for name, centres, xyz in _cloud_cases(g, dtype):
+        for lo, hi, ns in ((0.0, 0.25, 16), (0.25, 0.5, 32), (0.1, 1.0, 4)):
+            dense = bq.ball_hits_dense(centres, xyz, lo * lo, hi * hi, ns)
+            grid = bq.ball_hits_grid(centres, xyz, lo * lo, hi * hi, ns, max_fraction=2.0)
+            assert grid is not None
+            assert torch.equal(grid[0], dense[0]) and torch.equal(grid[1], dense[1]), (name, lo, hi)
+            assert int(dense[1].sum()) > 0
+            prefix = bq.ball_hits_prefix(centres, xyz, lo * lo, hi * hi, ns, first_block=16)  # several blocks
+            assert torch.equal(prefix[0], dense[0]), (name, lo, hi)
+            assert torch.equal(prefix[1], dense[1].clamp(max=ns))
+    xyz = torch.rand(1, 64, 3, generator=g)
+    xyz[0, 5, 1] = float("nan")  # the grid cannot be built: the caller takes the dense path
+    assert bq.ball_hits_grid(xyz, xyz, 0.0, 0.04, 4) is None
+    dense, prefix = bq.ball_hits_dense(xyz, xyz, 0.0, 0.09, 4), bq.ball_hits_prefix(xyz, xyz, 0.0, 0.09, 4, 8)
+    assert torch.equal(prefix[0], dense[0]) and dense[1][0, 5] == 0  # the NaN point is in no ball, not even its own
+    assert bq.ball_hits_grid(xyz[:, :4], torch.rand(1, 64, 3, generator=g), 0.0, 0.0, 4) is None
+
+
+def test_ball_query_forward_large_input_takes_grid_and_keeps_empty_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    took: list[bool] = []
+    real = bq.ball_hits_grid
+    monkeypatch.setattr(bq, "ball_hits_grid", lambda *a, **k: took.append(True) or real(*a, **k))
+    g = gen(41)
+    xyz = torch.rand(2, 4096, 3, generator=g) * 4
+    centres = torch.cat((xyz[:, :300], torch.full((2, 2, 3), 50.0)), 1).contiguous()  # two empty balls
+    idx = torch.full((2, 302, 16), 7, dtype=torch.int32)
+    bq.ball_query_forward(centres, xyz, idx, b=2, n=4096, m=302, min_radius=0.0, max_radius=0.2, nsample=16)
+    found, count = bq.ball_hits_dense(centres, xyz, 0.0, 0.04, 16)
+    assert torch.equal(idx[:, :300].long(), found[:, :300]) and (count[:, :300] > 0).all()
+    assert (idx[:, 300:] == 7).all()  # untouched, as mmcv leaves them
+    assert took == [True]
+    scans: list[bool] = []
+    real_prefix = bq.ball_hits_prefix
+    monkeypatch.setattr(bq, "ball_hits_prefix", lambda *a, **k: scans.append(True) or real_prefix(*a, **k))
+    bq.ball_query_forward(centres, xyz, idx, b=2, n=4096, m=302, min_radius=0.5, max_radius=1.5, nsample=16)
+    found, count = bq.ball_hits_dense(centres, xyz, 0.25, 2.25, 16)
+    assert scans == [True] and torch.equal(idx[:, :300].long(), found[:, :300]) and (idx[:, 300:] == 7).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_three_nn_grid_equals_dense(dtype: torch.dtype) -> None:
+    for name, known, unknown in _cloud_cases(gen(42), dtype):
+        dense = tn.three_nn_dense(unknown, known)
+        grid = tn.three_nn_grid(unknown, known)
+        assert grid is not None
+        assert torch.equal(grid[0], dense[0]) and torch.equal(grid[1], dense[1]), name
+    g = gen(43)
+    clustered = torch.cat((torch.rand(1, 500, 3, generator=g) * 0.01, torch.rand(1, 500, 3, generator=g) * 5), 1)
+    dense = tn.three_nn_dense(clustered, clustered[:, ::3].contiguous())
+    grid = tn.three_nn_grid(clustered, clustered[:, ::3].contiguous(), max_candidates=64)  # crowded rows: dense
+    assert grid is not None and torch.equal(grid[0], dense[0]) and torch.equal(grid[1], dense[1])
+    assert tn.three_nn_grid(clustered, clustered[:, :2].contiguous()) is None  # fewer than 3 known: dense path
+
+
+def test_three_nn_forward_large_input_matches_stable_sort(monkeypatch: pytest.MonkeyPatch) -> None:
+    results: list[bool] = []
+    real = tn.three_nn_grid
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        res = real(*args, **kwargs)
+        results.append(res is not None)
+        return res
+
+    monkeypatch.setattr(tn, "three_nn_grid", spy)
+    g = gen(44)
+    xyz = torch.rand(2, 4096, 3, generator=g) * 4
+    known = xyz[:, :1200].contiguous()
+    known[:, 10] = known[:, 3]  # duplicate: the lower index comes first
+    dist2, idx = torch.zeros(2, 4096, 3), torch.zeros(2, 4096, 3, dtype=torch.int32)
+    tn.three_nn_forward(xyz, known, dist2, idx, b=2, n=4096, m=1200)
+    assert results == [True]
+    d = ((xyz.unsqueeze(2) - known.unsqueeze(1)) ** 2).sum(-1)
+    order = torch.sort(d, dim=-1, stable=True).indices[..., :3]
+    assert torch.equal(idx.long(), order) and idx[0, 3, :2].tolist() == [3, 10]
+    assert torch.allclose(dist2, d.gather(-1, order))
+
+
 def naive_fps(dist: Callable[[int, int], float], n: int, m: int) -> list[int]:
     temp = [1e10] * n
     out, old = [0], 0
@@ -627,6 +722,7 @@ def test_ops_3d_benchmark_runs_tiny(monkeypatch: pytest.MonkeyPatch, capsys: pyt
     finally:
         for name in ("ops_3d", "_bench"):
             sys.modules.pop(name, None)
-    nms_table = text.split("| boxes |")[1]
+    nms_table, neighbour_table = text.split("| boxes |")[1].split("| dense ms (reference) |")
     assert nms_table.count("| yes |") == 3 and "| NO |" not in nms_table  # vectorised == sequential greedy
+    assert neighbour_table.count("| yes |") == 7 and "| NO |" not in neighbour_table  # served == dense, bitwise
     assert text.count("\n| ") >= 30 and capsys.readouterr().out
