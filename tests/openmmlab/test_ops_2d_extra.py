@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
+from detlight.openmmlab.ops import assign_score_withk as assign_ops
 from detlight.openmmlab.ops import deform_roi_pool as drp
 from detlight.openmmlab.ops import info
 
@@ -144,7 +145,7 @@ def test_deform_roi_pool_gradcheck_input_and_offset(ratio: int) -> None:
     x.requires_grad_(True)
     offset = (offset * 0.2).requires_grad_(True)
     assert gradcheck(lambda a, o: _DeformRoIPool.apply(a, o, rois, 3, 2, 1.0, ratio, 0.1), (x, offset),
-                     eps=1e-6, atol=1e-6)
+                     eps=1e-6, atol=1e-6, fast_mode=True)
 
 
 def test_deform_roi_pool_backward_matches_autograd_through_naive_sampling() -> None:
@@ -158,3 +159,77 @@ def test_deform_roi_pool_backward_matches_autograd_through_naive_sampling() -> N
     e = torch.rand_like(x)
     pooled = _naive_deform_roi_pool(e.detach(), rois, offset, 3, 2, 0.5, 0, 0.1)
     torch.testing.assert_close((g * pooled).sum(), (gx * e).sum())
+
+
+# --------------------------------------------------------------------------------------------- assign_score_withk
+def _naive_assign(points: torch.Tensor, centers: torch.Tensor, scores: torch.Tensor, knn: torch.Tensor,
+                  ) -> torch.Tensor:
+    b_n, n0, m_n, o_n = points.shape
+    _, n1, k_n, _ = scores.shape
+    out = torch.zeros(b_n, o_n, n1, k_n, dtype=points.dtype)
+    for b in range(b_n):
+        for n in range(n1):
+            cn = int(knn[b, n, 0])
+            for k in range(k_n):
+                kn = int(knn[b, n, k])
+                if not 0 <= kn < n0:
+                    continue
+                for o in range(o_n):
+                    out[b, o, n, k] = sum(float((points[b, kn, m, o] - centers[b, cn, m, o]) * scores[b, n, k, m])
+                                          for m in range(m_n))
+    return out
+
+
+def _assign_case(seed: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    points = torch.rand(2, 7, 3, 4, generator=g, dtype=torch.float64)
+    centers = torch.rand(2, 7, 3, 4, generator=g, dtype=torch.float64)
+    scores = torch.rand(2, 5, 4, 3, generator=g, dtype=torch.float64)
+    knn = torch.randint(0, 7, (2, 5, 4), generator=g)
+    knn[0, 1, 2] = 7  # out of range: an empty slot
+    knn[1, 3, 1] = -1
+    return points, centers, scores, knn
+
+
+def _assign_call(points: torch.Tensor, centers: torch.Tensor, scores: torch.Tensor, knn: torch.Tensor,
+                 ) -> torch.Tensor:
+    b_n, n0, m_n, o_n = points.shape
+    out = points.new_zeros(b_n, o_n, scores.shape[1], scores.shape[2])
+    assign_ops.assign_score_withk_forward(points, centers, scores, knn, out, B=b_n, N0=n0, N1=scores.shape[1], M=m_n,
+                                          K=scores.shape[2], O=o_n, aggregate=0)
+    return out
+
+
+def test_assign_score_withk_forward_matches_naive() -> None:
+    points, centers, scores, knn = _assign_case(0)
+    torch.testing.assert_close(_assign_call(points, centers, scores, knn), _naive_assign(points, centers, scores, knn))
+
+
+class _Assign(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, scores: torch.Tensor, points: torch.Tensor, centers: torch.Tensor, knn: torch.Tensor,
+                ) -> torch.Tensor:
+        ctx.save_for_backward(points, centers, scores, knn)
+        return _assign_call(points, centers, scores, knn)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        points, centers, scores, knn = ctx.saved_tensors
+        gp, gc, gs = torch.zeros_like(points), torch.zeros_like(centers), torch.zeros_like(scores)
+        b_n, n0, m_n, o_n = points.shape
+        assign_ops.assign_score_withk_backward(grad.contiguous(), points, centers, scores, knn, gp, gc, gs, B=b_n,
+                                               N0=n0, N1=scores.shape[1], M=m_n, K=scores.shape[2], O=o_n)
+        return gs, gp, gc, None
+
+
+def test_assign_score_withk_gradcheck() -> None:
+    points, centers, scores, knn = _assign_case(1)
+    inputs = tuple(t.requires_grad_(True) for t in (scores, points, centers))
+    assert gradcheck(lambda s, p, c: _Assign.apply(s, p, c, knn), inputs, eps=1e-6, atol=1e-6)
+
+
+def test_assign_score_withk_rejects_bad_centre() -> None:
+    points, centers, scores, knn = _assign_case(2)
+    knn[0, 0, 0] = 9
+    with pytest.raises(ValueError, match="centre"):
+        _assign_call(points, centers, scores, knn)
