@@ -13,8 +13,6 @@ Limits: a RoI whose width or height is negative has an empty grid and pools to 0
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 

@@ -1,0 +1,100 @@
+"""mmcv's own tests (open-mmlab/mmcv v1.7.2 ``tests/test_ops``) for the later families, ported as numbers.
+
+Every case goes through mmcv's Python wrappers (``DeformRoIPoolPack``, ``assign_score_withk``, ``mmcv.ops.info``...)
+with ``mmcv._ext`` served by detlight; cases upstream gates on CUDA run on CPU against the same expected values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import _mmcv_values_2d as V
+import numpy as np
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+pytestmark = pytest.mark.openmmlab
+
+
+@pytest.fixture(scope="module")
+def ops() -> Any:
+    pytest.importorskip("mmcv")
+    import detlight.openmmlab
+
+    assert detlight.openmmlab.install_ops()
+    import mmcv.ops
+
+    return mmcv.ops
+
+
+# ================================================================================================= info.py
+def test_info_and_collect_env(ops: Any) -> None:
+    from mmcv.utils import collect_env
+
+    assert "detlight.openmmlab" in ops.get_compiler_version()
+    assert "detlight.openmmlab" in ops.get_compiling_cuda_version()
+    env = collect_env()
+    assert env["MMCV Compiler"] == ops.get_compiler_version()
+    assert env["MMCV CUDA Compiler"] == ops.get_compiling_cuda_version()
+
+
+# ================================================================================== test_deform_roi_pool.py
+DRP_INPUTS = [([[[[1., 2.], [3., 4.]]]], [[0., 0., 0., 1., 1.]]),
+              ([[[[1., 2.], [3., 4.]], [[4., 3.], [2., 1.]]]], [[0., 0., 0., 1., 1.]]),
+              ([[[[1., 2., 5., 6.], [3., 4., 7., 8.], [9., 10., 13., 14.], [11., 12., 15., 16.]]]],
+               [[0., 0., 0., 3., 3.]])]
+DRP_OUTPUTS = [([[[[1, 1.25], [1.5, 1.75]]]], [[[[3.0625, 0.4375], [0.4375, 0.0625]]]]),
+               ([[[[1., 1.25], [1.5, 1.75]], [[4, 3.75], [3.5, 3.25]]]],
+                [[[[3.0625, 0.4375], [0.4375, 0.0625]], [[3.0625, 0.4375], [0.4375, 0.0625]]]]),
+               ([[[[1.9375, 4.75], [7.5625, 10.375]]]],
+                [[[[0.47265625, 0.4296875, 0.4296875, 0.04296875], [0.4296875, 0.390625, 0.390625, 0.0390625],
+                   [0.4296875, 0.390625, 0.390625, 0.0390625], [0.04296875, 0.0390625, 0.0390625, 0.00390625]]]])]
+
+
+@pytest.mark.parametrize("dtype", [torch.float, torch.double])
+@pytest.mark.parametrize("case", range(3))
+def test_deform_roi_pool_allclose(ops: Any, case: int, dtype: torch.dtype) -> None:
+    (np_input, np_rois), (np_output, np_grad) = DRP_INPUTS[case], DRP_OUTPUTS[case]
+    x = torch.tensor(np_input, dtype=dtype, requires_grad=True)
+    rois = torch.tensor(np_rois, dtype=dtype)
+    pool = ops.DeformRoIPoolPack((2, 2), x.size(1), spatial_scale=1.0, sampling_ratio=2).to(dtype)
+    out = pool(x, rois)
+    out.backward(torch.ones_like(out))
+    assert np.allclose(out.detach().numpy(), np_output, 1e-3)
+    assert x.grad is not None and np.allclose(x.grad.numpy(), np_grad, 1e-3)
+
+
+@pytest.mark.filterwarnings("ignore:Input #0 requires gradient and is not a double")  # upstream checks in float32
+@pytest.mark.parametrize("modulated", [False, True])
+@pytest.mark.parametrize("case", range(3))
+def test_deform_roi_pool_gradcheck(ops: Any, case: int, modulated: bool) -> None:
+    np_input, np_rois = DRP_INPUTS[case]
+    x = torch.tensor(np_input, dtype=torch.float, requires_grad=True)
+    rois = torch.tensor(np_rois, dtype=torch.float)
+    cls = ops.ModulatedDeformRoIPoolPack if modulated else ops.DeformRoIPoolPack
+    pool = cls((2, 2), x.size(1), spatial_scale=1.0, sampling_ratio=2)
+    assert gradcheck(pool, (x, rois), eps=1e-2, atol=1e-2)
+
+
+def test_deform_roi_pool_learned_offset_gets_gradient(ops: Any) -> None:
+    # beyond upstream: a non-zero learned offset moves the bins and receives a gradient through mmcv's Function
+    torch.manual_seed(0)
+    x = torch.rand(1, 2, 8, 8, dtype=torch.double, requires_grad=True)
+    rois = torch.tensor([[0.0, 1.0, 1.5, 5.0, 6.0]], dtype=torch.double)
+    offset = (torch.rand(1, 2, 2, 2, dtype=torch.double) * 0.4 - 0.2).requires_grad_(True)
+    assert gradcheck(lambda a, o: ops.deform_roi_pool(a, rois, o, (2, 2), 1.0, 2, 0.1), (x, offset))
+
+
+# ================================================================================ test_assign_score_withk.py
+def test_paconv_assign_scores(ops: Any) -> None:
+    scores = torch.tensor(V.ASW_SCORES, requires_grad=True)
+    points = torch.tensor(V.ASW_POINTS, requires_grad=True)
+    centers = torch.tensor(V.ASW_CENTERS, requires_grad=True)
+    knn_idx = torch.tensor(V.ASW_KNN).long()
+    output = ops.assign_score_withk(scores, points, centers, knn_idx, "sum")
+    assert torch.allclose(output.detach(), torch.tensor(V.ASW_EXPECT_OUT), atol=1e-6)
+    output.sum().backward()
+    assert torch.allclose(scores.grad, torch.tensor(V.ASW_EXPECT_GRAD_SCORES), atol=1e-6)
+    assert torch.allclose(points.grad, torch.tensor(V.ASW_EXPECT_GRAD_POINTS), atol=1e-6)
+    assert torch.allclose(centers.grad, torch.tensor(V.ASW_EXPECT_GRAD_CENTERS), atol=1e-6)
