@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from detlight.openmmlab.ops import ext_op
+from detlight.openmmlab.ops._bin_sampling import corner_terms, pool_points, scatter_points
 from detlight.openmmlab.ops._sampling import chunks, roi_corners
 
 __all__ = ["deform_roi_pool_backward", "deform_roi_pool_forward"]
@@ -64,10 +65,6 @@ class _Geometry:
         return ys, xs, valid[:, None, None]  # valid: (r, 1, 1, Gh, Gw)
 
 
-def _corner_index(batch: Tensor, h: int, w: int, yi: Tensor, xi: Tensor) -> Tensor:
-    return (batch.view(-1, 1, 1, 1, 1) * h + yi) * w + xi
-
-
 @ext_op(how="torch")
 def deform_roi_pool_forward(input: Tensor, rois: Tensor, offset: Tensor, output: Tensor, pooled_height: int = 7,
                             pooled_width: int = 7, spatial_scale: float = 1.0, sampling_ratio: int = 0,
@@ -96,16 +93,7 @@ def deform_roi_pool_forward(input: Tensor, rois: Tensor, offset: Tensor, output:
     feat = input.permute(0, 2, 3, 1).reshape(n * h * w, c)
     for sl in chunks(rois.shape[0], ph * pw * geo.g_h * geo.g_w * max(c, 1) * 2):
         ys, xs, valid = geo.points(sl, offset, ph, pw, float(gamma))
-        y_lo, y_hi, wy_lo, wy_hi = roi_corners(ys, h)
-        x_lo, x_hi, wx_lo, wx_hi = roi_corners(xs, w)
-        batch = geo.batch[sl]
-        acc = None
-        for yi, wy in ((y_lo, wy_lo), (y_hi, wy_hi)):
-            for xi, wx in ((x_lo, wx_lo), (x_hi, wx_hi)):
-                wgt = (wy * wx * valid)[..., None]
-                term = (wgt * feat[_corner_index(batch, h, w, yi, xi)]).sum((3, 4))  # (r, ph, pw, C)
-                acc = term if acc is None else acc + term
-        assert acc is not None
+        acc = pool_points(feat, corner_terms(geo.batch[sl], ys, xs, valid, h, w))
         output[sl] = (acc / geo.count[sl, None, None, None]).permute(0, 3, 1, 2).to(output.dtype)
 
 
@@ -131,20 +119,15 @@ def deform_roi_pool_backward(grad_output: Tensor, input: Tensor, rois: Tensor, o
     scale = float(gamma)
     for sl in chunks(rois.shape[0], ph * pw * geo.g_h * geo.g_w * max(c, 1) * 3):
         ys, xs, valid = geo.points(sl, offset, ph, pw, scale)
-        y_lo, y_hi, wy_lo, wy_hi = roi_corners(ys, h)
-        x_lo, x_hi, wx_lo, wx_hi = roi_corners(xs, w)
-        batch = geo.batch[sl]
-        g = (grad_output[sl].permute(0, 2, 3, 1) / geo.count[sl, None, None, None])[:, :, :, None, None, :]
-        vmask = valid.to(feat.dtype)
-        corners = {}
-        for ky, (yi, wy) in enumerate(((y_lo, wy_lo), (y_hi, wy_hi))):
-            for kx, (xi, wx) in enumerate(((x_lo, wx_lo), (x_hi, wx_hi))):
-                idx = _corner_index(batch, h, w, yi, xi)
-                wgt = (wy * wx * vmask)[..., None]
-                grad_feat.index_add_(0, idx.reshape(-1), (wgt * g).reshape(-1, c).to(grad_feat.dtype))
-                if with_offset:
-                    corners[ky, kx] = (feat[idx] * g).sum(-1)  # (r, ph, pw, Gh, Gw): <value, bin gradient>
+        terms = corner_terms(geo.batch[sl], ys, xs, valid, h, w)
+        g = grad_output[sl].permute(0, 2, 3, 1) / geo.count[sl, None, None, None]
+        scatter_points(grad_feat, terms, g)
         if with_offset:
+            y_lo, y_hi, _, _ = roi_corners(ys, h)
+            x_lo, x_hi, _, _ = roi_corners(xs, w)
+            # <corner value, bin gradient> for corners 00, 01, 10, 11 (y, x): (r, ph, pw, Gh, Gw) each
+            dots = [(feat[idx] * g[:, :, :, None, None, :]).sum(-1) for idx, _ in terms]
+            corners = {(0, 0): dots[0], (0, 1): dots[1], (1, 0): dots[2], (1, 1): dots[3]}
             # mmcv's kernel: the bilinear derivative with the *unclamped* sample coordinate against the (clamped)
             # corner indices, zero outside [-1, size] (no corner is touched there)
             inside = ((ys >= -1.0) & (ys <= h) & (xs >= -1.0) & (xs <= w) & valid).to(feat.dtype)
