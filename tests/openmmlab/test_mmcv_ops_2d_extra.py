@@ -98,3 +98,41 @@ def test_paconv_assign_scores(ops: Any) -> None:
     assert torch.allclose(scores.grad, torch.tensor(V.ASW_EXPECT_GRAD_SCORES), atol=1e-6)
     assert torch.allclose(points.grad, torch.tensor(V.ASW_EXPECT_GRAD_POINTS), atol=1e-6)
     assert torch.allclose(centers.grad, torch.tensor(V.ASW_EXPECT_GRAD_CENTERS), atol=1e-6)
+
+
+# ============================================================================== test_roi_align_rotated.py
+RAR_INPUTS = [([[[[1., 2.], [3., 4.]]]], [[0., 0.5, 0.5, 1., 1., 0]]),
+              ([[[[1., 2.], [3., 4.]]]], [[0., 0.5, 0.5, 1., 1., np.pi / 2]]),
+              ([[[[1., 2.], [3., 4.]], [[4., 3.], [2., 1.]]]], [[0., 0.5, 0.5, 1., 1., 0]]),
+              ([[[[1., 2., 5., 6.], [3., 4., 7., 8.], [9., 10., 13., 14.], [11., 12., 15., 16.]]]],
+               [[0., 1.5, 1.5, 3., 3., 0]]),
+              ([[[[1., 2., 5., 6.], [3., 4., 7., 8.], [9., 10., 13., 14.], [11., 12., 15., 16.]]]],
+               [[0., 1.5, 1.5, 3., 3., np.pi / 2]])]
+_RAR_GRAD4 = [[[[0.47265625, 0.42968750, 0.42968750, 0.04296875], [0.42968750, 0.39062500, 0.39062500, 0.03906250],
+                [0.42968750, 0.39062500, 0.39062500, 0.03906250], [0.04296875, 0.03906250, 0.03906250, 0.00390625]]]]
+RAR_OUTPUTS = [([[[[1.0, 1.25], [1.5, 1.75]]]], [[[[3.0625, 0.4375], [0.4375, 0.0625]]]]),
+               ([[[[1.5, 1], [1.75, 1.25]]]], [[[[3.0625, 0.4375], [0.4375, 0.0625]]]]),
+               ([[[[1.0, 1.25], [1.5, 1.75]], [[4.0, 3.75], [3.5, 3.25]]]],
+                [[[[3.0625, 0.4375], [0.4375, 0.0625]], [[3.0625, 0.4375], [0.4375, 0.0625]]]]),
+               ([[[[1.9375, 4.75], [7.5625, 10.375]]]], _RAR_GRAD4),
+               ([[[[7.5625, 1.9375], [10.375, 4.75]]]], _RAR_GRAD4)]
+
+
+@pytest.mark.filterwarnings("ignore:\"(out_size|sample_num)\" is deprecated")  # upstream checks the old names too
+@pytest.mark.parametrize("dtype", [torch.float, torch.double, torch.half])
+def test_roialign_rotated(ops: Any, dtype: torch.dtype) -> None:
+    if dtype is torch.double:
+        for np_input, np_rois in RAR_INPUTS:
+            x = torch.tensor(np_input, dtype=dtype, requires_grad=True)
+            rois = torch.tensor(np_rois, dtype=dtype)
+            assert gradcheck(ops.RoIAlignRotated((2, 2), 1.0, 2), (x, rois), eps=1e-5, atol=1e-5)
+    for (np_input, np_rois), (np_output, np_grad) in zip(RAR_INPUTS, RAR_OUTPUTS, strict=True):
+        x = torch.tensor(np_input, dtype=dtype, requires_grad=True)
+        rois = torch.tensor(np_rois, dtype=dtype)
+        output = ops.roi_align_rotated(x, rois, (2, 2), 1.0, 2, True)
+        output.backward(torch.ones_like(output))
+        assert np.allclose(output.detach().float().numpy(), np_output, atol=1e-3)
+        assert x.grad is not None and np.allclose(x.grad.float().numpy(), np_grad, atol=1e-3)
+    deprecated = ops.RoIAlignRotated(out_size=(2, 2), spatial_scale=1.0, sample_num=2)(x, rois)
+    current = ops.RoIAlignRotated(output_size=(2, 2), spatial_scale=1.0, sampling_ratio=2)(x, rois)
+    assert np.allclose(deprecated.detach().float().numpy(), current.detach().float().numpy())

@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 import torch
+import torchvision
 from torch.autograd import gradcheck
 
 from detlight.openmmlab.ops import assign_score_withk as assign_ops
 from detlight.openmmlab.ops import deform_roi_pool as drp
 from detlight.openmmlab.ops import info
+from detlight.openmmlab.ops import roi_align_rotated as rar
 
 
 # ---------------------------------------------------------------------------------------------------------- info
@@ -233,3 +235,94 @@ def test_assign_score_withk_rejects_bad_centre() -> None:
     knn[0, 0, 0] = 9
     with pytest.raises(ValueError, match="centre"):
         _assign_call(points, centers, scores, knn)
+
+
+# ---------------------------------------------------------------------------------------------- roi_align_rotated
+def _naive_roi_align_rotated(x: torch.Tensor, rois: torch.Tensor, ph: int, pw: int, scale: float, ratio: int,
+                             aligned: bool, clockwise: bool) -> torch.Tensor:
+    xs = x.tolist()
+    out = torch.zeros(rois.shape[0], x.shape[1], ph, pw, dtype=torch.float64)
+    for n, (b, cx, cy, rw, rh, theta) in enumerate(rois.tolist()):
+        shift = 0.5 if aligned else 0.0
+        cx, cy, rw, rh = cx * scale - shift, cy * scale - shift, rw * scale, rh * scale
+        if not aligned:
+            rw, rh = max(rw, 1.0), max(rh, 1.0)
+        theta = -theta if clockwise else theta
+        bh, bw = rh / ph, rw / pw
+        gh = ratio if ratio > 0 else math.ceil(rh / ph)
+        gw = ratio if ratio > 0 else math.ceil(rw / pw)
+        cos, sin = math.cos(theta), math.sin(theta)
+        for c in range(x.shape[1]):
+            for i in range(ph):
+                for j in range(pw):
+                    acc = 0.0
+                    for iy in range(gh):
+                        yy = -rh / 2 + i * bh + (iy + 0.5) * bh / gh
+                        for ix in range(gw):
+                            xx = -rw / 2 + j * bw + (ix + 0.5) * bw / gw
+                            acc += _bilinear(xs[int(b)][c], yy * cos - xx * sin + cy, yy * sin + xx * cos + cx)
+                    out[n, c, i, j] = acc / max(gh * gw, 1)
+    return out
+
+
+def _rotated_case(seed: int, n: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, 2, 8, 10, generator=g, dtype=torch.float64)
+    ctr = torch.rand(n, 2, generator=g, dtype=torch.float64) * 12 - 1
+    wh = torch.rand(n, 2, generator=g, dtype=torch.float64) * 8 + 0.2
+    ang = (torch.rand(n, 1, generator=g, dtype=torch.float64) - 0.5) * 2 * math.pi
+    batch = torch.randint(0, 2, (n, 1), generator=g).to(torch.float64)
+    return x, torch.cat([batch, ctr, wh, ang], 1)
+
+
+@pytest.mark.parametrize(("ratio", "scale", "aligned", "clockwise"),
+                         [(0, 1.0, True, False), (2, 0.5, True, True), (0, 0.75, False, False), (3, 1.0, False, True)])
+def test_roi_align_rotated_forward_matches_naive(ratio: int, scale: float, aligned: bool, clockwise: bool) -> None:
+    x, rois = _rotated_case(ratio + int(aligned) * 5)
+    out = x.new_full((rois.shape[0], 2, 3, 2), 9.0)
+    rar.roi_align_rotated_forward(x, rois, out, pooled_height=3, pooled_width=2, spatial_scale=scale,
+                                  sampling_ratio=ratio, aligned=aligned, clockwise=clockwise)
+    torch.testing.assert_close(out, _naive_roi_align_rotated(x, rois, 3, 2, scale, ratio, aligned, clockwise))
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_roi_align_rotated_at_angle_zero_is_torchvision_roi_align(aligned: bool) -> None:
+    x, rois = _rotated_case(21, n=6)
+    rois[:, 5] = 0.0
+    rois[:, 3:5] += 2.0  # at least one feature pixel: mmcv clamps about the centre, torchvision from the corner
+    boxes = torch.cat([rois[:, :1], rois[:, 1:3] - rois[:, 3:5] / 2, rois[:, 1:3] + rois[:, 3:5] / 2], 1)
+    out = x.new_zeros(6, 2, 4, 3)
+    rar.roi_align_rotated_forward(x, rois, out, pooled_height=4, pooled_width=3, spatial_scale=0.5, sampling_ratio=0,
+                                  aligned=aligned)
+    ref = torchvision.ops.roi_align(x, boxes, (4, 3), spatial_scale=0.5, sampling_ratio=0, aligned=aligned)
+    torch.testing.assert_close(out, ref)
+
+
+class _RoIAlignRotated(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        out = x.new_zeros(rois.shape[0], x.shape[1], 3, 2)
+        rar.roi_align_rotated_forward(x, rois, out, pooled_height=3, pooled_width=2, spatial_scale=0.5,
+                                      sampling_ratio=0, aligned=True, clockwise=False)
+        ctx.save_for_backward(rois)
+        ctx.shape = x.shape
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        (rois,) = ctx.saved_tensors
+        gx = grad.new_zeros(ctx.shape)
+        rar.roi_align_rotated_backward(grad.contiguous(), rois, gx, pooled_height=3, pooled_width=2,
+                                       spatial_scale=0.5, sampling_ratio=0, aligned=True, clockwise=False)
+        return gx, None
+
+
+def test_roi_align_rotated_gradcheck() -> None:
+    x, rois = _rotated_case(4)
+    x.requires_grad_(True)
+    assert gradcheck(lambda a: _RoIAlignRotated.apply(a, rois), (x,), eps=1e-6, atol=1e-6, fast_mode=True)
+
+
+def test_roi_align_rotated_rejects_axis_aligned_rois() -> None:
+    with pytest.raises(ValueError, match=r"\(R, 6\)"):
+        rar.roi_align_rotated_forward(torch.rand(1, 1, 4, 4), torch.zeros(2, 5), torch.zeros(2, 1, 2, 2))
