@@ -136,3 +136,29 @@ def test_roialign_rotated(ops: Any, dtype: torch.dtype) -> None:
     deprecated = ops.RoIAlignRotated(out_size=(2, 2), spatial_scale=1.0, sample_num=2)(x, rois)
     current = ops.RoIAlignRotated(output_size=(2, 2), spatial_scale=1.0, sampling_ratio=2)(x, rois)
     assert np.allclose(deprecated.detach().float().numpy(), current.detach().float().numpy())
+
+
+# =============================================================================== test_chamfer_distance.py
+def test_chamfer_distance(ops: Any) -> None:
+    pointset1 = torch.tensor([[[1.3, 9.39], [2.3, 9.39], [2.3, 10.39], [1.3, 10.39]],
+                              [[1.0, 9.39], [3.0, 9.39], [3.0, 10.39], [1.0, 10.39]],
+                              [[1.6, 9.99], [2.3, 9.99], [2.3, 10.39], [1.6, 10.39]]], requires_grad=True)
+    pointset2 = torch.tensor([[[1.0, 9.39], [3.0, 9.39], [3.0, 10.39], [1.0, 10.39]],
+                              [[1.3, 9.39], [2.3, 9.39], [2.3, 10.39], [1.3, 10.39]],
+                              [[1.0, 9.39], [3.0, 9.39], [3.0, 10.39], [1.0, 10.39]]], requires_grad=True)
+    expected_dist1 = torch.tensor([[0.0900, 0.4900, 0.4900, 0.0900], [0.0900, 0.4900, 0.4900, 0.0900],
+                                   [0.5200, 0.6500, 0.4900, 0.3600]])
+    expected_dist2 = torch.tensor([[0.0900, 0.4900, 0.4900, 0.0900], [0.0900, 0.4900, 0.4900, 0.0900],
+                                   [0.7200, 0.8500, 0.4900, 0.3600]])
+    expected_grad1 = torch.tensor([[[0.6000, 0.0000], [-1.4000, 0.0000], [-1.4000, 0.0000], [0.6000, 0.0000]],
+                                   [[-0.6000, 0.0000], [1.4000, 0.0000], [1.4000, 0.0000], [-0.6000, 0.0000]],
+                                   [[1.2000, -0.8000], [-1.4000, -0.8000], [-1.4000, 0.0000], [1.2000, 0.0000]]])
+    expected_grad2 = torch.tensor([[[-0.6000, 0.0000], [1.4000, 0.0000], [1.4000, 0.0000], [-0.6000, 0.0000]],
+                                   [[0.6000, 0.0000], [-1.4000, 0.0000], [-1.4000, 0.0000], [0.6000, 0.0000]],
+                                   [[0.0000, 0.0000], [0.0000, 0.0000], [2.8000, 0.8000], [-2.4000, 0.8000]]])
+    dist1, dist2, idx1, idx2 = ops.chamfer_distance(pointset1, pointset2)
+    dist1.backward(torch.ones_like(dist1))
+    assert torch.allclose(dist1, expected_dist1, 1e-2)
+    assert torch.allclose(dist2, expected_dist2, 1e-2)
+    assert pointset1.grad is not None and torch.allclose(pointset1.grad, expected_grad1, 1e-2)
+    assert pointset2.grad is not None and torch.allclose(pointset2.grad, expected_grad2, 1e-2)

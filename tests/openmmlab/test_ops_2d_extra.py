@@ -15,6 +15,7 @@ import torchvision
 from torch.autograd import gradcheck
 
 from detlight.openmmlab.ops import assign_score_withk as assign_ops
+from detlight.openmmlab.ops import chamfer_distance as chamfer_ops
 from detlight.openmmlab.ops import deform_roi_pool as drp
 from detlight.openmmlab.ops import info
 from detlight.openmmlab.ops import roi_align_rotated as rar
@@ -326,3 +327,53 @@ def test_roi_align_rotated_gradcheck() -> None:
 def test_roi_align_rotated_rejects_axis_aligned_rois() -> None:
     with pytest.raises(ValueError, match=r"\(R, 6\)"):
         rar.roi_align_rotated_forward(torch.rand(1, 1, 4, 4), torch.zeros(2, 5), torch.zeros(2, 1, 2, 2))
+
+
+# ----------------------------------------------------------------------------------------------- chamfer_distance
+def _chamfer(p1: torch.Tensor, p2: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    b, n, _ = p1.shape
+    m = p2.shape[1]
+    d1, d2 = p1.new_zeros(b, n), p1.new_zeros(b, m)
+    i1, i2 = torch.zeros(b, n, dtype=torch.int32), torch.zeros(b, m, dtype=torch.int32)
+    chamfer_ops.chamfer_distance_forward(p1, p2, d1, d2, i1, i2)
+    return d1, d2, i1, i2
+
+
+def test_chamfer_distance_matches_naive_with_first_index_on_ties() -> None:
+    g = torch.Generator().manual_seed(0)
+    p1 = torch.randint(0, 4, (2, 9, 2), generator=g).to(torch.float64)  # integer grid: many exact ties
+    p2 = torch.randint(0, 4, (2, 6, 2), generator=g).to(torch.float64)
+    d1, d2, i1, i2 = _chamfer(p1, p2)
+    for src, dst, dist, idx in ((p1, p2, d1, i1), (p2, p1, d2, i2)):
+        for b in range(2):
+            for j in range(src.shape[1]):
+                ds = [float(((src[b, j] - dst[b, k]) ** 2).sum()) for k in range(dst.shape[1])]
+                assert float(dist[b, j]) == min(ds)
+                assert int(idx[b, j]) == ds.index(min(ds))
+
+
+class _Chamfer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, p1: torch.Tensor, p2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d1, d2, i1, i2 = _chamfer(p1, p2)
+        ctx.save_for_backward(p1, p2, i1, i2)
+        return d1, d2
+
+    @staticmethod
+    def backward(ctx: Any, g1: torch.Tensor, g2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p1, p2, i1, i2 = ctx.saved_tensors
+        gp1, gp2 = torch.zeros_like(p1), torch.zeros_like(p2)
+        chamfer_ops.chamfer_distance_backward(p1, p2, i1, i2, g1.contiguous(), g2.contiguous(), gp1, gp2)
+        return gp1, gp2
+
+
+def test_chamfer_distance_gradcheck() -> None:
+    g = torch.Generator().manual_seed(1)
+    p1 = torch.rand(2, 7, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    p2 = torch.rand(2, 5, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(_Chamfer.apply, (p1, p2), eps=1e-6, atol=1e-6)
+
+
+def test_chamfer_distance_rejects_3d_points() -> None:
+    with pytest.raises(ValueError, match=r"\(B, N, 2\)"):
+        _chamfer(torch.rand(1, 4, 3), torch.rand(1, 4, 3))
