@@ -6,6 +6,7 @@ with ``mmcv._ext`` served by detlight; cases upstream gates on CUDA run on CPU a
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import _mmcv_values_2d as V
@@ -162,3 +163,21 @@ def test_chamfer_distance(ops: Any) -> None:
     assert torch.allclose(dist2, expected_dist2, 1e-2)
     assert pointset1.grad is not None and torch.allclose(pointset1.grad, expected_grad1, 1e-2)
     assert pointset2.grad is not None and torch.allclose(pointset2.grad, expected_grad2, 1e-2)
+
+
+# ======================================================================================= test_psa_mask.py
+@pytest.mark.parametrize("psa_type", ["collect", "distribute"])
+def test_psa_mask(ops: Any, psa_type: str) -> None:
+    data = np.load(Path(__file__).parent / "data" / "mmcv_v1.7.2_psamask.npz")
+    x = torch.tensor(data["psamask_input"], requires_grad=True)
+    expected = data[f"psamask_output_{psa_type}"]
+    out = ops.PSAMask(psa_type, (4, 4))(x)
+    torch.mean(out.view(-1) - torch.ones(4, 64, 8, 8).view(-1)).backward()
+    assert out.shape == expected.shape
+    assert np.allclose(out.detach().numpy(), expected)
+    # beyond upstream (which only runs the backward): an input entry (mask cell i, j at y, x) gets 1 / numel when
+    # its covered position (y + i - 1, x + j - 1) lies on the 8 x 8 map (half mask = (4 - 1) // 2 = 1), else 0
+    i, j, y, xx = np.meshgrid(np.arange(4), np.arange(4), np.arange(8), np.arange(8), indexing="ij")
+    lands = ((y + i - 1 >= 0) & (y + i - 1 < 8) & (xx + j - 1 >= 0) & (xx + j - 1 < 8)).reshape(1, 16, 8, 8)
+    assert x.grad is not None
+    assert np.allclose(x.grad.numpy(), np.broadcast_to(lands / out.numel(), (4, 16, 8, 8)))

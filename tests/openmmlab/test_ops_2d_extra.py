@@ -18,6 +18,7 @@ from detlight.openmmlab.ops import assign_score_withk as assign_ops
 from detlight.openmmlab.ops import chamfer_distance as chamfer_ops
 from detlight.openmmlab.ops import deform_roi_pool as drp
 from detlight.openmmlab.ops import info
+from detlight.openmmlab.ops import psamask as psa_ops
 from detlight.openmmlab.ops import roi_align_rotated as rar
 
 
@@ -377,3 +378,49 @@ def test_chamfer_distance_gradcheck() -> None:
 def test_chamfer_distance_rejects_3d_points() -> None:
     with pytest.raises(ValueError, match=r"\(B, N, 2\)"):
         _chamfer(torch.rand(1, 4, 3), torch.rand(1, 4, 3))
+
+
+# -------------------------------------------------------------------------------------------------------- psamask
+def _naive_psamask(x: torch.Tensor, psa_type: int, hm: int, wm: int) -> torch.Tensor:
+    n, _, h, w = x.shape
+    out = torch.zeros(n, h * w, h, w, dtype=x.dtype)
+    hh, hw_ = (hm - 1) // 2, (wm - 1) // 2
+    for b in range(n):
+        for y in range(h):
+            for xx in range(w):
+                for i in range(hm):
+                    for j in range(wm):
+                        ty, tx = y + i - hh, xx + j - hw_
+                        if 0 <= ty < h and 0 <= tx < w:
+                            if psa_type == 0:
+                                out[b, ty * w + tx, y, xx] = x[b, i * wm + j, y, xx]
+                            else:
+                                out[b, y * w + xx, ty, tx] = x[b, i * wm + j, y, xx]
+    return out
+
+
+def _psamask(x: torch.Tensor, psa_type: int, hm: int, wm: int) -> torch.Tensor:
+    n, _, h, w = x.shape
+    out = x.new_zeros(n, h * w, h, w)
+    psa_ops.psamask_forward(x, out, psa_type=psa_type, num_=n, h_feature=h, w_feature=w, h_mask=hm, w_mask=wm,
+                            half_h_mask=(hm - 1) // 2, half_w_mask=(wm - 1) // 2)
+    return out
+
+
+@pytest.mark.parametrize(("psa_type", "hm", "wm"), [(0, 3, 5), (1, 3, 5), (0, 4, 4), (1, 9, 11)])
+def test_psamask_forward_matches_naive_and_backward_is_adjoint(psa_type: int, hm: int, wm: int) -> None:
+    g = torch.Generator().manual_seed(hm * wm + psa_type)
+    x = torch.rand(2, hm * wm, 5, 6, generator=g, dtype=torch.float64)
+    out = _psamask(x, psa_type, hm, wm)
+    torch.testing.assert_close(out, _naive_psamask(x, psa_type, hm, wm))
+    gout = torch.rand(out.shape, generator=g, dtype=torch.float64)
+    gin = torch.zeros_like(x)
+    psa_ops.psamask_backward(gout, gin, psa_type=psa_type, num_=2, h_feature=5, w_feature=6, h_mask=hm, w_mask=wm,
+                             half_h_mask=(hm - 1) // 2, half_w_mask=(wm - 1) // 2)
+    # a linear scatter's gradient is its adjoint: <gout, scatter(x)> = <gather(gout), x>
+    torch.testing.assert_close((gout * out).sum(), (gin * x).sum())
+
+
+def test_psamask_rejects_wrong_channel_count() -> None:
+    with pytest.raises(ValueError, match="h_mask \\* w_mask"):
+        _psamask(torch.rand(1, 8, 4, 4), 0, 3, 3)
