@@ -181,3 +181,23 @@ def test_psa_mask(ops: Any, psa_type: str) -> None:
     lands = ((y + i - 1 >= 0) & (y + i - 1 < 8) & (xx + j - 1 >= 0) & (xx + j - 1 < 8)).reshape(1, 16, 8, 8)
     assert x.grad is not None
     assert np.allclose(x.grad.numpy(), np.broadcast_to(lands / out.numel(), (4, 16, 8, 8)))
+
+
+# ======================================================================================= test_tin_shift.py
+@pytest.mark.filterwarnings("ignore:Input #0 requires gradient and is not a double")  # upstream checks in float32
+@pytest.mark.parametrize("dtype", [torch.float, torch.double, torch.half])
+def test_tinshift(ops: Any, dtype: torch.dtype) -> None:
+    for shift, output, grad in zip(V.TIN_SHIFTS, V.TIN_OUTPUTS, V.TIN_GRADS, strict=True):
+        x = torch.tensor(V.TIN_INPUTS, dtype=dtype, requires_grad=True)
+        out = ops.tin_shift(x, torch.tensor(shift).int())
+        out.backward(torch.ones_like(out))
+        assert np.allclose(out.detach().float().numpy(), np.array(output), 1e-3)
+        assert x.grad is not None and np.allclose(x.grad.float().numpy(), np.array(grad), 1e-3)
+    if dtype != torch.half:  # upstream's (lenient: atol=1) gradcheck
+        for shift in V.TIN_SHIFTS:
+            x = torch.tensor(V.TIN_INPUTS, dtype=dtype, requires_grad=True)
+            assert gradcheck(ops.tin_shift, (x, torch.tensor(shift).int()), atol=1, rtol=0.1)
+    bad_inputs = [torch.rand(2, 3, 4, 2), torch.rand(2, 3, 4, 2), torch.rand(1, 3, 4, 2)]
+    for x, bad in zip(bad_inputs, [torch.rand(2, 3), torch.rand(2, 5)], strict=False):
+        with pytest.raises(ValueError):
+            ops.tin_shift(x.to(dtype), bad.to(dtype))

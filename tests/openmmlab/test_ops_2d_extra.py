@@ -20,6 +20,7 @@ from detlight.openmmlab.ops import deform_roi_pool as drp
 from detlight.openmmlab.ops import info
 from detlight.openmmlab.ops import psamask as psa_ops
 from detlight.openmmlab.ops import roi_align_rotated as rar
+from detlight.openmmlab.ops import tin_shift as tin_ops
 
 
 # ---------------------------------------------------------------------------------------------------------- info
@@ -424,3 +425,38 @@ def test_psamask_forward_matches_naive_and_backward_is_adjoint(psa_type: int, hm
 def test_psamask_rejects_wrong_channel_count() -> None:
     with pytest.raises(ValueError, match="h_mask \\* w_mask"):
         _psamask(torch.rand(1, 8, 4, 4), 0, 3, 3)
+
+
+# ------------------------------------------------------------------------------------------------------ tin_shift
+def _naive_tin_shift(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    n, t, c, _ = x.shape
+    gc = c // shift.shape[1]
+    out = torch.zeros_like(x)
+    for b in range(n):
+        for ch in range(c):
+            s = int(shift[b, ch // gc])
+            for i in range(t):
+                if 0 <= i + s < t:
+                    out[b, i + s, ch] = x[b, i, ch]
+    return out
+
+
+def test_tin_shift_forward_and_backward_match_mmcv_rule() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 5, 6, 4, generator=g)
+    shift = torch.tensor([[1, -2, 0], [4, -5, 2], [-1, 3, 7]], dtype=torch.int32)
+    out = torch.zeros_like(x)
+    tin_ops.tin_shift_forward(x, shift, out)
+    torch.testing.assert_close(out, _naive_tin_shift(x, shift))
+    # mmcv's backward kernel moves the gradient by the same +shift (not the adjoint -shift): reproduced on purpose
+    gout = torch.rand(x.shape, generator=g)
+    gin = torch.zeros_like(x)
+    tin_ops.tin_shift_backward(gout, shift, gin)
+    torch.testing.assert_close(gin, _naive_tin_shift(gout, shift))
+    assert not torch.allclose(gin, _naive_tin_shift(gout, -shift))
+
+
+def test_tin_shift_rejects_bad_groups() -> None:
+    with pytest.raises(ValueError, match="multiple of G"):
+        tin_ops.tin_shift_forward(torch.rand(2, 3, 4, 2), torch.zeros(2, 3, dtype=torch.int32),
+                                  torch.zeros(2, 3, 4, 2))
