@@ -201,3 +201,17 @@ def test_tinshift(ops: Any, dtype: torch.dtype) -> None:
     for x, bad in zip(bad_inputs, [torch.rand(2, 3), torch.rand(2, 5)], strict=False):
         with pytest.raises(ValueError):
             ops.tin_shift(x.to(dtype), bad.to(dtype))
+
+
+# ==================================================================================== test_border_align.py
+@pytest.mark.parametrize("pool_size", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float, torch.half, torch.double])
+def test_border_align(ops: Any, dtype: torch.dtype, pool_size: int) -> None:
+    expected_out, expected_grad = np.array(V.BA_OUTPUT[pool_size]), np.array(V.BA_INPUT_GRAD[pool_size])
+    boxes = torch.tensor(V.BA_BOXES, dtype=dtype)
+    for layer in (lambda a: ops.border_align(a, boxes, pool_size), lambda a: ops.BorderAlign(pool_size)(a, boxes)):
+        x = torch.tensor(V.BA_INPUT, dtype=dtype, requires_grad=True)
+        out = layer(x)
+        out.backward(torch.ones_like(out))
+        assert np.allclose(out.detach().numpy(), expected_out, atol=1e-5)
+        assert x.grad is not None and np.allclose(x.grad.numpy(), expected_grad, atol=1e-5)

@@ -15,6 +15,7 @@ import torchvision
 from torch.autograd import gradcheck
 
 from detlight.openmmlab.ops import assign_score_withk as assign_ops
+from detlight.openmmlab.ops import border_align as border_ops
 from detlight.openmmlab.ops import chamfer_distance as chamfer_ops
 from detlight.openmmlab.ops import deform_roi_pool as drp
 from detlight.openmmlab.ops import info
@@ -460,3 +461,72 @@ def test_tin_shift_rejects_bad_groups() -> None:
     with pytest.raises(ValueError, match="multiple of G"):
         tin_ops.tin_shift_forward(torch.rand(2, 3, 4, 2), torch.zeros(2, 3, dtype=torch.int32),
                                   torch.zeros(2, 3, 4, 2))
+
+
+# --------------------------------------------------------------------------------------------------- border_align
+def _naive_border_align(x: torch.Tensor, boxes: torch.Tensor, pool: int) -> tuple[torch.Tensor, torch.Tensor]:
+    n, c4, _, _ = x.shape
+    c = c4 // 4
+    out = torch.zeros(n, c, boxes.shape[1], 4, dtype=x.dtype)
+    arg = torch.zeros(n, c, boxes.shape[1], 4, dtype=torch.int32)
+    for b in range(n):
+        for k, (x1, y1, x2, y2) in enumerate(boxes[b].tolist()):
+            starts = [(x1, y1, (x2 - x1) / pool, 0.0), (x1, y1, 0.0, (y2 - y1) / pool),
+                      (x2, y2, -(x2 - x1) / pool, 0.0), (x2, y2, 0.0, -(y2 - y1) / pool)]
+            for e, (sx, sy, dx, dy) in enumerate(starts):
+                for ch in range(c):
+                    img = x[b, e * c + ch].tolist()
+                    vals = [_bilinear(img, sy + i * dy, sx + i * dx) for i in range(pool + 1)]
+                    best = max(vals)
+                    out[b, ch, k, e] = best
+                    arg[b, ch, k, e] = vals.index(best)
+    return out, arg
+
+
+def _border_case(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 8, 6, 7, generator=g, dtype=torch.float64)
+    xy = torch.rand(2, 9, 2, generator=g, dtype=torch.float64) * 8 - 1.5
+    wh = torch.rand(2, 9, 2, generator=g, dtype=torch.float64) * 5
+    return x, torch.cat([xy, xy + wh], -1)
+
+
+@pytest.mark.parametrize("pool", [1, 3, 10])
+def test_border_align_forward_matches_naive(pool: int) -> None:
+    x, boxes = _border_case(pool)
+    out = x.new_zeros(2, 2, 9, 4)
+    arg = torch.zeros(2, 2, 9, 4, dtype=torch.int32)
+    border_ops.border_align_forward(x, boxes, out, arg, pool_size=pool)
+    ref_out, ref_arg = _naive_border_align(x, boxes, pool)
+    torch.testing.assert_close(out, ref_out)
+    assert torch.equal(arg, ref_arg)
+
+
+class _BorderAlign(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        out = x.new_zeros(x.shape[0], x.shape[1] // 4, boxes.shape[1], 4)
+        arg = torch.zeros(out.shape, dtype=torch.int32)
+        border_ops.border_align_forward(x, boxes, out, arg, pool_size=4)
+        ctx.save_for_backward(boxes, arg)
+        ctx.shape = x.shape
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        boxes, arg = ctx.saved_tensors
+        gx = grad.new_zeros(ctx.shape)
+        border_ops.border_align_backward(grad.contiguous(), boxes, arg, gx, pool_size=4)
+        return gx, None
+
+
+def test_border_align_gradcheck() -> None:
+    x, boxes = _border_case(7)
+    x.requires_grad_(True)
+    assert gradcheck(lambda a: _BorderAlign.apply(a, boxes), (x,), eps=1e-6, atol=1e-6, fast_mode=True)
+
+
+def test_border_align_rejects_bad_channels() -> None:
+    with pytest.raises(ValueError, match="4 \\* C"):
+        border_ops.border_align_forward(torch.rand(1, 6, 4, 4), torch.rand(1, 3, 4), torch.zeros(1, 1, 3, 4),
+                                        torch.zeros(1, 1, 3, 4, dtype=torch.int32), pool_size=2)
