@@ -215,3 +215,16 @@ def test_border_align(ops: Any, dtype: torch.dtype, pool_size: int) -> None:
         out.backward(torch.ones_like(out))
         assert np.allclose(out.detach().numpy(), expected_out, atol=1e-5)
         assert x.grad is not None and np.allclose(x.grad.numpy(), expected_grad, atol=1e-5)
+
+
+# ===================================================================================== test_correlation.py
+@pytest.mark.parametrize("dtype", [torch.float, torch.double, torch.half])
+def test_correlation(ops: Any, dtype: torch.dtype) -> None:
+    input1 = torch.tensor([[[[1., 2., 3.], [0., 1., 2.], [3., 5., 2.]]]], dtype=dtype, requires_grad=True)
+    input2 = torch.tensor([[[[1., 2., 3.], [3., 1., 2.], [8., 5., 2.]]]], dtype=dtype, requires_grad=True)
+    out = ops.Correlation(max_displacement=0)(input1, input2)
+    out.backward(torch.ones_like(out))
+    assert out.shape == (1, 1, 1, 3, 3)
+    assert out.eq(torch.tensor([[[[[1., 4., 9.], [0., 1., 4.], [24., 25., 4.]]]]], dtype=dtype)).all()
+    assert input1.grad is not None and input1.grad.eq(input2.detach()).all()
+    assert input2.grad is not None and input2.grad.eq(input1.detach()).all()

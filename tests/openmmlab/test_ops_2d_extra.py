@@ -17,6 +17,7 @@ from torch.autograd import gradcheck
 from detlight.openmmlab.ops import assign_score_withk as assign_ops
 from detlight.openmmlab.ops import border_align as border_ops
 from detlight.openmmlab.ops import chamfer_distance as chamfer_ops
+from detlight.openmmlab.ops import correlation as corr_ops
 from detlight.openmmlab.ops import deform_roi_pool as drp
 from detlight.openmmlab.ops import info
 from detlight.openmmlab.ops import psamask as psa_ops
@@ -530,3 +531,61 @@ def test_border_align_rejects_bad_channels() -> None:
     with pytest.raises(ValueError, match="4 \\* C"):
         border_ops.border_align_forward(torch.rand(1, 6, 4, 4), torch.rand(1, 3, 4), torch.zeros(1, 1, 3, 4),
                                         torch.zeros(1, 1, 3, 4, dtype=torch.int32), pool_size=2)
+
+
+# ---------------------------------------------------------------------------------------------------- correlation
+def _naive_correlation(a: torch.Tensor, b: torch.Tensor, k: int, patch: int, pad: int, dil: int, dp: int,
+                       stride: int) -> torch.Tensor:
+    n, c, h, w = a.shape
+    oh = (h + 2 * pad - ((k - 1) * dil + 1)) // stride + 1
+    ow = (w + 2 * pad - ((k - 1) * dil + 1)) // stride + 1
+    rad = dp * (patch - 1) // 2
+    out = torch.zeros(n, patch, patch, oh, ow, dtype=a.dtype)
+    for bi in range(n):
+        for ph in range(patch):
+            for pw in range(patch):
+                for y in range(oh):
+                    for x in range(ow):
+                        acc = 0.0
+                        for i in range(k):
+                            for j in range(k):
+                                y1, x1 = -pad + y * stride + i * dil, -pad + x * stride + j * dil
+                                y2, x2 = y1 + ph * dp - rad, x1 + pw * dp - rad
+                                if 0 <= y1 < h and 0 <= x1 < w and 0 <= y2 < h and 0 <= x2 < w:
+                                    acc += float((a[bi, :, y1, x1] * b[bi, :, y2, x2]).sum())
+                        out[bi, ph, pw, y, x] = acc
+    return out
+
+
+CORR_CASES = [(1, 3, 0, 1, 1, 1), (3, 5, 1, 1, 2, 2), (2, 3, 2, 2, 1, 1)]  # kernel, patch, pad, dil, dil_patch, stride
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor, case: tuple[int, ...]) -> torch.Tensor:
+    k, patch, pad, dil, dp, stride = case
+    h, w = a.shape[-2:]
+    oh = (h + 2 * pad - ((k - 1) * dil + 1)) // stride + 1
+    ow = (w + 2 * pad - ((k - 1) * dil + 1)) // stride + 1
+    out = a.new_zeros(a.shape[0], patch, patch, oh, ow)
+    corr_ops.correlation_forward(a, b, out, kH=k, kW=k, patchH=patch, patchW=patch, padH=pad, padW=pad,
+                                 dilationH=dil, dilationW=dil, dilation_patchH=dp, dilation_patchW=dp, dH=stride,
+                                 dW=stride)
+    return out
+
+
+@pytest.mark.parametrize("case", CORR_CASES)
+def test_correlation_forward_matches_naive_and_backward_is_adjoint(case: tuple[int, ...]) -> None:
+    g = torch.Generator().manual_seed(sum(case))
+    a = torch.rand(2, 3, 6, 7, generator=g, dtype=torch.float64)
+    b = torch.rand(2, 3, 6, 7, generator=g, dtype=torch.float64)
+    out = _corr(a, b, case)
+    torch.testing.assert_close(out, _naive_correlation(a, b, *case))
+    k, patch, pad, dil, dp, stride = case
+    gout = torch.rand(out.shape, generator=g, dtype=torch.float64)
+    ga, gb = torch.zeros_like(a), torch.zeros_like(b)
+    corr_ops.correlation_backward(gout, a, b, ga, gb, kH=k, kW=k, patchH=patch, patchW=patch, padH=pad, padW=pad,
+                                  dilationH=dil, dilationW=dil, dilation_patchH=dp, dilation_patchW=dp, dH=stride,
+                                  dW=stride)
+    # bilinear in (a, b): <gout, corr(a, e)> = <grad_b, e> and <gout, corr(e, b)> = <grad_a, e>
+    e = torch.rand(a.shape, generator=g, dtype=torch.float64)
+    torch.testing.assert_close((gout * _corr(a, e, case)).sum(), (gb * e).sum())
+    torch.testing.assert_close((gout * _corr(e, b, case)).sum(), (ga * e).sum())
