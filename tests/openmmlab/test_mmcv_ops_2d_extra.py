@@ -228,3 +228,39 @@ def test_correlation(ops: Any, dtype: torch.dtype) -> None:
     assert out.eq(torch.tensor([[[[[1., 4., 9.], [0., 1., 4.], [24., 25., 4.]]]]], dtype=dtype)).all()
     assert input1.grad is not None and input1.grad.eq(input2.detach()).all()
     assert input2.grad is not None and input2.grad.eq(input1.detach()).all()
+
+
+# ================================================================== the layers that call these families
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("layer", ["DeformRoIPoolPack", "ModulatedDeformRoIPoolPack"])
+def test_mmdet_deform_roi_pool_extractor_trains(ops: Any, layer: str) -> None:
+    from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
+
+    torch.manual_seed(0)
+    ext = SingleRoIExtractor(roi_layer=dict(type=layer, output_size=7, output_channels=8), out_channels=8,
+                             featmap_strides=[4, 8])
+    feats = [torch.rand(2, 8, 32, 32, requires_grad=True), torch.rand(2, 8, 16, 16, requires_grad=True)]
+    rois = torch.tensor([[0, 4., 4., 60., 50.], [1, 10., 20., 100., 120.], [0, 0., 0., 127., 127.]])
+    out = ext(feats, rois)
+    assert out.shape == (3, 8, 7, 7)
+    out.square().sum().backward()
+    assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in feats)
+    # the zero-initialised last offset layer learns: the offset gradient reaches it
+    last = ext.roi_layers[0].offset_fc[-1]
+    assert last.weight.grad is not None and last.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_mmdet3d_paconv_cuda_layer_trains(ops: Any) -> None:
+    from mmdet3d.ops import PAConvCUDA
+
+    torch.manual_seed(0)
+    layer = PAConvCUDA(in_channels=6, out_channels=16, num_kernels=4)
+    features = torch.rand(2, 6, 32, requires_grad=True)
+    points_xyz = torch.rand(2, 3, 8, 5)
+    points_idx = torch.randint(0, 32, (2, 8, 5))
+    new_features, _, _ = layer((features, points_xyz, points_idx))
+    assert new_features.shape == (2, 16, 8, 5)
+    new_features.sum().backward()
+    assert features.grad is not None and features.grad.abs().sum() > 0
+    assert layer.weight_bank.grad is not None and layer.weight_bank.grad.abs().sum() > 0
