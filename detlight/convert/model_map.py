@@ -175,7 +175,7 @@ def refusal(model: Mapping[str, Any]) -> str | None:
 
     Example:
         >>> refusal({"type": "FasterRCNN", "backbone": {"type": "ResNet", "num_stages": 3, "out_indices": [2]},
-        ...          "neck": None, "roi_head": {"shared_head": {"type": "ResLayer"}}})[:44]
+        ...          "neck": None, "roi_head": {"shared_head": {"type": "ResLayer"}}})[:45]
         'C4 Faster R-CNN (ResNet trunk to C4, the res5'
     """
     if model.get("type") not in ("FasterRCNN", "MaskRCNN"):
