@@ -258,6 +258,10 @@ class OpenMMLabDataModule(BaseDataModule):
 
         if self.scope == "mmdet3d":
             from mmdet3d.datasets import build_dataset
+
+            from detlight.openmmlab.kitti_eval_cpu import install_kitti_eval_cpu
+
+            install_kitti_eval_cpu()  # KittiDataset.evaluate without a CUDA GPU
         else:
             from mmdet.datasets import build_dataset
         with registry_errors(f"building `data.{name}` ({split['type']})", self.custom_imports):
