@@ -5,18 +5,23 @@ bird's-eye-view overlap that ``kitti_eval`` computes for its ``bev`` and ``3d`` 
 ``KittiDataset.evaluate`` fails on a machine without a CUDA GPU. :func:`rotate_iou_cpu_eval` returns the same
 matrix (IoU, intersection over the first / second box's area, or the intersection area, per ``criterion``) from the
 exact polygon intersection of detlight's ``box_iou_rotated`` op (:mod:`detlight.openmmlab.ops._rotated`), in
-float64, vectorised over the pairs whose circumscribed circles overlap.
+float64, vectorised over the pairs whose circumscribed circles overlap. It equals numba's kernel (run in numba's
+CUDA simulator) to 1e-6 on random boxes, except on degenerate pairs with coincident edges: two identical boxes get
+IoU 1 here and 1/3 from the kernel (its intersection polygon repeats the shared vertices).
 
-:func:`install_kitti_eval_cpu` swaps that one module attribute, and only when ``numba.cuda.is_available()`` is
-false (numba's CUDA simulator, ``NUMBA_ENABLE_CUDASIM=1``, is left alone); ``eval.py`` imports the function inside
-``bev_box_overlap`` / ``d3_box_overlap`` on every call, so the swap takes effect without reloading anything. The
-rest of ``kitti_eval`` (its numba CPU-jitted statistics) runs unchanged.
+:func:`install_kitti_eval_cpu` registers a stand-in ``rotate_iou`` module holding that one function, and only when
+``numba.cuda.is_available()`` is false (numba's CUDA simulator, ``NUMBA_ENABLE_CUDASIM=1``, counts as available and
+is left alone). mmdet3d's own module cannot be imported there at all: it compiles its kernel at import time.
+``eval.py`` imports the function inside ``bev_box_overlap`` / ``d3_box_overlap`` on every call, so the stand-in is
+found there. The rest of ``kitti_eval`` (its numba CPU-jitted statistics) runs unchanged.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import sys
+import types
 
 import numpy as np
 import torch
@@ -71,21 +76,29 @@ def rotate_iou_cpu_eval(boxes: np.ndarray, query_boxes: np.ndarray, criterion: i
 def install_kitti_eval_cpu() -> bool:
     """Serve ``rotate_iou_gpu_eval`` from :func:`rotate_iou_cpu_eval` when numba has no CUDA device.
 
-    Idempotent; a no-op when mmdet3d is not installed or a CUDA device is available.
+    mmdet3d's ``rotate_iou`` module compiles its kernel when imported (an explicit ``cuda.jit`` signature), which
+    fails without a CUDA driver; so rather than patching it, a stand-in module holding only
+    ``rotate_iou_gpu_eval`` is registered under its name in ``sys.modules`` (and on its package) before anything
+    imports it. Idempotent; a no-op when mmdet3d is not installed, a CUDA device is available, or the real module
+    is already imported.
 
     Returns:
         True when the CPU function is in place after the call.
     """
+    current = sys.modules.get(_MODULE)
+    if current is not None:
+        return getattr(current, _ATTR, None) is rotate_iou_cpu_eval
     try:
-        module = importlib.import_module(_MODULE)
+        package = importlib.import_module(_MODULE.rsplit(".", 1)[0])
         from numba import cuda
     except ImportError:
         return False
-    current = getattr(module, _ATTR, None)
-    if current is rotate_iou_cpu_eval:
-        return True
     if cuda.is_available():
         return False
-    setattr(module, _ATTR, rotate_iou_cpu_eval)
+    stand_in = types.ModuleType(_MODULE, __doc__)
+    setattr(stand_in, _ATTR, rotate_iou_cpu_eval)
+    stand_in.__file__ = __file__
+    sys.modules[_MODULE] = stand_in
+    setattr(package, _MODULE.rsplit(".", 1)[1], stand_in)
     log.info("mmdet3d KITTI evaluation: no CUDA device, %s.%s served on the CPU by detlight", _MODULE, _ATTR)
     return True
