@@ -35,7 +35,7 @@ from detlight.data.synthetic_lidar import SyntheticLidarSpec, ensure_synthetic_k
 from detlight.exceptions import DatasetError
 from detlight.models.box3d import camera_to_lidar_boxes, points_in_boxes
 
-__all__ = ["GROUND_Z", "IMAGE_SHAPE", "ensure_kitti_infos", "frame_info", "write_kitti_infos"]
+__all__ = ["GROUND_Z", "IMAGE_SHAPE", "ensure_kitti_infos", "frame_info", "main", "write_kitti_infos"]
 
 #: (height, width) of a KITTI colour image, the shape every synthetic frame reports
 IMAGE_SHAPE = (375, 1242)
@@ -199,3 +199,29 @@ def ensure_kitti_infos(spec: SyntheticLidarSpec | None = None, cache_dir: str | 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m detlight.openmmlab.kitti_infos DEST``: link ``DEST`` to the (generated) info folder."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="mmdet3d KITTI info files for detlight's synthetic LiDAR set")
+    parser.add_argument("dest", help="the data_root the config names, e.g. data/synthetic_kitti (a symlink is made)")
+    parser.add_argument("--num-train", type=int, default=SyntheticLidarSpec.num_train)
+    parser.add_argument("--num-val", type=int, default=SyntheticLidarSpec.num_val)
+    parser.add_argument("--seed", type=int, default=SyntheticLidarSpec.seed)
+    args = parser.parse_args(argv)
+    root = ensure_kitti_infos(SyntheticLidarSpec(num_train=args.num_train, num_val=args.num_val, seed=args.seed))
+    dest = Path(args.dest)
+    if dest.is_symlink():
+        dest.unlink()
+    elif dest.exists():
+        raise DatasetError(f"{dest} exists and is not a symlink; choose another folder for the synthetic set")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.symlink_to(root.resolve(), target_is_directory=True)
+    print(f"{dest} -> {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
