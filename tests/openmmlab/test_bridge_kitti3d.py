@@ -154,3 +154,43 @@ def test_fit_trains_pointpillars_and_logs_mmdet3ds_kitti_evaluation(infos_root: 
     key = "KITTI/Car_3D_AP40_moderate_strict"
     assert key in module.eval_results and f"val/{key}" in trainer.callback_metrics
     assert all(0.0 <= v <= 100.0 for v in module.eval_results.values())
+
+
+def test_kitti_evaluate_on_cpu_scores_ground_truth_as_predictions_100(tmp_path: Path) -> None:
+    import torch
+    from mmdet3d.datasets import KittiDataset
+
+    from detlight.openmmlab.kitti_eval_cpu import install_kitti_eval_cpu, rotate_iou_cpu_eval
+    from detlight.openmmlab.kitti_infos import ensure_kitti_infos
+
+    install_kitti_eval_cpu()
+    # KITTI's AP samples 41 recall points: the val set needs well over 41 cars for a perfect score to read 100
+    spec = SyntheticLidarSpec(num_train=1, num_val=14, num_beams=8, azimuth_res=1.0, max_range=30.0,
+                              spawn_x=(5.0, 25.0), objects_per_scene=(8, 12), class_probs=(0.1, 0.1, 0.8))
+    root = ensure_kitti_infos(spec, tmp_path)
+    ds = KittiDataset(str(root), str(root / "kitti_infos_val.pkl"), "training", pts_prefix="velodyne_reduced",
+                      pipeline=None, classes=["Pedestrian", "Cyclist", "Car"], test_mode=False,
+                      modality={"use_lidar": True, "use_camera": False})
+    gen = torch.Generator().manual_seed(0)
+    results = []
+    for i in range(len(ds)):
+        ann = ds.get_ann_info(i)
+        n = len(ann["gt_labels_3d"])
+        results.append({"boxes_3d": ann["gt_bboxes_3d"], "scores_3d": 0.5 + 0.5 * torch.rand(n, generator=gen),
+                         "labels_3d": torch.from_numpy(ann["gt_labels_3d"])})
+    cars = sum(int((ds.get_ann_info(i)["gt_labels_3d"] == 2).sum()) for i in range(len(ds)))
+    assert cars > 41
+    out = ds.evaluate(results)
+    import mmdet3d.core.evaluation.kitti_utils.rotate_iou as riou
+
+    if riou.rotate_iou_gpu_eval is rotate_iou_cpu_eval:  # no CUDA here: the CPU stand-in computed the bev / 3d IoUs
+        for key in ("3D_AP40_moderate_strict", "BEV_AP40_moderate_strict", "2D_AP40_moderate_strict"):
+            assert out[f"KITTI/Car_{key}"] == pytest.approx(100.0)
+    # predictions shifted 0.8 m along x fall below IoU 0.7 for some cars: the strict AP drops
+    shifted = []
+    for r in results:
+        boxes = r["boxes_3d"].clone()
+        boxes.tensor[:, 0] += 0.8
+        shifted.append(dict(r, boxes_3d=boxes))
+    worse = ds.evaluate(shifted)
+    assert worse["KITTI/Car_3D_AP40_moderate_strict"] < 100.0
