@@ -5,7 +5,7 @@ Run (OpenMMLab venv):  nice .venv-openmmlab/bin/python benchmarks/openmmlab_zoo3
 Each config (``*kitti*.py`` under the installed mmdet3d's ``.mim/configs``, ``_base_`` excluded) is retargeted by
 :func:`detlight.openmmlab.samples3d.retarget` onto a tiny synthetic KITTI set (4 train / 2 val frames, 16 beams) with
 a 20 x 20 m range, then trained in its own subprocess for ``limit_train_batches=2`` with evaluation every epoch and
-``limit_val_batches=1``: a pass is exit code 0 with mmdet3d's KITTI metrics logged as ``val/...``. Every other
+one val step (both val frames in one batch): a pass is exit code 0 with mmdet3d's KITTI metrics logged as ``val/...``. Every other
 config gets a named reason (the exception's last line, ``timeout``, or ``needs images`` for camera configs, which
 the synthetic set cannot feed). Results append to a jsonl file and a rerun skips configs already in it (resumable).
 This is a does-it-run table, not a speed benchmark.
@@ -47,15 +47,17 @@ def run_one(config: str, work: Path) -> dict[str, object]:
     from detlight.openmmlab.samples3d import retarget
 
     cfg = Config.fromfile(config)
-    if "LoadImageFromFile" in cfg.pretty_text or "img_backbone" in cfg.model or "Mono" in str(cfg.data.train):
+    text = str(cfg._cfg_dict.to_dict())
+    if "LoadImageFromFile" in text or "img_backbone" in cfg.model or "Mono" in str(cfg.data.train):
         return {"status": "skip", "reason": "needs images (camera config); the synthetic set has LiDAR only"}
     spec = SyntheticLidarSpec(num_train=4, num_val=2, num_beams=16, azimuth_res=0.8, max_range=30.0,
                               spawn_x=(4.0, 19.0), spawn_half_width=9.0)
     out = retarget(cfg, work / "config.py", spec, point_cloud_range=PCR, max_voxels=3000, samples_per_gpu=2,
-                   max_epochs=1, extra={"evaluation.interval": 1, "work_dir": str(work / "run")})
+                   max_epochs=1, extra={"evaluation.interval": 1, "work_dir": str(work / "run"),
+                                        "data.val_dataloader.samples_per_gpu": 2})
     trainer, module = fit(str(out), overrides={
         "trainer.default_root_dir": str(work / "run"), "trainer.max_steps": 2, "trainer.limit_train_batches": 2,
-        "trainer.limit_val_batches": 1, "trainer.enable_progress_bar": False})
+        "trainer.enable_progress_bar": False})
     keys = [k for k in trainer.callback_metrics if k.startswith("val/")]
     if trainer.global_step != 2 or not keys:
         return {"status": "fail", "reason": f"ran {trainer.global_step} steps, val keys {keys[:3]}"}
@@ -88,9 +90,11 @@ def main() -> None:
         work = Path(args.work) / name.replace("/", "__")
         start = time.perf_counter()
         try:
+            work.mkdir(parents=True, exist_ok=True)
             proc = subprocess.run([sys.executable, __file__, "--one", str(path), "--work", str(work)], env=env,
                                   capture_output=True, text=True, timeout=args.timeout)
             text = proc.stdout + proc.stderr
+            (work / "fit.log").write_text(text)
             found = [line for line in text.splitlines() if line.startswith("ZOO3D_RESULT ")]
             if found:
                 row = json.loads(found[-1][len("ZOO3D_RESULT "):])
