@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PCR = [0.0, -10.24, -3.0, 20.48, 10.24, 1.0]
+_CHAIN = re.compile(r"^\w+Error: \w+: ")
 _ERROR = re.compile(r"^(\w+(\.\w+)*(Error|Exception|Exit)\b.*|detlight: error: .*)$")
 
 
@@ -99,8 +100,14 @@ def main() -> None:
             if found:
                 row = json.loads(found[-1][len("ZOO3D_RESULT "):])
             else:
-                errors = [line.strip() for line in text.splitlines() if _ERROR.match(line.strip())]
-                row = {"status": "fail", "reason": errors[-1][:300] if errors else f"exit code {proc.returncode}"}
+                lines = [line.strip() for line in text.splitlines()]
+                errors = [line for line in lines if _ERROR.match(line)]
+                chain = [line for line in errors if _CHAIN.match(line)]  # mmcv registry: "Error: Model: Head: msg"
+                asserts = [line for line in lines if line.startswith("assert ")]
+                reason = (chain or errors or [f"exit code {proc.returncode}"])[-1]
+                if chain and asserts and reason.endswith(":"):
+                    reason += " " + asserts[0]
+                row = {"status": "fail", "reason": reason[:300]}
         except subprocess.TimeoutExpired:
             row = {"status": "timeout", "reason": f"over {args.timeout} s"}
         row = {"config": name, **row, "seconds": round(time.perf_counter() - start, 1)}
