@@ -59,3 +59,17 @@ def test_cli_links_the_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (tmp_path / "plain").mkdir()
     with pytest.raises(DatasetError, match="not a symlink"):
         main([str(tmp_path / "plain"), "--num-train", "2", "--num-val", "1"])
+
+
+def test_dataset_file_check_accepts_mmdet3ds_unjoined_ann_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from detlight.openmmlab.data import check_dataset_files
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "kitti").mkdir(parents=True)
+    (tmp_path / "data" / "kitti" / "kitti_infos_train.pkl").write_bytes(b"")
+    split = {"type": "KittiDataset", "data_root": "data/kitti/", "ann_file": "data/kitti/kitti_infos_train.pkl"}
+    check_dataset_files(split, "data.train", unjoined_ok=True)  # mmdet3d reads ann_file as written
+    with pytest.raises(DatasetError, match="data/kitti/data/kitti/kitti_infos_train.pkl"):
+        check_dataset_files(split, "data.train")  # mmdet joins data_root
+    with pytest.raises(DatasetError, match="`data.train.ann_file`"):
+        check_dataset_files(dict(split, ann_file="data/kitti/gone.pkl"), "data.train", unjoined_ok=True)
