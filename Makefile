@@ -62,7 +62,7 @@ $(OPENMMLAB_VENV)/.installed: $(VENV)/.installed
 	MMCV_WITH_OPS=0 $(OPENMMLAB_PIP) mmcv==1.7.0
 	$(OPENMMLAB_PIP) --no-deps mmdet==2.28.2 mmsegmentation==0.30.0
 	$(OPENMMLAB_PIP) --no-build-isolation --no-deps mmdet3d==1.0.0rc6
-	$(OPENMMLAB_PIP) terminaltables pycocotools scipy shapely six matplotlib numba pyquaternion trimesh plyfile networkx
+	$(OPENMMLAB_PIP) terminaltables prettytable pandas scikit-learn cachetools descartes fire pycocotools scipy shapely six matplotlib numba pyquaternion trimesh plyfile networkx
 	$(OPENMMLAB_PIP) --no-deps lyft_dataset_sdk==0.0.8 nuscenes-devkit==1.1.11
 	$(OPENMMLAB_PY) -c 'import detlight, mmcv, mmdet, mmdet3d; print("mmcv", mmcv.__version__, "mmdet", mmdet.__version__, "mmdet3d", mmdet3d.__version__)'
 	touch $@

@@ -161,23 +161,24 @@ def _unwrap(value: Any, device: torch.device | None) -> Any:
     return value
 
 
-def check_dataset_files(cfg: Any, key: str) -> None:
+def check_dataset_files(cfg: Any, key: str, unjoined_ok: bool = False) -> None:
     """Fail with the path and the config key when a split's ``ann_file`` (or ``img_prefix``) does not exist.
 
     Follows dataset wrappers (``dataset`` / ``datasets``) and joins ``data_root`` as mmdet does for relative paths.
+    ``unjoined_ok``: the path as written also counts (mmdet3d's point-cloud datasets do not join ``data_root``).
 
     Raises:
         DatasetError: the first missing file or folder.
     """
     if isinstance(cfg, (list, tuple)):
         for i, item in enumerate(cfg):
-            check_dataset_files(item, f"{key}.{i}")
+            check_dataset_files(item, f"{key}.{i}", unjoined_ok)
         return
     if not isinstance(cfg, Mapping):
         return
     for child in _WRAPPER_CHILDREN:
         if child in cfg:
-            check_dataset_files(cfg[child], f"{key}.{child}")
+            check_dataset_files(cfg[child], f"{key}.{child}", unjoined_ok)
     root = cfg.get("data_root")
     for name, is_file in (("ann_file", True), ("img_prefix", False)):
         value = cfg.get(name)
@@ -186,7 +187,8 @@ def check_dataset_files(cfg: Any, key: str) -> None:
             if not isinstance(item, str) or not item:
                 continue
             path = os.path.join(root, item) if root and not os.path.isabs(item) else item
-            exists = os.path.isfile(path) if is_file else os.path.isdir(path)
+            found = os.path.isfile if is_file else os.path.isdir
+            exists = found(path) or (unjoined_ok and found(item))
             if not exists:
                 what = "annotation file" if is_file else "image folder"
                 raise DatasetError(f"`{key}.{name}`: {what} not found: {path}. Point it at your data (or set "
@@ -253,11 +255,15 @@ class OpenMMLabDataModule(BaseDataModule):
         split.pop("samples_per_gpu", None)
         if "type" not in split:
             raise ConfigError(f"`data.{name}` needs a `type` (e.g. CocoDataset), got keys {sorted(split)}")
-        check_dataset_files(split, f"data.{name}")
+        check_dataset_files(split, f"data.{name}", unjoined_ok=self.scope == "mmdet3d")
         from mmcv import ConfigDict
 
         if self.scope == "mmdet3d":
             from mmdet3d.datasets import build_dataset
+
+            from detlight.openmmlab.kitti_eval_cpu import install_kitti_eval_cpu
+
+            install_kitti_eval_cpu()  # KittiDataset.evaluate without a CUDA GPU
         else:
             from mmdet.datasets import build_dataset
         with registry_errors(f"building `data.{name}` ({split['type']})", self.custom_imports):
