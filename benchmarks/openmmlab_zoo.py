@@ -19,7 +19,8 @@ The overrides (the only changes made to a config), all in :func:`adapt`:
 - ``data.samples_per_gpu = 2``, ``workers_per_gpu = 0``, a val batch of 1 image;
 - ``runner = EpochBasedRunner(max_epochs=1)``, ``evaluation.interval = 1`` (a VOC ``mAP`` metric becomes
   ``bbox``: the dataset is COCO's), the text logger only, ``auto_scale_lr`` off;
-- detlight overrides: ``trainer.max_steps=2``, ``trainer.limit_val_batches=1``, no progress bar, sanity check off.
+- detlight overrides: ``trainer.max_steps=2``, ``trainer.limit_train_batches=2`` (an epoch of 2 iterations, so
+  the val step runs after them even under a ``RepeatDataset``), ``trainer.limit_val_batches=1``, no progress bar, sanity check off.
 
 Reasons: ``op not provided: <op>`` (an mmcv op the provider lacks), ``dataset type: ...`` (a dataset that cannot read
 COCO-format annotations, e.g. panoptic), ``registry: ...`` (a type not registered, e.g. a ``custom_imports`` module
@@ -219,7 +220,8 @@ def run_one(config: Path, work: Path, max_side: int = 128) -> dict[str, Any]:
                 ValSteps.count += 1
 
         trainer, module = fit(str(py), callbacks=[ValSteps()], overrides={
-            "trainer.default_root_dir": str(work / "run"), "trainer.max_steps": 2, "trainer.limit_val_batches": 1,
+            "trainer.default_root_dir": str(work / "run"), "trainer.max_steps": 2, "trainer.limit_train_batches": 2,
+            "trainer.limit_val_batches": 1,
             "trainer.num_sanity_val_steps": 0, "trainer.enable_progress_bar": False})
         steps = int(trainer.global_step)
         status = "ok" if steps == 2 and ValSteps.count >= 1 else "fail"

@@ -3,7 +3,7 @@
 # Run:   detlight fit --config configs/openmmlab/retinanet_r18_synthetic.py      (OpenMMLab venv: mmdet's code)
 # mmdet counterpart: configs/retinanet/retinanet_r50_fpn_1x_coco.py, scaled down: ResNet-18 without ImageNet
 # weights, 64-channel FPN on P3-P5, a GroupNorm head of 2 convs, anchors of 16-100 px (octave_base_scale=2),
-# GIoU box loss on decoded boxes, AdamW with warm-up and cosine decay, 128 px images, 12 epochs.
+# GIoU box loss on decoded boxes, AdamW with warm-up and cosine decay, 128 px images, 6 epochs.
 # Metric: mmdet's CocoDataset.evaluate (pycocotools): val/bbox_mAP, val/bbox_mAP_50, ...
 model = dict(
     type='RetinaNet',
@@ -61,7 +61,7 @@ optimizer = dict(type='AdamW', lr=0.002, weight_decay=0.0001)
 optimizer_config = dict(grad_clip=dict(max_norm=10, norm_type=2))
 lr_config = dict(policy='CosineAnnealing', min_lr=0.0, by_epoch=False, warmup='linear', warmup_iters=50,
                  warmup_ratio=0.1)
-runner = dict(type='EpochBasedRunner', max_epochs=12)
+runner = dict(type='EpochBasedRunner', max_epochs=6)
 checkpoint_config = dict(interval=1, max_keep_ckpts=1)
 log_config = dict(interval=10, hooks=[dict(type='TextLoggerHook')])
 dist_params = dict(backend='nccl')
