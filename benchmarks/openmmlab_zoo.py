@@ -48,6 +48,19 @@ CONFIG_ROOT = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.v
     "site-packages" / "mmdet" / ".mim" / "configs"
 SIZE_KEYS = ("img_scale", "crop_size", "size", "img_size", "input_size")
 COCO_METRICS = ("bbox", "segm", "proposal", "proposal_fast")
+#: fast configs of 20 families (one-stage, two-stage, cascade, query-based, anchor-free, instance masks): the marked
+#: test ``tests/openmmlab/test_zoo_sample.py`` runs them through :func:`run_one`
+REPRESENTATIVE = (
+    "atss/atss_r50_fpn_1x_coco.py", "cascade_rcnn/cascade_rcnn_r50_fpn_1x_coco.py",
+    "centernet/centernet_resnet18_140e_coco.py", "detr/detr_r50_8x2_150e_coco.py",
+    "faster_rcnn/faster_rcnn_r50_fpn_1x_coco.py", "fcos/fcos_r50_caffe_fpn_gn-head_1x_coco.py",
+    "gfl/gfl_r50_fpn_1x_coco.py", "mask_rcnn/mask_rcnn_r50_fpn_1x_coco.py", "paa/paa_r50_fpn_1x_coco.py",
+    "reppoints/reppoints_moment_r50_fpn_1x_coco.py", "retinanet/retinanet_r18_fpn_1x_coco.py",
+    "rpn/rpn_r50_fpn_1x_coco.py", "solo/solo_r50_fpn_1x_coco.py", "sparse_rcnn/sparse_rcnn_r50_fpn_1x_coco.py",
+    "ssd/ssdlite_mobilenetv2_scratch_600e_coco.py", "tood/tood_r50_fpn_1x_coco.py", "vfnet/vfnet_r50_fpn_1x_coco.py",
+    "yolo/yolov3_mobilenetv2_320_300e_coco.py", "yolof/yolof_r50_c5_8x8_1x_coco.py",
+    "yolox/yolox_tiny_8x8_300e_coco.py",
+)
 
 
 def config_root() -> Path:
@@ -256,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="openmmlab_zoo.jsonl", help="resumable jsonl of results")
     parser.add_argument("--sample", action="store_true", help="one config per family folder")
+    parser.add_argument("--representative", action="store_true", help="the 20 configs of the marked test")
     parser.add_argument("--configs", nargs="*", help="configs relative to mmdet's configs folder")
     parser.add_argument("--shuffle", type=int, default=None, help="run in a random order with this seed")
     parser.add_argument("--timeout", type=float, default=600.0)
@@ -273,8 +287,8 @@ def main(argv: list[str] | None = None) -> None:
         print(summary(done))
         return
     root = config_root()
-    configs = ([root / c for c in args.configs] if args.configs else sample_configs(root) if args.sample
-               else leaf_configs(root))
+    configs = ([root / c for c in args.configs] if args.configs else [root / c for c in REPRESENTATIVE]
+               if args.representative else sample_configs(root) if args.sample else leaf_configs(root))
     if args.shuffle is not None:  # a partial run is then an unbiased sample
         import random
 
