@@ -13,7 +13,7 @@ import pytest
 
 import detlight.openmmlab
 
-pytestmark = pytest.mark.openmmlab
+pytestmark = [pytest.mark.openmmlab, pytest.mark.timeout(1200)]  # builds mmdet models: slow on a loaded host
 
 mmdet = pytest.importorskip("mmdet")
 detlight.openmmlab.install_ops()  # before anything imports mmcv.ops
