@@ -106,7 +106,7 @@ def test_tood_set_epoch_info_hook_reaches_the_head(tmp_path: Path) -> None:
     assert cfg["custom_hooks"] == [{"type": "SetEpochInfoHook"}]  # TOOD's own config, unchanged
     cfg["model"]["backbone"].update(depth=18, norm_eval=False)
     cfg["model"]["neck"]["in_channels"] = [64, 128, 256, 512]
-    cfg["model"]["bbox_head"]["initial_epoch"] = 1  # ATSS assigner in epoch 0, task-aligned from epoch 1
+    cfg["model"]["train_cfg"]["initial_epoch"] = 1  # ATSS assigner in epoch 0, task-aligned from epoch 1
     cfg["runner"] = {"type": "EpochBasedRunner", "max_epochs": 2}
     cfg["evaluation"] = {"interval": 10, "metric": "bbox"}
     config = zoo.write_py(cfg, tmp_path / "tood_tiny.py")
