@@ -1,7 +1,6 @@
 """mmdet's own hooks that need mmdet's model or dataset run unchanged through ``custom_hooks`` on the bridged model.
 
-YOLOX's ``YOLOXModeSwitchHook`` / ``SyncNormHook`` (as in ``yolox_s_8x8_300e_coco.py``) plus ``SyncRandomSizeHook``
-on a narrow YOLOX, and TOOD's ``SetEpochInfoHook``, each from mmdet's shipped config pointed at the synthetic COCO
+YOLOX's ``YOLOXModeSwitchHook`` / ``SyncNormHook`` (as in ``yolox_s_8x8_300e_coco.py``) on a narrow YOLOX, and TOOD's ``SetEpochInfoHook``, each from mmdet's shipped config pointed at the synthetic COCO
 set by ``benchmarks/openmmlab_zoo.py``'s :func:`adapt` (needs the OpenMMLab venv).
 
 Run: ``.venv-openmmlab/bin/python -m pytest -q -m openmmlab tests/openmmlab/test_bridge_hooks.py``.
@@ -63,7 +62,7 @@ class Record:
         return _Cb()
 
 
-def test_yolox_hooks_switch_mode_and_resize_through_custom_hooks(tmp_path: Path) -> None:
+def test_yolox_hooks_switch_mode_through_custom_hooks(tmp_path: Path) -> None:
     from detlight.api import fit
 
     zoo = zoo_module()
@@ -78,9 +77,9 @@ def test_yolox_hooks_switch_mode_and_resize_through_custom_hooks(tmp_path: Path)
     cfg["lr_config"].update(warmup_iters=1, num_last_epochs=1)
     # yolox_s's hooks with num_last_epochs=1: the mode switches before epoch index 1 (= max_epochs - 1 - 1)
     cfg["custom_hooks"] = [dict(type="YOLOXModeSwitchHook", num_last_epochs=1, priority=48),
-                           dict(type="SyncNormHook", num_last_epochs=1, interval=1, priority=48),
-                           dict(type="SyncRandomSizeHook", ratio_range=(3, 3), img_scale=(64, 64), interval=1,
-                                device="cpu")]
+                           dict(type="SyncNormHook", num_last_epochs=1, interval=1, priority=48)]
+    # SyncRandomSizeHook is left out: mmdet 2.28.2's MultiImageMixDataset has no `update_dynamic_scale` any more (the
+    # hook is deprecated there), so it raises AttributeError under mmdet's own runner as it does here
     cfg["evaluation"] = {"interval": 10, "metric": "bbox"}
     config = zoo.write_py(cfg, tmp_path / "yolox_tiny.py")
     record = Record()
@@ -89,11 +88,9 @@ def test_yolox_hooks_switch_mode_and_resize_through_custom_hooks(tmp_path: Path)
         "trainer.limit_val_batches": 0, "trainer.num_sanity_val_steps": 0, "trainer.enable_progress_bar": False})
     assert trainer.global_step == 6 and len(record.epochs) == 3
     first, second, third = record.epochs
-    assert first["use_l1"] is False and first["skip"] is None and first["dynamic_scale"] is None
+    assert first["use_l1"] is False and first["skip"] is None
     assert second["use_l1"] is True and tuple(second["skip"]) == ("Mosaic", "RandomAffine", "MixUp")
-    # SyncRandomSizeHook after epoch 0: 32 * 3 = 96 px, the size every later image is resized and padded to
-    assert tuple(second["dynamic_scale"]) == (96, 96) and second["img_shape"] == (96, 96)
-    assert first["img_shape"] == (64, 64)
+    assert first["img_shape"] == second["img_shape"] == (64, 64)
     assert third["use_l1"] is True
     assert module.model.bbox_head.use_l1 is True
 
