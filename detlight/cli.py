@@ -107,6 +107,8 @@ def build_cli(args: Sequence[str] | dict[str, Any], *, run: bool = True,
             before = set(_option_values(given, ("--config", "-c")))
             temporary = [a for a in _option_values(args, ("--config",)) if a not in before]
             check_config_files(args)
+            if not run:  # no subcommand: its own keys (ckpt_path, written by every .py conversion) are unknown
+                args = _without_subcommand_keys(args, temporary)
         kwargs.setdefault("parser_class", FriendlyArgumentParser)
         with warnings.catch_warnings():
             # args come from the caller, not sys.argv; LightningCLI warns when it sees both.
@@ -114,6 +116,37 @@ def build_cli(args: Sequence[str] | dict[str, Any], *, run: bool = True,
             return (cli_class or DetLightCLI)(args=args, run=run, **kwargs)  # type: ignore[return-value]
     finally:
         remove_files(temporary)
+
+
+#: config keys that belong to a subcommand (``fit(ckpt_path=...)``), not to the Trainer / model / data parser
+SUBCOMMAND_KEYS = ("ckpt_path",)
+
+
+def _without_subcommand_keys(argv: list[str], temporary: list[str]) -> list[str]:
+    """``argv`` with each ``--config`` YAML that holds :data:`SUBCOMMAND_KEYS` replaced by a copy without them.
+
+    ``detlight check`` builds the parser without subcommands; a converted ``.py`` config always carries
+    ``ckpt_path``. The copies are appended to ``temporary`` (deleted when the run is over).
+    """
+    import tempfile
+
+    import yaml
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg not in ("--config", "-c") or i + 1 >= len(out) or not os.path.isfile(out[i + 1]):
+            continue
+        with open(out[i + 1], encoding="utf-8") as f:
+            content = yaml.safe_load(f)
+        if not isinstance(content, dict) or not any(k in content for k in SUBCOMMAND_KEYS):
+            continue
+        stripped = {k: v for k, v in content.items() if k not in SUBCOMMAND_KEYS}
+        fd, path = tempfile.mkstemp(suffix=".yaml", prefix="detlight-check-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yaml.safe_dump(stripped, f, sort_keys=False)
+        temporary.append(path)
+        out[i + 1] = path
+    return out
 
 
 def remove_files(paths: Sequence[str]) -> None:

@@ -34,6 +34,10 @@ BRIDGED_KEYS = ("model", "data", "train_cfg", "test_cfg", "custom_imports", "ope
 _SCHEDULE_KEYS = ("interval", "by_epoch", "start", "save_best", "rule", "greater_keys", "less_keys", "out_dir",
                   "dynamic_intervals", "gpu_collect", "tmpdir", "broadcast_bn_buffer", "efficient_test", "pipeline")
 _SYNC_BN = ("SyncBN", "MMSyncBN", "NaiveSyncBN")
+#: mmdet's hooks that need mmdet's model or dataset: without the bridge they have no counterpart (or, for
+#: SetEpochInfoHook, detlight's look-alike callback); bridged, mmdet's own classes run through MMCVHooks
+MMDET_HOOKS = ("YOLOXModeSwitchHook", "SyncNormHook", "SyncRandomSizeHook", "SetEpochInfoHook")
+_SET_EPOCH_CALLBACK = "detlight.callbacks.set_epoch_info.SetEpochInfo"
 
 
 def convert_config_bridged(cfg: Mapping[str, Any], source: str,
@@ -81,6 +85,7 @@ def bridge_config(cfg: Mapping[str, Any], out: dict[str, Any], report: Any) -> N
     for callback in callbacks:
         if callback.get("class_path") == MMCV_HOOKS and custom:
             callback.setdefault("init_args", {})["custom_imports"] = _import_names(custom)
+    callbacks = _bridge_mmdet_hooks(cfg, trainer, callbacks, report)
     workflow = [cb for cb in callbacks if cb.get("class_path") == WORKFLOW]
     if workflow:  # the ('val', n) losses phase needs the val set with the train pipeline: not built here
         trainer["callbacks"] = callbacks = [cb for cb in callbacks if cb not in workflow]
@@ -119,6 +124,32 @@ def _report(cfg: Mapping[str, Any], report: Any, scope: str, ev_init: Mapping[st
         report.add("resume_from", "mapped", RESUME, "exact: weights, optimizer state, epoch and iteration of the .pth")
     if "openmmlab" in cfg:
         report.add("openmmlab", "mapped", "(detlight.openmmlab switch)", f"{cfg['openmmlab']!r}")
+
+
+def _bridge_mmdet_hooks(cfg: Mapping[str, Any], trainer: dict[str, Any], callbacks: list[dict[str, Any]],
+                        report: Any) -> list[dict[str, Any]]:
+    """Run the config's :data:`MMDET_HOOKS` unchanged (mmdet's classes) through the MMCVHooks callback."""
+    hooks = [(i, dict(h)) for i, h in enumerate(cfg.get("custom_hooks") or [])
+             if isinstance(h, Mapping) and h.get("type") in MMDET_HOOKS]
+    if not hooks:
+        return callbacks
+    specs = []
+    for i, hook in hooks:
+        kind = hook.pop("type")
+        specs.append({"class_path": f"mmdet.core.hook.{kind}", **hook})
+        report.entries = [e for e in report.entries if e.key != f"custom_hooks.{i}"]
+        report.add(f"custom_hooks.{i}", "mapped", MMCV_HOOKS,
+                   f"exact: mmdet's own {kind} on mmdet's detector and dataset (runner.model.module, "
+                   "runner.data_loader.dataset)")
+    if any(h["class_path"].endswith("SetEpochInfoHook") for h in specs):
+        callbacks = [cb for cb in callbacks if cb.get("class_path") != _SET_EPOCH_CALLBACK]
+    existing = next((cb for cb in callbacks if cb.get("class_path") == MMCV_HOOKS), None)
+    if existing is None:
+        callbacks.append({"class_path": MMCV_HOOKS, "init_args": {"hooks": specs}})
+    else:
+        existing.setdefault("init_args", {}).setdefault("hooks", []).extend(specs)
+    trainer["callbacks"] = callbacks
+    return callbacks
 
 
 def _import_names(custom: Any) -> list[str]:

@@ -110,6 +110,13 @@ class _Indexed(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def __getattr__(self, name: str) -> Any:
+        # mmdet's hooks reach the dataset through runner.data_loader.dataset: `update_skip_type_keys`
+        # (YOLOXModeSwitchHook), `update_dynamic_scale` (SyncRandomSizeHook), `flag`, `CLASSES`, ...
+        if name == "dataset":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
     def __getitem__(self, index: int) -> Any:
         sample = self.dataset[index]
         metas = sample.get("img_metas") if isinstance(sample, Mapping) else None

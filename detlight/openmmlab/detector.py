@@ -143,22 +143,31 @@ def openmmlab_detector(
     return detector
 
 
-def mmcv_containers(value: Any) -> Any:
+#: keys whose number lists mmcv checks for tuples whatever their length (``impad(pad_val=...)``, in YOLOX's
+#: ``Pad(pad_val=dict(img=(114.0, 114.0, 114.0)))``)
+_TUPLE_KEYS = ("pad_val", "seg_pad_val")
+
+
+def mmcv_containers(value: Any, _tuples: bool = False) -> Any:
     """Copy a config section read back from YAML, turning each list of two numbers into a tuple.
 
     YAML has no tuples, and mmcv / mmdet check some values for them: ``Resize(img_scale=(1333, 800))`` (a list of
     two ints would be read as two scales), ``Voxelization(max_voxels=(16000, 40000))``. Pairs of numbers are the
-    tuples of mmdet's configs (scales, sizes, ranges); longer lists stay lists, as mmdet writes them.
+    tuples of mmdet's configs (scales, sizes, ranges); longer lists stay lists, as mmdet writes them, except the
+    number lists under ``pad_val`` / ``seg_pad_val`` (mmcv's ``impad`` takes a number or a tuple).
 
     Example:
         >>> mmcv_containers({"img_scale": [[1333, 640], [1333, 800]], "mean": [1.0, 2.0, 3.0]})
         {'img_scale': [(1333, 640), (1333, 800)], 'mean': [1.0, 2.0, 3.0]}
+        >>> mmcv_containers({"pad_val": {"img": [114.0, 114.0, 114.0], "masks": 0}})
+        {'pad_val': {'img': (114.0, 114.0, 114.0), 'masks': 0}}
     """
     if isinstance(value, Mapping):
-        return {k: mmcv_containers(v) for k, v in value.items()}
+        return {k: mmcv_containers(v, _tuples or k in _TUPLE_KEYS) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        items = [mmcv_containers(v) for v in value]
-        if len(items) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
+        items = [mmcv_containers(v, _tuples) for v in value]
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items)
+        if numbers and (len(items) == 2 or _tuples and items):
             return tuple(items)
         return items if isinstance(value, list) else tuple(items)
     return value

@@ -12,7 +12,7 @@ from typing import Literal
 
 from detlight.data.synthetic import SyntheticCocoSpec, ensure_synthetic_coco
 
-__all__ = ["FAMILIES", "write_config"]
+__all__ = ["FAMILIES", "link_synthetic_coco", "write_config"]
 
 Family = Literal["retinanet", "faster_rcnn", "mask_rcnn"]
 FAMILIES: tuple[str, ...] = ("retinanet", "faster_rcnn", "mask_rcnn")
@@ -172,3 +172,30 @@ def write_config(path: str | Path, family: str = "retinanet", root: str | Path |
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     return out
+
+
+def link_synthetic_coco(dest: str | Path, spec: SyntheticCocoSpec | None = None) -> Path:
+    """Generate ``spec``'s synthetic COCO set (default: 600 train / 100 val images of 128 px) and link it at ``dest``.
+
+    ``dest`` then holds mmdet's layout, ``annotations/{train,val}.json`` and ``train/`` / ``val/`` image folders, as
+    ``configs/openmmlab/*.py`` expect (``data_root = 'data/synthetic_coco/'``).
+
+    Raises:
+        FileExistsError: ``dest`` exists and is not a link to this set.
+    """
+    paths = ensure_synthetic_coco(spec)
+    target = paths.train_ann.parent.parent.resolve()
+    out = Path(dest)
+    if out.is_symlink() and out.resolve() == target:
+        return out
+    if out.exists() or out.is_symlink():
+        raise FileExistsError(f"{out} exists and is not a link to the synthetic COCO set {target}; remove it first")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.symlink_to(target, target_is_directory=True)
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(link_synthetic_coco(sys.argv[1] if len(sys.argv) > 1 else "data/synthetic_coco"))

@@ -58,3 +58,33 @@ def test_check_reports_a_head_dataset_class_mismatch(tmp_path, capsys, monkeypat
                        tmp_path, capsys)
     assert code == 1
     assert "the head predicts 5 classes" in out and "the dataset has 2" in out
+
+
+def test_check_accepts_an_mmcv_py_config(tmp_path, capsys, monkeypatch):
+    """A converted ``.py`` config carries ``ckpt_path`` (a ``fit`` key); check has no subcommand and must drop it."""
+    from detlight.openmmlab.samples import write_config
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    config = write_config(tmp_path / "retina.py", "retinanet", root=tmp_path / "data", num_train=4, num_val=2,
+                          image_size=64)
+    with pytest.raises(SystemExit):
+        main(["check", "--openmmlab", "false", "--config", str(config), f"--trainer.default_root_dir={tmp_path}",
+              "--trainer.logger=false"])
+    out = capsys.readouterr()
+    assert "Mapping report" in out.err  # converted, then parsed: no "unknown key 'ckpt_path'" from the parser
+    assert "unknown key" not in out.err, out.err
+
+
+def test_subcommand_keys_are_dropped_from_config_copies(tmp_path):
+    import yaml
+
+    from detlight.cli import _without_subcommand_keys
+
+    with_key, without = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    with_key.write_text("ckpt_path: null\ntrainer: {max_epochs: 2}\n")
+    without.write_text("trainer: {max_epochs: 3}\n")
+    temporary: list[str] = []
+    argv = _without_subcommand_keys(["--config", str(with_key), "--config", str(without), "--x", "1"], temporary)
+    assert argv[1] == temporary[0] != str(with_key) and argv[3:] == [str(without), "--x", "1"]
+    assert yaml.safe_load(Path(temporary[0]).read_text()) == {"trainer": {"max_epochs": 2}}
+    assert "ckpt_path" in with_key.read_text()  # the user's file is untouched

@@ -1,0 +1,328 @@
+"""mmdet 2.28.2's config zoo through ``detlight fit``: each leaf config, pointed at the synthetic COCO set.
+
+For every leaf config of mmdet's ``.mim/configs`` (``_base_`` and ``common/`` fragments skipped), :func:`adapt`
+rewrites the config (read with mmcv's ``Config.fromfile``, so ``_base_`` inheritance is mmdet's) and one subprocess
+per config runs :func:`run_one`: ``detlight.api.fit`` for 2 train iterations and 1 val step, with a timeout. Results
+are appended to a resumable jsonl file (one line per config: status, seconds, a one-line reason); a summary table by
+family (config folder) and by reason is printed at the end (``--summary`` prints it for an existing file).
+
+The overrides (the only changes made to a config), all in :func:`adapt`:
+
+- every dataset dict (one holding ``ann_file``, inside wrappers such as ``RepeatDataset``, ``ClassBalancedDataset``,
+  ``MultiImageMixDataset`` or a list for ``ConcatDataset``) becomes ``CocoDataset`` on the synthetic COCO set
+  (``type``, ``ann_file``, ``img_prefix``, ``classes``; ``seg_prefix`` dropped); the pipelines are the config's own;
+- image sizes in the pipelines and ``custom_hooks`` (``img_scale``, ``crop_size``, ``size``, ``img_size``,
+  ``input_size`` pairs) are scaled so that the longer side is at most ``--max-side`` (128) pixels;
+- every integer ``num_classes`` in the model is the synthetic set's class count (4);
+- ``pretrained`` and ``init_cfg`` of type ``Pretrained`` are set to ``None`` (nothing is downloaded), as are
+  ``load_from`` / ``resume_from``;
+- ``data.samples_per_gpu = 2``, ``workers_per_gpu = 0``, a val batch of 1 image;
+- ``runner = EpochBasedRunner(max_epochs=1)``, ``evaluation.interval = 1`` (a VOC ``mAP`` metric becomes
+  ``bbox``: the dataset is COCO's), the text logger only, ``auto_scale_lr`` off;
+- detlight overrides: ``trainer.max_steps=2``, ``trainer.limit_train_batches=2`` (an epoch of 2 iterations, so
+  the val step runs after them even under a ``RepeatDataset``), ``trainer.limit_val_batches=1``, no progress bar, sanity check off.
+
+Reasons: ``op not provided: <op>`` (an mmcv op the provider lacks), ``dataset type: ...`` (a dataset that cannot read
+COCO-format annotations, e.g. panoptic), ``registry: ...`` (a type not registered, e.g. a ``custom_imports`` module
+of another package), ``timeout``, otherwise ``<ErrorClass>: <first line>``.
+
+Run (OpenMMLab venv, ``PYTHONPATH`` at the repository): ``python benchmarks/openmmlab_zoo.py --sample
+--out zoo.jsonl`` (one config per family folder), without ``--sample`` for all leaves; ``--summary`` prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+CONFIG_ROOT = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / \
+    "site-packages" / "mmdet" / ".mim" / "configs"
+SIZE_KEYS = ("img_scale", "crop_size", "size", "img_size", "input_size")
+COCO_METRICS = ("bbox", "segm", "proposal", "proposal_fast")
+#: fast configs of 20 families (one-stage, two-stage, cascade, query-based, anchor-free, instance masks): the marked
+#: test ``tests/openmmlab/test_zoo_sample.py`` runs them through :func:`run_one`
+REPRESENTATIVE = (
+    "atss/atss_r50_fpn_1x_coco.py", "cascade_rcnn/cascade_rcnn_r50_fpn_1x_coco.py",
+    "centernet/centernet_resnet18_140e_coco.py", "detr/detr_r50_8x2_150e_coco.py",
+    "faster_rcnn/faster_rcnn_r50_fpn_1x_coco.py", "fcos/fcos_r50_caffe_fpn_gn-head_1x_coco.py",
+    "gfl/gfl_r50_fpn_1x_coco.py", "mask_rcnn/mask_rcnn_r50_fpn_1x_coco.py", "paa/paa_r50_fpn_1x_coco.py",
+    "reppoints/reppoints_moment_r50_fpn_1x_coco.py", "retinanet/retinanet_r18_fpn_1x_coco.py",
+    "rpn/rpn_r50_fpn_1x_coco.py", "solo/solo_r50_fpn_1x_coco.py", "sparse_rcnn/sparse_rcnn_r50_fpn_1x_coco.py",
+    "ssd/ssdlite_mobilenetv2_scratch_600e_coco.py", "tood/tood_r50_fpn_1x_coco.py", "vfnet/vfnet_r50_fpn_1x_coco.py",
+    "yolo/yolov3_mobilenetv2_320_300e_coco.py", "yolof/yolof_r50_c5_8x8_1x_coco.py",
+    "yolox/yolox_tiny_8x8_300e_coco.py",
+)
+
+
+def config_root() -> Path:
+    """mmdet's shipped configs folder (``mmdet/.mim/configs``) of the running interpreter."""
+    import mmdet
+
+    return Path(mmdet.__file__).parent / ".mim" / "configs"
+
+
+def leaf_configs(root: Path | None = None) -> list[Path]:
+    """Every leaf config under ``root``, sorted: ``_base_`` and ``common/`` fragments excluded."""
+    root = root or config_root()
+    return sorted(p for p in root.rglob("*.py") if "_base_" not in p.parts and "common" not in p.parts)
+
+
+def sample_configs(root: Path | None = None) -> list[Path]:
+    """One config per family folder: the leaf with the shortest name (usually the plain variant)."""
+    by_family: dict[str, list[Path]] = defaultdict(list)
+    root = root or config_root()
+    for path in leaf_configs(root):
+        by_family[path.relative_to(root).parts[0]].append(path)
+    return [min(paths, key=lambda p: (len(p.name), p.name)) for _, paths in sorted(by_family.items())]
+
+
+def _scale_pair(value: Any, max_side: int) -> Any:
+    if (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        big = max(value)
+        if big > max_side:
+            f = max_side / big
+            return type(value)(max(8, int(round(v * f))) for v in value)
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, (list, tuple)) for v in value):
+        return [_scale_pair(v, max_side) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > max_side:
+        return max_side
+    return value
+
+
+def _scale_sizes(node: Any, max_side: int) -> Any:
+    if isinstance(node, dict):
+        return {k: (_scale_pair(v, max_side) if k in SIZE_KEYS else _scale_sizes(v, max_side)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_scale_sizes(v, max_side) for v in node]
+    if isinstance(node, tuple):
+        return tuple(_scale_sizes(v, max_side) for v in node)
+    return node
+
+
+def _model_fixes(node: Any, num_classes: int) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "num_classes" and isinstance(v, int) and not isinstance(v, bool):
+                out[k] = num_classes
+            elif k == "pretrained" and isinstance(v, str):
+                out[k] = None
+            elif k == "init_cfg" and isinstance(v, dict) and v.get("type") == "Pretrained":
+                out[k] = None
+            else:
+                out[k] = _model_fixes(v, num_classes)
+        return out
+    if isinstance(node, (list, tuple)):
+        return type(node)(_model_fixes(v, num_classes) for v in node)
+    return node
+
+
+def _point_datasets(node: Any, ann: str, img: str, classes: tuple[str, ...]) -> Any:
+    if isinstance(node, dict):
+        if "ann_file" in node:
+            out = {k: v for k, v in node.items() if k not in ("seg_prefix", "ins_ann_file", "data_root")}
+            out.update(type="CocoDataset", ann_file=ann, img_prefix=img, classes=classes)
+            out["pipeline"] = _point_datasets(out.get("pipeline", []), ann, img, classes)
+            return out
+        return {k: _point_datasets(v, ann, img, classes) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_point_datasets(v, ann, img, classes) for v in node]
+    return node
+
+
+def adapt(path: Path, data_root: Path, max_side: int = 128) -> dict[str, Any]:
+    """The config at ``path`` (mmcv ``Config.fromfile``) with the overrides of the module docstring, as a dict."""
+    from mmcv import Config
+
+    from detlight.data.synthetic import SyntheticCocoSpec, ensure_synthetic_coco
+
+    paths = ensure_synthetic_coco(SyntheticCocoSpec(root=str(data_root), num_train=4, num_val=2, image_size=max_side))
+    classes = tuple(paths.classes)
+    cfg = Config.fromfile(str(path)).to_dict()
+    cfg.pop("model_wrapper_cfg", None)
+    cfg["model"] = _model_fixes(cfg["model"], len(classes))
+    for key in ("train_cfg", "test_cfg"):
+        if isinstance(cfg.get(key), dict):
+            cfg[key] = _model_fixes(cfg[key], len(classes))
+    data = cfg["data"]
+    for split, ann, img in (("train", paths.train_ann, paths.train_img_prefix),
+                            ("val", paths.val_ann, paths.val_img_prefix), ("test", paths.val_ann, paths.val_img_prefix)):
+        if split in data:
+            ds = data[split]
+            if isinstance(ds, dict) and isinstance(ds.get("ann_file"), (list, tuple)):
+                ds["ann_file"] = ds["ann_file"][0]
+            data[split] = _point_datasets(ds, str(ann), str(img) + "/", classes)
+    data["samples_per_gpu"] = 2
+    data["workers_per_gpu"] = 0
+    for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        if isinstance(data.get(key), dict):
+            data[key]["workers_per_gpu"] = 0
+            data[key].pop("persistent_workers", None)
+    data["val_dataloader"] = {**(data.get("val_dataloader") or {}), "samples_per_gpu": 1}
+    cfg["data"] = _scale_sizes(data, max_side)
+    for key in ("train_pipeline", "test_pipeline", "img_scale", "img_scales"):
+        cfg.pop(key, None)  # copies already resolved into `data`
+    if cfg.get("custom_hooks"):
+        cfg["custom_hooks"] = _scale_sizes(cfg["custom_hooks"], max_side)
+    evaluation = dict(cfg.get("evaluation") or {})
+    metric = evaluation.get("metric", "bbox")
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    metrics = [m for m in metrics if m in COCO_METRICS] or ["bbox"]
+    cfg["evaluation"] = {"interval": 1, "metric": metrics if len(metrics) > 1 else metrics[0]}
+    cfg["runner"] = {"type": "EpochBasedRunner", "max_epochs": 1}
+    cfg.pop("total_epochs", None)
+    cfg["log_config"] = {"interval": 1, "hooks": [{"type": "TextLoggerHook"}]}
+    cfg["checkpoint_config"] = {"interval": 1}
+    cfg["load_from"] = None
+    cfg["resume_from"] = None
+    cfg.pop("auto_scale_lr", None)
+    cfg["workflow"] = [("train", 1)]
+    return cfg
+
+
+def write_py(cfg: dict[str, Any], out: Path) -> Path:
+    """``cfg`` as a ``.py`` config of plain literals (``name = <repr>``)."""
+    out.write_text("".join(f"{k} = {v!r}\n" for k, v in cfg.items() if re.fullmatch(r"[A-Za-z_]\w*", k)))
+    return out
+
+
+def classify(err: BaseException) -> str:
+    """One line naming why a config failed."""
+    name = type(err).__name__
+    msg = " ".join(str(err).split())
+    if name == "OpNotProvidedError":
+        match = re.search(r"`?(\w+)`? is not provided|op `?(\w+)`?", msg)
+        return f"op not provided: {next(g for g in match.groups() if g) if match else msg[:80]}"
+    if "is not in the" in msg and "registry" in msg:
+        match = re.search(r"(\w+) is not in the (\w+) registry", msg)
+        kind = match.group(2) if match else ""
+        what = "dataset type" if kind == "dataset" else "registry"
+        return f"{what}: {match.group(1) if match else msg[:80]} ({kind})"
+    return f"{name}: {msg[:160]}"
+
+
+def run_one(config: Path, work: Path, max_side: int = 128) -> dict[str, Any]:
+    """Adapt ``config`` and run ``detlight fit`` for 2 train iterations and 1 val step; a result dict."""
+    import detlight.openmmlab
+
+    detlight.openmmlab.install_ops()
+    start = time.perf_counter()
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        cfg = adapt(config, work.parent / "data", max_side)
+        py = write_py(cfg, work / f"{config.stem}.py")
+        from lightning.pytorch import Callback
+
+        from detlight.api import fit
+
+        class ValSteps(Callback):
+            count = 0
+
+            def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
+                ValSteps.count += 1
+
+        trainer, module = fit(str(py), callbacks=[ValSteps()], overrides={
+            "trainer.default_root_dir": str(work / "run"), "trainer.max_steps": 2, "trainer.limit_train_batches": 2,
+            "trainer.limit_val_batches": 1,
+            "trainer.num_sanity_val_steps": 0, "trainer.enable_progress_bar": False})
+        steps = int(trainer.global_step)
+        status = "ok" if steps == 2 and ValSteps.count >= 1 else "fail"
+        reason = "" if status == "ok" else f"ran {steps} train iterations, {ValSteps.count} val steps"
+    except BaseException as err:  # noqa: BLE001 - every failure is a table row
+        status, reason = "fail", classify(err)
+    return {"status": status, "reason": reason, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _family(config: str) -> str:
+    return config.split("/", 1)[0]
+
+
+def summary(lines: list[dict[str, Any]]) -> str:
+    """Markdown tables: pass rate by family, failures by reason."""
+    fam: dict[str, Counter[str]] = defaultdict(Counter)
+    reasons: Counter[str] = Counter()
+    for line in lines:
+        fam[_family(line["config"])][line["status"]] += 1
+        if line["status"] != "ok":
+            reasons[re.sub(r"\d+", "N", line["reason"])[:110]] += 1
+    ok = sum(c["ok"] for c in fam.values())
+    out = [f"{ok}/{len(lines)} configs ran ({100 * ok / max(1, len(lines)):.0f} %)", "",
+           "| family | ok | failed |", "|---|---|---|"]
+    out += [f"| {f} | {c['ok']} | {sum(c.values()) - c['ok']} |" for f, c in sorted(fam.items())]
+    out += ["", "| reason | configs |", "|---|---|"]
+    out += [f"| {r} | {n} |" for r, n in reasons.most_common()]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="openmmlab_zoo.jsonl", help="resumable jsonl of results")
+    parser.add_argument("--sample", action="store_true", help="one config per family folder")
+    parser.add_argument("--representative", action="store_true", help="the 20 configs of the marked test")
+    parser.add_argument("--configs", nargs="*", help="configs relative to mmdet's configs folder")
+    parser.add_argument("--shuffle", type=int, default=None, help="run in a random order with this seed")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--max-side", type=int, default=128)
+    parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--summary", action="store_true", help="print the tables of --out and stop")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:  # child process: print the result as the last line
+        print("ZOO-RESULT " + json.dumps(run_one(Path(args.one), Path(args.work), args.max_side)), flush=True)
+        return
+    out = Path(args.out)
+    done = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
+    if args.summary:
+        print(summary(done))
+        return
+    root = config_root()
+    configs = ([root / c for c in args.configs] if args.configs else [root / c for c in REPRESENTATIVE]
+               if args.representative else sample_configs(root) if args.sample else leaf_configs(root))
+    if args.shuffle is not None:  # a partial run is then an unbiased sample
+        import random
+
+        random.Random(args.shuffle).shuffle(configs)
+    seen = {d["config"] for d in done}
+    scratch = Path(args.work or tempfile.mkdtemp(prefix="detlight-zoo-"))
+    for i, config in enumerate(configs):
+        rel = str(config.relative_to(root))
+        if rel in seen:
+            continue
+        work = scratch / config.stem
+        work.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run([sys.executable, __file__, "--one", str(config), "--work", str(work),
+                                   "--max-side", str(args.max_side)], capture_output=True, text=True,
+                                  timeout=args.timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            found = [ln for ln in proc.stdout.splitlines() if ln.startswith("ZOO-RESULT ")]
+            if found:
+                result = json.loads(found[-1].split(" ", 1)[1])
+            else:
+                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                result = {"status": "fail", "reason": f"crashed (rc {proc.returncode}): {tail[:160]}",
+                          "seconds": round(time.perf_counter() - start, 1)}
+        except subprocess.TimeoutExpired:
+            result = {"status": "fail", "reason": "timeout", "seconds": args.timeout}
+        line = {"config": rel, **result}
+        with out.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        print(f"[{i + 1}/{len(configs)}] {rel}: {result['status']} {result['reason']} ({result['seconds']} s)",
+              flush=True)
+        done.append(line)
+    print(summary(done))
+
+
+if __name__ == "__main__":
+    main()
