@@ -60,10 +60,14 @@ def bridge_config(cfg: Mapping[str, Any], out: dict[str, Any], report: Any) -> N
     scope = config_scope(cfg)
     custom = cfg.get("custom_imports")
     model_out = out.setdefault("model", {})
+    from detlight.openmmlab.detector import tuple_paths
+
     init: dict[str, Any] = {"model": cfg["model"], "scope": scope}
     for key in ("train_cfg", "test_cfg"):
         if cfg.get(key) is not None:
             init[key] = cfg[key]
+    # YAML writes tuples as lists: record where the config had tuples, so mmdet gets exactly its containers
+    init["tuples"] = tuple_paths({k: init[k] for k in ("model", "train_cfg", "test_cfg") if k in init})
     if custom:
         init["custom_imports"] = custom
     model_out["model"] = {"class_path": DETECTOR, "init_args": init}
@@ -73,7 +77,8 @@ def bridge_config(cfg: Mapping[str, Any], out: dict[str, Any], report: Any) -> N
     if eval_kwargs:
         ev_init["eval_kwargs"] = eval_kwargs
     model_out["evaluator"] = {"class_path": EVALUATOR, "init_args": ev_init}
-    data_init: dict[str, Any] = {"data": cfg["data"], "scope": scope, "seed": cfg.get("seed") or 0}
+    data_init: dict[str, Any] = {"data": cfg["data"], "scope": scope, "seed": cfg.get("seed") or 0,
+                                 "tuples": tuple_paths({"data": cfg["data"]})}
     if custom:
         data_init["custom_imports"] = custom
     if isinstance(cfg.get("data"), Mapping):

@@ -212,6 +212,8 @@ class OpenMMLabDataModule(BaseDataModule):
         custom_imports: the config's ``custom_imports`` (imported before the datasets are built).
         scope: ``"mmdet"`` or ``"mmdet3d"``.
         seed: the config's ``seed``: sampler permutations and worker seeds.
+        tuples: the paths (``data.train.pipeline.2.img_scale``) that are tuples in the ``.py`` config, recorded by
+            ``detlight convert``; ``None`` guesses them (see :func:`~detlight.openmmlab.detector.mmcv_containers`).
 
     Raises:
         ConfigError: ``data`` lacks ``samples_per_gpu`` or a split has no ``type``.
@@ -221,10 +223,10 @@ class OpenMMLabDataModule(BaseDataModule):
     collate_fn = staticmethod(collate)
 
     def __init__(self, data: Mapping[str, Any], custom_imports: Mapping[str, Any] | Sequence[str] | None = None,
-                 scope: str = "mmdet", seed: int = 0) -> None:
+                 scope: str = "mmdet", seed: int = 0, tuples: Sequence[str] | None = None) -> None:
         if not isinstance(data, Mapping):
             raise ConfigError(f"`data` must be the config's data dict, got {type(data).__name__}")
-        cfg = mmcv_containers(dict(data))
+        cfg = mmcv_containers({"data": dict(data)}, tuples)["data"]
         train_loader = dict(cfg.get("train_dataloader") or {})
         val_loader = dict(cfg.get("val_dataloader") or {})
         samples = train_loader.get("samples_per_gpu", cfg.get("samples_per_gpu", 2))

@@ -29,7 +29,8 @@ from torch import nn
 
 from detlight.exceptions import CheckpointError, ConfigError
 
-__all__ = ["check_init_checkpoints", "mmcv_containers", "openmmlab_detector", "predict_batch", "remote_checkpoints"]
+__all__ = ["check_init_checkpoints", "mmcv_containers", "openmmlab_detector", "predict_batch", "remote_checkpoints",
+           "tuple_paths"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ def openmmlab_detector(
     custom_imports: Mapping[str, Any] | Sequence[str] | None = None,
     scope: str = "mmdet",
     init_weights: bool = True,
+    tuples: Sequence[str] | None = None,
 ) -> nn.Module:
     """Build the config's own detector with mmdet's (or mmdet3d's) registry, as ``tools/train.py`` does.
 
@@ -102,6 +104,10 @@ def openmmlab_detector(
         custom_imports: the config's ``custom_imports``; imported first, so their types are registered.
         scope: ``"mmdet"`` or ``"mmdet3d"`` (whose ``build_model`` also knows mmdet's and mmseg's types).
         init_weights: call ``init_weights()`` (mmdet does, right after building).
+        tuples: dotted paths (``model.backbone.order``, ``train_cfg.sampler.x``; list items by index) of the values
+            that are tuples in the ``.py`` config, which YAML writes as lists: ``detlight convert`` records them
+            (:func:`tuple_paths`) so the sections reach mmdet with exactly the config's containers. ``None`` (a
+            hand-written YAML): pairs of numbers become tuples (:func:`mmcv_containers`).
 
     Returns:
         The mmdet detector module, with :func:`predict_batch` attached as ``predict_batch``.
@@ -124,9 +130,10 @@ def openmmlab_detector(
     import_custom_modules(custom_imports)
     from mmcv import ConfigDict
 
-    cfg = ConfigDict(mmcv_containers(model))
-    train = ConfigDict(mmcv_containers(train_cfg)) if train_cfg is not None else None
-    test = ConfigDict(mmcv_containers(test_cfg)) if test_cfg is not None else None
+    sections = mmcv_containers({"model": model, "train_cfg": train_cfg, "test_cfg": test_cfg}, tuples)
+    cfg = ConfigDict(sections["model"])
+    train = ConfigDict(sections["train_cfg"]) if train_cfg is not None else None
+    test = ConfigDict(sections["test_cfg"]) if test_cfg is not None else None
     with registry_errors(f"building `model` ({model['type']})", custom_imports):
         if scope == "mmdet3d":
             from mmdet3d.models import build_model
@@ -148,26 +155,68 @@ def openmmlab_detector(
 _TUPLE_KEYS = ("pad_val", "seg_pad_val")
 
 
-def mmcv_containers(value: Any, _tuples: bool = False) -> Any:
-    """Copy a config section read back from YAML, turning each list of two numbers into a tuple.
+def tuple_paths(value: Any, _path: str = "") -> list[str]:
+    """The dotted paths of every tuple in a config section (list items by index), for :func:`mmcv_containers`.
+
+    Example:
+        >>> tuple_paths({"model": {"order": ("conv", "norm"), "fractions": [1.0, 0.0], "a": [{"s": (1, 2)}]}})
+        ['model.order', 'model.a.0.s']
+    """
+    found: list[str] = []
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found += tuple_paths(item, f"{_path}.{key}" if _path else str(key))
+    elif isinstance(value, (list, tuple)):
+        if isinstance(value, tuple) and _path:
+            found.append(_path)
+        for i, item in enumerate(value):
+            found += tuple_paths(item, f"{_path}.{i}" if _path else str(i))
+    return found
+
+
+def mmcv_containers(value: Any, tuples: Sequence[str] | None = None) -> Any:
+    """Copy a config section read back from YAML, giving back the tuples mmcv / mmdet check for.
 
     YAML has no tuples, and mmcv / mmdet check some values for them: ``Resize(img_scale=(1333, 800))`` (a list of
-    two ints would be read as two scales), ``Voxelization(max_voxels=(16000, 40000))``. Pairs of numbers are the
-    tuples of mmdet's configs (scales, sizes, ranges); longer lists stay lists, as mmdet writes them, except the
-    number lists under ``pad_val`` / ``seg_pad_val`` (mmcv's ``impad`` takes a number or a tuple).
+    two ints would be read as two scales), ``Voxelization(max_voxels=(16000, 40000))``, ``SparseEncoder(order=
+    ('conv', 'norm', 'act'))``, while others must stay lists (``IoUNegPiecewiseSampler(neg_piece_fractions=[...])``).
+
+    Args:
+        value: the section (``{"model": ..., "train_cfg": ...}`` or ``{"data": ...}``).
+        tuples: the paths that were tuples in the ``.py`` config (:func:`tuple_paths`, written by ``detlight
+            convert``): exactly those become tuples, nothing else. ``None`` (a hand-written YAML): each list of two
+            numbers becomes a tuple (the scales, sizes and ranges of mmdet's configs), and the number lists under
+            ``pad_val`` / ``seg_pad_val`` (mmcv's ``impad`` takes a number or a tuple).
 
     Example:
         >>> mmcv_containers({"img_scale": [[1333, 640], [1333, 800]], "mean": [1.0, 2.0, 3.0]})
         {'img_scale': [(1333, 640), (1333, 800)], 'mean': [1.0, 2.0, 3.0]}
         >>> mmcv_containers({"pad_val": {"img": [114.0, 114.0, 114.0], "masks": 0}})
         {'pad_val': {'img': (114.0, 114.0, 114.0), 'masks': 0}}
+        >>> mmcv_containers({"m": {"order": ["conv", "norm"], "fractions": [1.0, 0.0]}}, tuples=["m.order"])
+        {'m': {'order': ('conv', 'norm'), 'fractions': [1.0, 0.0]}}
     """
+    if tuples is not None:
+        return _exact_containers(value, frozenset(tuples), "")
+    return _guessed_containers(value, False)
+
+
+def _exact_containers(value: Any, tuples: frozenset[str], path: str) -> Any:
     if isinstance(value, Mapping):
-        return {k: mmcv_containers(v, _tuples or k in _TUPLE_KEYS) for k, v in value.items()}
+        return {k: _exact_containers(v, tuples, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        items = [mmcv_containers(v, _tuples) for v in value]
+        items = [_exact_containers(v, tuples, f"{path}.{i}" if path else str(i)) for i, v in enumerate(value)]
+        return tuple(items) if path in tuples else items
+    return value
+
+
+def _guessed_containers(value: Any, in_tuple_key: bool) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _guessed_containers(v, in_tuple_key or k in _TUPLE_KEYS) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_guessed_containers(v, in_tuple_key) for v in value]
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items)
-        if numbers and (len(items) == 2 or _tuples and items):
+        if numbers and (len(items) == 2 or in_tuple_key and items):
             return tuple(items)
         return items if isinstance(value, list) else tuple(items)
     return value

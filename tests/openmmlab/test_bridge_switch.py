@@ -281,3 +281,24 @@ def test_a_url_load_from_names_the_key_in_one_line() -> None:
     with pytest.raises(CheckpointError, match=r"^`load_from` is 'https://download.openmmlab.com/x.pth': detlight does "
                                               r"not download checkpoints, the file must be local"):
         load_weights(nn.Linear(1, 1), "https://download.openmmlab.com/x.pth")
+
+
+def test_tuples_of_the_py_config_survive_the_yaml_round_trip_exactly() -> None:
+    """SECOND's ``SparseEncoder(order=(...))`` needs a tuple and PartA2's ``neg_piece_fractions`` a list of two
+    numbers: the bridged YAML records the config's tuple paths, and only those come back as tuples."""
+    import yaml
+
+    from detlight.openmmlab.detector import mmcv_containers, tuple_paths
+
+    section = {"model": {"middle_encoder": {"order": ("conv", "norm", "act"), "sparse_shape": [41, 1600, 1408]},
+                         "voxel_layer": {"max_voxels": (16000, 40000), "voxel_size": [0.05, 0.05, 0.1]},
+                         "train_cfg": {"sampler": {"neg_piece_fractions": [0.8, 0.2]}},
+                         "pipeline": [{"img_scale": [(1333, 640), (1333, 800)]}]}}
+    paths = tuple_paths(section)
+    assert paths == ["model.middle_encoder.order", "model.voxel_layer.max_voxels", "model.pipeline.0.img_scale.0",
+                     "model.pipeline.0.img_scale.1"]
+    read_back = yaml.safe_load(yaml.safe_dump(mmcv_containers(section, tuples=[])))  # what YAML gives: lists only
+    assert mmcv_containers(read_back, tuples=paths) == section
+    guessed = mmcv_containers(read_back)  # without the record, pairs of numbers are guessed to be tuples
+    assert guessed["model"]["train_cfg"]["sampler"]["neg_piece_fractions"] == (0.8, 0.2)
+    assert guessed["model"]["middle_encoder"]["order"] == ["conv", "norm", "act"]
