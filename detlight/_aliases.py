@@ -19,13 +19,12 @@ the real class, so nothing else differs.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
 import types
 import warnings
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["ALIASES", "install_alias_finder", "resolve_alias"]
 
@@ -159,13 +158,17 @@ class _AliasModule(types.ModuleType):
         return sorted(names)
 
 
-class _AliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Serves the old modules of :data:`ALIASES`; placed after the path finder, so every real module wins."""
+class _AliasFinder:
+    """Serves the old modules of :data:`ALIASES`; placed after the path finder, so every real module wins.
+
+    A meta-path finder and loader by protocol (``find_spec`` / ``create_module`` / ``exec_module``): subclassing
+    ``importlib.abc``'s bases would import ``importlib.resources`` and ``tempfile`` at every ``import detlight``.
+    """
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
         if not fullname.startswith("detlight.") or not _is_old_module(fullname):
             return None
-        return importlib.machinery.ModuleSpec(fullname, self, is_package=False)
+        return importlib.machinery.ModuleSpec(fullname, cast(Any, self), is_package=False)  # a loader by protocol
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
         return _AliasModule(spec.name, "An old path; its names resolve through detlight._aliases.ALIASES.")
