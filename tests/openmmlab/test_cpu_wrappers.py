@@ -9,9 +9,8 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import sys
-import textwrap
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -63,27 +62,9 @@ ORIGINAL = points_in_boxes_part
 
 
 @pytest.fixture
-def fake_mmcv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def fake_mmcv(make_fake_mmcv: Callable[[Mapping[str, str]], Path]) -> Path:
     """A pure-Python ``mmcv`` (``ops/knn.py``, ``ops/points_in_boxes.py``) first on sys.path; restored after."""
-    saved = {k: v for k, v in sys.modules.items() if k == "mmcv" or k.startswith("mmcv.")}
-    for k in saved:
-        del sys.modules[k]
-    dom.uninstall_ops()
-    pkg = tmp_path / "mmcv"
-    (pkg / "ops").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("__version__ = '1.7.0'\n")
-    (pkg / "ops" / "__init__.py").write_text("")
-    (pkg / "ops" / "knn.py").write_text(textwrap.dedent(FAKE_KNN))
-    (pkg / "ops" / "points_in_boxes.py").write_text(textwrap.dedent(FAKE_PIB))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.invalidate_caches()
-    yield pkg
-    dom.uninstall_ops()
-    for k in [k for k in sys.modules if k == "mmcv" or k.startswith("mmcv.")]:
-        del sys.modules[k]
-    sys.modules.update(saved)
-    if saved.get(EXT_NAME) is not None and getattr(saved[EXT_NAME], "__detlight_ops__", False):
-        dom.install_ops()  # the real mmcv's session state (other test modules) as it was
+    return make_fake_mmcv({"knn": FAKE_KNN, "points_in_boxes": FAKE_PIB})
 
 
 def _finders() -> int:

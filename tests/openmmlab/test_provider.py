@@ -5,8 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import sys
-import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -35,24 +34,9 @@ def nms_via_ext(boxes, scores):
 
 
 @pytest.fixture
-def fake_mmcv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def fake_mmcv(make_fake_mmcv: Callable[[Mapping[str, str]], Path]) -> Path:
     """A pure-Python ``mmcv`` package (``mmcv/ops/fake_op.py`` loads ``_ext``) first on sys.path; cleaned up after."""
-    saved = {k: v for k, v in sys.modules.items() if k == "mmcv" or k.startswith("mmcv.")}
-    for k in saved:
-        del sys.modules[k]
-    dom.uninstall_ops()
-    pkg = tmp_path / "mmcv"
-    (pkg / "ops").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("__version__ = '1.7.0'\n")
-    (pkg / "ops" / "__init__.py").write_text("")
-    (pkg / "ops" / "fake_op.py").write_text(textwrap.dedent(FAKE_OP))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.invalidate_caches()
-    yield pkg
-    dom.uninstall_ops()
-    for k in [k for k in sys.modules if k == "mmcv" or k.startswith("mmcv.")]:
-        del sys.modules[k]
-    sys.modules.update(saved)
+    return make_fake_mmcv({"fake_op": FAKE_OP})
 
 
 def test_compiled_ext_present_means_no_install(fake_mmcv: Path) -> None:
