@@ -37,7 +37,7 @@ class KillWorkerBeforeStep(pl.Callback):
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
         if trainer.fit_loop.epoch_loop.total_batch_idx != self.at:
             return
-        pids = _worker_pids(os.getpid())
+        pids = live_processes(parent=os.getpid())
         assert pids, "no DataLoader worker to kill"
         os.kill(pids[0], signal.SIGKILL)
         deadline = time.monotonic() + self.wait
@@ -45,8 +45,8 @@ class KillWorkerBeforeStep(pl.Callback):
             time.sleep(0.05)
 
 
-def _worker_pids(parent: int) -> list[int]:
-    """The live child processes of ``parent`` (Linux /proc)."""
+def live_processes(*, parent: int | None = None, session: int | None = None) -> list[int]:
+    """The live processes whose parent is ``parent`` or whose session id is ``session`` (Linux /proc), sorted."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -55,6 +55,8 @@ def _worker_pids(parent: int) -> list[int]:
             fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == parent and fields[0] not in ("Z", "X"):
+        if fields[0] in ("Z", "X"):
+            continue
+        if (parent is not None and int(fields[1]) == parent) or (session is not None and int(fields[3]) == session):
             pids.append(int(entry))
     return sorted(pids)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fault_helpers import live_processes
 
 HERE = Path(__file__).resolve().parent
 QUICKSTART = str(HERE.parents[1] / "configs/quickstart.yaml")
@@ -44,21 +45,6 @@ def _wait_for(predicate, proc: subprocess.Popen, err: Path, timeout: float = 240
         time.sleep(0.1)
 
 
-def _session_members(sid: int) -> list[int]:
-    """Live processes of session ``sid`` (Linux /proc)."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
-            members.append(int(entry))
-    return members
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc to find the workers")
 @pytest.mark.slow
 def test_ctrl_c_with_workers_exits_130_naming_the_last_checkpoint(tmp_path):
@@ -83,9 +69,9 @@ def test_ctrl_c_with_workers_exits_130_naming_the_last_checkpoint(tmp_path):
     assert last == (f"detlight: interrupted (Ctrl-C); last checkpoint: {checkpoint} (resume with `--ckpt_path last` "
                     f"or `--ckpt_path {checkpoint}`)"), stderr[-3000:]
     deadline = time.monotonic() + 10
-    while _session_members(proc.pid) and time.monotonic() < deadline:
+    while live_processes(session=proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _session_members(proc.pid) == [], "DataLoader workers outlived the run"
+    assert live_processes(session=proc.pid) == [], "DataLoader workers outlived the run"
 
 
 SLOW_EXIT = "import atexit, sys, time; atexit.register(time.sleep, 8); from detlight.cli import main; main()"
