@@ -1,8 +1,9 @@
 """mmdet 2.28.2's config zoo through ``detlight fit``: each leaf config, pointed at the synthetic COCO set.
 
 For every leaf config of mmdet's ``.mim/configs`` (``_base_`` and ``common/`` fragments skipped), :func:`adapt`
-rewrites the config (read with mmcv's ``Config.fromfile``, so ``_base_`` inheritance is mmdet's) and one subprocess
-per config runs :func:`run_one`: ``detlight.api.fit`` for 2 train iterations and 1 val step, with a timeout. Results
+rewrites the config (read with mmcv's ``Config.fromfile``, so ``_base_`` inheritance is mmdet's) and a worker
+subprocess runs :func:`run_one` on each in turn: ``detlight.api.fit`` for 2 train iterations and 1 val step, with a
+timeout per config (imports are paid once per worker; a fresh worker after a crash, a timeout or ``--recycle``). Results
 are appended to a resumable jsonl file (one line per config: status, seconds, a one-line reason); a summary table by
 family (config folder) and by reason is printed at the end (``--summary`` prints it for an existing file).
 
@@ -35,10 +36,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -265,6 +268,76 @@ def summary(lines: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+class Worker:
+    """One child process that runs configs one after another (imports paid once), restarted after a crash, a
+    timeout or ``recycle`` configs (bounded memory)."""
+
+    def __init__(self, work: Path, max_side: int, timeout: float, recycle: int) -> None:
+        self.work, self.max_side, self.timeout, self.recycle = work, max_side, timeout, recycle
+        self.proc: subprocess.Popen[str] | None = None
+        self.served = 0
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.tail: list[str] = []
+
+    def _start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", "--work", str(self.work), "--max-side", str(self.max_side)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        self.lines = queue.Queue()
+        self.served = 0
+        proc, lines = self.proc, self.lines
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for ln in proc.stdout:
+                lines.put(ln.rstrip("\n"))
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def run(self, config: Path) -> dict[str, Any]:
+        if self.proc is None or self.proc.poll() is not None or self.served >= self.recycle:
+            self.stop()
+            self._start()
+        assert self.proc is not None and self.proc.stdin is not None
+        start = time.perf_counter()
+        self.tail = []
+        self.proc.stdin.write(f"{config}\n")
+        self.proc.stdin.flush()
+        self.served += 1
+        while True:
+            left = self.timeout - (time.perf_counter() - start)
+            try:
+                ln = self.lines.get(timeout=max(0.01, left))
+            except queue.Empty:
+                self.stop()
+                return {"status": "fail", "reason": "timeout", "seconds": self.timeout}
+            if ln is None:
+                rc = self.proc.wait()
+                self.proc = None
+                tail = next((t for t in reversed(self.tail) if t.strip()), "no output")
+                return {"status": "fail", "reason": f"crashed (rc {rc}): {tail[:160]}",
+                        "seconds": round(time.perf_counter() - start, 1)}
+            if ln.startswith("ZOO-RESULT "):
+                return dict(json.loads(ln.split(" ", 1)[1]))
+            self.tail = (self.tail + [ln])[-20:]
+
+
+def serve(work: Path, max_side: int) -> None:
+    """Child side of :class:`Worker`: one config path per stdin line, one ``ZOO-RESULT`` line per config."""
+    for raw in sys.stdin:
+        config = Path(raw.strip())
+        result = run_one(config, work / config.stem, max_side)
+        print("ZOO-RESULT " + json.dumps(result), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="openmmlab_zoo.jsonl", help="resumable jsonl of results")
@@ -276,10 +349,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-side", type=int, default=128)
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--summary", action="store_true", help="print the tables of --out and stop")
-    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--recycle", type=int, default=20, help="configs per worker process before a fresh one")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.one:  # child process: print the result as the last line
-        print("ZOO-RESULT " + json.dumps(run_one(Path(args.one), Path(args.work), args.max_side)), flush=True)
+    if args.serve:
+        serve(Path(args.work), args.max_side)
         return
     out = Path(args.out)
     done = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
@@ -295,32 +369,19 @@ def main(argv: list[str] | None = None) -> None:
         random.Random(args.shuffle).shuffle(configs)
     seen = {d["config"] for d in done}
     scratch = Path(args.work or tempfile.mkdtemp(prefix="detlight-zoo-"))
+    worker = Worker(scratch, args.max_side, args.timeout, args.recycle)
     for i, config in enumerate(configs):
         rel = str(config.relative_to(root))
         if rel in seen:
             continue
-        work = scratch / config.stem
-        work.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        try:
-            proc = subprocess.run([sys.executable, __file__, "--one", str(config), "--work", str(work),
-                                   "--max-side", str(args.max_side)], capture_output=True, text=True,
-                                  timeout=args.timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-            found = [ln for ln in proc.stdout.splitlines() if ln.startswith("ZOO-RESULT ")]
-            if found:
-                result = json.loads(found[-1].split(" ", 1)[1])
-            else:
-                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-                result = {"status": "fail", "reason": f"crashed (rc {proc.returncode}): {tail[:160]}",
-                          "seconds": round(time.perf_counter() - start, 1)}
-        except subprocess.TimeoutExpired:
-            result = {"status": "fail", "reason": "timeout", "seconds": args.timeout}
+        result = worker.run(config)
         line = {"config": rel, **result}
         with out.open("a") as f:
             f.write(json.dumps(line) + "\n")
         print(f"[{i + 1}/{len(configs)}] {rel}: {result['status']} {result['reason']} ({result['seconds']} s)",
               flush=True)
         done.append(line)
+    worker.stop()
     print(summary(done))
 
 

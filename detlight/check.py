@@ -67,6 +67,8 @@ def _check_data(datamodule: Any, report: CheckReport) -> None:
 
 def _check_batch(module: Any, datamodule: Any, report: CheckReport) -> None:
     batch = next(iter(datamodule.train_dataloader()))
+    # the datamodule's own transfer hook, as the Trainer calls it (OpenMMLab's unwraps mmcv's DataContainers there)
+    batch = datamodule.transfer_batch_to_device(batch, module.device, 0)
     module.train()
     module.zero_grad(set_to_none=True)
     outputs = module.adapter.losses(batch)

@@ -110,6 +110,8 @@ class DetectorModule(pl.LightningModule):
         datamodule = getattr(attached_trainer(self), "datamodule", None)
         if datamodule is None or getattr(datamodule, "CLASSES", None) is None:
             return
+        if getattr(datamodule, "num_class_check_by_hook", False):
+            return  # OpenMMLab configs: their own NumClassCheckHook (custom_hooks) checks, as in train_detector
         head = self.adapter.num_classes()
         if head is not None:  # a declared torchvision family: its head is read, background accounted for
             self._check_family_classes(head, len(datamodule.CLASSES))

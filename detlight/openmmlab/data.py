@@ -221,6 +221,10 @@ class OpenMMLabDataModule(BaseDataModule):
     """
 
     collate_fn = staticmethod(collate)
+    #: the heads' ``num_classes`` are checked only by the config's own ``NumClassCheckHook`` (mmdet's
+    #: ``default_runtime`` adds it; mmdet3d's does not, and its class-agnostic heads such as PointRCNN's
+    #: ``num_classes=1`` bbox head would fail the check), not by ``DetectorModule.setup``
+    num_class_check_by_hook = True
 
     def __init__(self, data: Mapping[str, Any], custom_imports: Mapping[str, Any] | Sequence[str] | None = None,
                  scope: str = "mmdet", seed: int = 0, tuples: Sequence[str] | None = None) -> None:
@@ -277,6 +281,9 @@ class OpenMMLabDataModule(BaseDataModule):
             from mmdet.datasets import build_dataset
         with registry_errors(f"building `data.{name}` ({split['type']})", self.custom_imports):
             dataset = build_dataset(ConfigDict(split), None if name == "train" else {"test_mode": True})
+        from detlight.openmmlab.legacy import apply_legacy_fixes
+
+        apply_legacy_fixes()  # numpy >= 1.24 in mmdet's recall evaluation, CPU device defaults
         log.info("data.%s: %s with %d samples", name, type(dataset).__name__, len(dataset))
         return dataset
 

@@ -143,6 +143,9 @@ def openmmlab_detector(
             from mmdet.models import build_detector
 
             detector = build_detector(cfg, train_cfg=train, test_cfg=test)
+    from detlight.openmmlab.legacy import apply_legacy_fixes
+
+    apply_legacy_fixes()  # `device='cuda'` defaults without CUDA, numpy >= 1.24 (detlight.openmmlab.legacy)
     if init_weights and hasattr(detector, "init_weights"):
         detector.init_weights()
     detector.predict_batch = types.MethodType(predict_batch, detector)

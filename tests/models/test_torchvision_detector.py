@@ -150,3 +150,28 @@ def test_builder_signatures_are_installed_only_for_configs_that_name_a_builder(t
     other.write_text("model:\n  model:\n    class_path: detlight.models.CenterNet\n")
     assert not mentions_builders(["fit", "--config", str(other), "--trainer.max_epochs=1"])
     assert not mentions_builders(None)
+
+
+def test_bridged_configs_leave_the_class_check_to_their_own_hook():
+    """mmdet3d adds no NumClassCheckHook and PointRCNN's bbox head is class-agnostic (num_classes=1 for 3 classes):
+    a datamodule flagged ``num_class_check_by_hook`` (OpenMMLab's) skips the module's own check."""
+
+    class Agnostic(torch.nn.Module):
+        num_classes = 1
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bbox_head = Agnostic()
+
+    class Three(pl.LightningDataModule):
+        CLASSES = ("Car", "Pedestrian", "Cyclist")
+
+    module = DetectorModule(Net())
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.datamodule = Three()
+    module.trainer = trainer
+    with pytest.raises(ConfigError, match=r"`num_classes` \(1\) of Agnostic `bbox_head` does not match"):
+        module._check_num_classes()
+    Three.num_class_check_by_hook = True  # what OpenMMLabDataModule declares
+    module._check_num_classes()

@@ -262,3 +262,18 @@ def test_mid_epoch_resume_replays_the_same_batches_and_losses(tmp_path: Path) ->
         callbacks=[resumed], ckpt_path=str(ckpt))
     assert first.rows == straight.rows[:2]
     assert resumed.rows == straight.rows[2:]  # same images, same flips (RNG state restored), same losses
+
+
+def test_check_runs_one_batch_of_a_bridged_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``detlight check`` on an mmdet ``.py`` config: mmcv's DataContainers are unwrapped as in training."""
+    from detlight.cli import main
+    from detlight.openmmlab.samples import write_config
+
+    config = write_config(tmp_path / "c.py", root=tmp_path / "data", num_train=4, num_val=2, image_size=64,
+                          samples_per_gpu=2)
+    with pytest.raises(SystemExit) as exc:
+        main(["check", "--config", str(config), f"--trainer.default_root_dir={tmp_path / 'w'}"])
+    out = capsys.readouterr().out
+    assert "one batch: loss_cls=" in out and "loss_bbox=" in out, out
+    assert "one training batch failed" not in out, out
+    assert exc.value.code in (0, 1)

@@ -726,3 +726,17 @@ def test_ops_3d_benchmark_runs_tiny(monkeypatch: pytest.MonkeyPatch, capsys: pyt
     assert nms_table.count("| yes |") == 3 and "| NO |" not in nms_table  # vectorised == sequential greedy
     assert neighbour_table.count("| yes |") == 7 and "| NO |" not in neighbour_table  # served == dense, bitwise
     assert text.count("\n| ") >= 30 and capsys.readouterr().out
+
+
+def test_three_nn_forward_reads_wider_rows_as_the_kernel_does() -> None:
+    """mmcv's kernel steps 3 floats per point through each buffer: SASSD's (1, N, 4) batch-x-y-z rows are read as the
+    first N * 3 floats, as (1, N, 3) rows."""
+    g = gen(45)
+    unknown, known = torch.rand(1, 50, 4, generator=g), torch.rand(1, 40, 4, generator=g)
+    dist2, idx = torch.zeros(1, 50, 3), torch.zeros(1, 50, 3, dtype=torch.int32)
+    tn.three_nn_forward(unknown, known, dist2, idx, b=1, n=50, m=40)
+    as_read_u = unknown.reshape(-1)[:150].view(1, 50, 3)
+    as_read_k = known.reshape(-1)[:120].view(1, 40, 3)
+    d = ((as_read_u.unsqueeze(2) - as_read_k.unsqueeze(1)) ** 2).sum(-1)
+    order = torch.sort(d, dim=-1, stable=True).indices[..., :3]
+    assert torch.equal(idx.long(), order) and torch.allclose(dist2, d.gather(-1, order))

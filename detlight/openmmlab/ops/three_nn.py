@@ -134,9 +134,14 @@ def three_nn_forward(unknown: Tensor, known: Tensor, dist2: Tensor, idx: Tensor,
     """Fill ``dist2 (B, n, 3)`` and ``idx (B, n, 3)`` for ``unknown (B, n, 3)`` against ``known (B, m, 3)``.
 
     Large inputs go through :func:`three_nn_grid`, small ones (or ones it cannot grid) through
-    :func:`three_nn_dense`; both give the same bits.
+    :func:`three_nn_dense`; both give the same bits. Like mmcv's kernel, which steps through each contiguous buffer
+    3 floats per point, an input whose last dimension is not 3 is read as its first ``b * n * 3`` (``b * m * 3``)
+    floats: mmdet3d's ``SparseEncoderSASSD`` passes ``(1, N, 4)`` batch-x-y-z rows and gets exactly that.
     """
-    del b, n, m
+    if unknown.shape[-1] != 3:
+        unknown = unknown.reshape(-1)[: b * n * 3].view(b, n, 3)
+    if known.shape[-1] != 3:
+        known = known.reshape(-1)[: b * m * 3].view(b, m, 3)
     res = None
     big = unknown.shape[0] * unknown.shape[1] * known.shape[1] >= 1 << 20
     if unknown.device.type == "cpu" and known.shape[1] >= 1024 and big:
