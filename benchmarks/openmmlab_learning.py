@@ -72,12 +72,13 @@ def main(argv: list[str] | None = None) -> None:
     work = (ROOT / args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     rows = [run(name, work) for name in ([args.only] if args.only else RUNS)]
-    print(f"| run | metric | final | target | wall time | budget | epochs | first epoch at target | ok |\n"
-          f"|---|---|---|---|---|---|---|---|---|")
+    print("| run | metric | final | target | wall time | budget | epochs | first epoch at target | ok |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        ok = "yes" if r["ok"] else f"NO (rc {r['rc']})"
         print(f"| {r['name']} | {r['metric']} | {r['final']:.3f} | >= {r['target']} | {r['seconds'] / 60:.1f} min | "
               f"{float(r['budget']) / 60:.0f} min | {r['epochs']} | {r['first_epoch']} | "
-              f"{'yes' if r['ok'] else 'NO (rc %s)' % r['rc']} |")
+              f"{ok} |")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """20 of mmdet 2.28.2's own configs, one per family, each pointed at the synthetic COCO set by
 ``benchmarks/openmmlab_zoo.py`` and run for 2 train iterations and 1 val step through ``detlight fit``
-(:func:`run_one`, the zoo's own function; needs the OpenMMLab venv, about a minute per config on 2 cores).
+(:func:`run_one`, the zoo's own function; needs the OpenMMLab venv, 2-30 s per config on 2 cores). RepPoints and
+RPN need :mod:`detlight.openmmlab.legacy` (a ``device='cuda'`` default, a ragged numpy array).
 
 Run: ``.venv-openmmlab/bin/python -m pytest -q -m openmmlab tests/openmmlab/test_zoo_sample.py``.
 """
@@ -30,16 +31,7 @@ def _zoo() -> Any:
 
 
 ZOO = _zoo()
-#: representative configs that stop for a reason outside detlight, so the sample test leaves them out
-KNOWN_FAILURES = {
-    "reppoints/reppoints_moment_r50_fpn_1x_coco.py": "mmdet 2.28.2's MlvlPointGenerator.valid_flags defaults to "
-    "device='cuda' and RepPointsHead.get_points does not pass one: CUDA only in mmdet itself",
-    "rpn/rpn_r50_fpn_1x_coco.py": "mmdet's proposal recall evaluation builds a ragged numpy array (numpy >= 1.24 "
-    "refuses it)",
-}
-
-
-@pytest.mark.parametrize("config", [c for c in ZOO.REPRESENTATIVE if c not in KNOWN_FAILURES])
+@pytest.mark.parametrize("config", ZOO.REPRESENTATIVE)
 def test_mmdet_config_trains_two_iterations_and_evaluates(config: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     work = tmp_path_factory.mktemp("zoo") / Path(config).stem
     result = ZOO.run_one(ZOO.config_root() / config, work)
