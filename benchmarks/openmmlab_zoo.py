@@ -15,6 +15,9 @@ The overrides (the only changes made to a config), all in :func:`adapt`:
 - image sizes in the pipelines and ``custom_hooks`` (``img_scale``, ``crop_size``, ``size``, ``img_size``,
   ``input_size`` pairs) are scaled so that the longer side is at most ``--max-side`` (128) pixels;
 - every integer ``num_classes`` in the model is the synthetic set's class count (4);
+- two-stage heads see fewer boxes: a ``sampler``'s ``num`` is at most 64 and the ``rpn`` / ``rpn_proposal``
+  proposal counts (``nms_pre``, ``max_per_img``, ``max_num``, ``nms_post``) at most 100 (a Cascade Mask R-CNN step
+  otherwise costs 30-50 s on 2 cores, whatever the image size);
 - ``pretrained`` and ``init_cfg`` of type ``Pretrained`` are set to ``None`` (nothing is downloaded), as are
   ``load_from`` / ``resume_from``;
 - ``data.samples_per_gpu = 2``, ``workers_per_gpu = 0``, a val batch of 1 image;
@@ -113,21 +116,37 @@ def _scale_sizes(node: Any, max_side: int) -> Any:
     return node
 
 
-def _model_fixes(node: Any, num_classes: int) -> Any:
+#: caps on the per-image RoI counts of two-stage heads (``train_cfg.rcnn.sampler.num`` 512, ``rpn_proposal`` /
+#: test ``rpn`` 1000-2000 proposals): the RoI heads' cost does not shrink with the image, and these counts change how
+#: many boxes flow through mmdet's code, not which code runs
+MAX_SAMPLED_ROIS = 64
+MAX_PROPOSALS = 100
+_PROPOSAL_KEYS = ("nms_pre", "max_per_img", "max_num", "nms_post")
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _model_fixes(node: Any, num_classes: int, parent: str = "") -> Any:
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            if k == "num_classes" and isinstance(v, int) and not isinstance(v, bool):
+            if k == "num_classes" and _int(v):
                 out[k] = num_classes
+            elif parent == "sampler" and k == "num" and _int(v):
+                out[k] = min(v, MAX_SAMPLED_ROIS)
+            elif parent in ("rpn", "rpn_proposal") and k in _PROPOSAL_KEYS and _int(v) and v > 0:
+                out[k] = min(v, MAX_PROPOSALS)
             elif k == "pretrained" and isinstance(v, str):
                 out[k] = None
             elif k == "init_cfg" and isinstance(v, dict) and v.get("type") == "Pretrained":
                 out[k] = None
             else:
-                out[k] = _model_fixes(v, num_classes)
+                out[k] = _model_fixes(v, num_classes, k)
         return out
     if isinstance(node, (list, tuple)):
-        return type(node)(_model_fixes(v, num_classes) for v in node)
+        return type(node)(_model_fixes(v, num_classes, parent) for v in node)
     return node
 
 
@@ -144,13 +163,15 @@ def _point_datasets(node: Any, ann: str, img: str, classes: tuple[str, ...]) -> 
     return node
 
 
-def adapt(path: Path, data_root: Path, max_side: int = 128) -> dict[str, Any]:
-    """The config at ``path`` (mmcv ``Config.fromfile``) with the overrides of the module docstring, as a dict."""
+def adapt(path: Path, data_root: Path, max_side: int = 128, num_train: int = 4, samples_per_gpu: int = 2) -> dict[str, Any]:
+    """The config at ``path`` (mmcv ``Config.fromfile``) with the overrides of the module docstring, as a dict
+    (``num_train`` synthetic train images, ``samples_per_gpu`` per batch)."""
     from mmcv import Config
 
     from detlight.data.synthetic import SyntheticCocoSpec, ensure_synthetic_coco
 
-    paths = ensure_synthetic_coco(SyntheticCocoSpec(root=str(data_root), num_train=4, num_val=2, image_size=max_side))
+    paths = ensure_synthetic_coco(SyntheticCocoSpec(root=str(data_root), num_train=num_train, num_val=2,
+                                                    image_size=max_side))
     classes = tuple(paths.classes)
     cfg = Config.fromfile(str(path)).to_dict()
     cfg.pop("model_wrapper_cfg", None)
@@ -166,7 +187,7 @@ def adapt(path: Path, data_root: Path, max_side: int = 128) -> dict[str, Any]:
             if isinstance(ds, dict) and isinstance(ds.get("ann_file"), (list, tuple)):
                 ds["ann_file"] = ds["ann_file"][0]
             data[split] = _point_datasets(ds, str(ann), str(img) + "/", classes)
-    data["samples_per_gpu"] = 2
+    data["samples_per_gpu"] = samples_per_gpu
     data["workers_per_gpu"] = 0
     for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
         if isinstance(data.get(key), dict):
@@ -345,6 +366,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--representative", action="store_true", help="the 20 configs of the marked test")
     parser.add_argument("--configs", nargs="*", help="configs relative to mmdet's configs folder")
     parser.add_argument("--shuffle", type=int, default=None, help="run in a random order with this seed")
+    parser.add_argument("--part", default="0/1", help="K/N: run every N-th config from the K-th (after --shuffle), so "
+                        "N processes can share one --out file")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--max-side", type=int, default=128)
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
@@ -367,7 +390,11 @@ def main(argv: list[str] | None = None) -> None:
         import random
 
         random.Random(args.shuffle).shuffle(configs)
+    k, n = (int(x) for x in args.part.split("/"))
+    configs = configs[k::n]
     seen = {d["config"] for d in done}
+    todo = sum(str(c.relative_to(root)) not in seen for c in configs)
+    print(f"{len(configs)} configs, {len(configs) - todo} already in {out}, {todo} to run", flush=True)
     scratch = Path(args.work or tempfile.mkdtemp(prefix="detlight-zoo-"))
     worker = Worker(scratch, args.max_side, args.timeout, args.recycle)
     for i, config in enumerate(configs):
