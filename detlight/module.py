@@ -166,6 +166,17 @@ class DetectorModule(pl.LightningModule):
         return build_optimizer(self.model, cfg)
 
     # ------------------------------------------------------------------ training
+    def on_train_epoch_start(self) -> None:
+        """``model.train()``, as mmcv's runner calls it at the start of every train epoch.
+
+        Lightning 2.x never calls it: a model keeps the modes it was built with, and validation restores those. A
+        model whose ``train()`` does more than set the flag (mmdet's ``ResNet`` with ``norm_eval=True`` puts its
+        BatchNorm layers back in eval mode there, and re-freezes ``frozen_stages``) would otherwise train with
+        BatchNorm statistics that the config froze. Runs after the callbacks' ``on_train_epoch_start`` (mmcv:
+        before ``before_train_epoch``), see docs/mmcv-semantics.md §4.2.
+        """
+        self.model.train()
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         trainer = attached_trainer(self)
         optimizer = self.trainer.optimizers[0] if trainer is not None and self.trainer.optimizers else None

@@ -175,3 +175,30 @@ def test_bridged_configs_leave_the_class_check_to_their_own_hook():
         module._check_num_classes()
     Three.num_class_check_by_hook = True  # what OpenMMLabDataModule declares
     module._check_num_classes()
+
+
+def test_train_overrides_run_at_each_epoch_start_as_in_mmcv(tmp_path):
+    """mmdet's ResNet(norm_eval=True) puts BatchNorm in eval mode in its ``train()``: mmcv's runner calls
+    ``model.train()`` at every train epoch, Lightning does not, so the module does (BatchNorm statistics frozen)."""
+    from detlight.testing import BoringDataModule, BoringDetector, boring_trainer
+
+    class NormEval(BoringDetector):
+        modes: list[bool] = []
+
+        def train(self, mode: bool = True):
+            super().train(mode)
+            if mode:
+                self.norm.eval()  # norm_eval=True
+            return self
+
+        def forward_train(self, img, img_metas, **kwargs):
+            NormEval.modes.append(self.norm.training)
+            return super().forward_train(img, img_metas, **kwargs)
+
+    model = NormEval()  # built in train mode: nn.Module's default, the BatchNorm included
+    assert model.norm.training
+    stats = model.norm.running_mean.clone()
+    module = DetectorModule(model, optimizer={"type": "SGD", "lr": 0.1})
+    boring_trainer(tmp_path, max_epochs=2, limit_val_batches=1).fit(module, datamodule=BoringDataModule())
+    assert NormEval.modes and not any(NormEval.modes)  # every step, also after the validation between the epochs
+    assert torch.equal(model.norm.running_mean, stats)  # frozen statistics, as the config asked
