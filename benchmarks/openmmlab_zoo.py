@@ -11,15 +11,20 @@ The overrides (the only changes made to a config), all in :func:`adapt`:
 
 - every dataset dict (one holding ``ann_file``, inside wrappers such as ``RepeatDataset``, ``ClassBalancedDataset``,
   ``MultiImageMixDataset`` or a list for ``ConcatDataset``) becomes ``CocoDataset`` on the synthetic COCO set
-  (``type``, ``ann_file``, ``img_prefix``, ``classes``; ``seg_prefix`` dropped); the pipelines are the config's own;
+  (``type``, ``ann_file``, ``img_prefix``, ``classes``); the pipelines are the config's own;
 - image sizes in the pipelines and ``custom_hooks`` (``img_scale``, ``crop_size``, ``size``, ``img_size``,
-  ``input_size`` pairs) are scaled so that the longer side is at most ``--max-side`` (128) pixels;
+  ``input_size`` pairs) are scaled so that the longer side is at most ``--max-side`` (128) pixels (SSD's VGG keeps
+  its anchors' ``input_size``, 300 / 512: its extra layers need it);
 - every integer ``num_classes`` in the model is the synthetic set's class count (4);
 - two-stage heads see fewer boxes: a ``sampler``'s ``num`` is at most 64 and the ``rpn`` / ``rpn_proposal``
   proposal counts (``nms_pre``, ``max_per_img``, ``max_num``, ``nms_post``) at most 100 (a Cascade Mask R-CNN step
   otherwise costs 30-50 s on 2 cores, whatever the image size);
-- ``pretrained`` and ``init_cfg`` of type ``Pretrained`` are set to ``None`` (nothing is downloaded), as are
-  ``load_from`` / ``resume_from``;
+- ``pretrained``, ``init_cfg`` of type ``Pretrained`` (or with a ``checkpoint``) and a distillation
+  ``teacher_ckpt`` are set to ``None`` (nothing is downloaded), as are ``load_from`` / ``resume_from``; a
+  ``teacher_config`` is adapted the same way and pointed at;
+- the synthetic data stands in for what some datasets read besides COCO annotations: semantic maps for a
+  ``seg_prefix`` (HTC, SCNet: the category index inside each box) and a ``proposal_file`` (Fast R-CNN: jittered
+  and random boxes); keys ``CocoDataset`` does not take (OpenImages' ``label_file``, ...) are dropped;
 - ``data.samples_per_gpu = 2``, ``workers_per_gpu = 0``, a val batch of 1 image;
 - ``runner = EpochBasedRunner(max_epochs=1)``, ``evaluation.interval = 1`` (a VOC ``mAP`` metric becomes
   ``bbox``: the dataset is COCO's), the text logger only, ``auto_scale_lr`` off;
@@ -140,7 +145,9 @@ def _model_fixes(node: Any, num_classes: int, parent: str = "") -> Any:
                 out[k] = min(v, MAX_PROPOSALS)
             elif k == "pretrained" and isinstance(v, str):
                 out[k] = None
-            elif k == "init_cfg" and isinstance(v, dict) and v.get("type") == "Pretrained":
+            elif k == "init_cfg" and isinstance(v, dict) and (v.get("type") == "Pretrained" or "checkpoint" in v):
+                out[k] = None
+            elif k in ("teacher_ckpt", "load_from") and isinstance(v, str):
                 out[k] = None
             else:
                 out[k] = _model_fixes(v, num_classes, k)
@@ -150,16 +157,84 @@ def _model_fixes(node: Any, num_classes: int, parent: str = "") -> Any:
     return node
 
 
-def _point_datasets(node: Any, ann: str, img: str, classes: tuple[str, ...]) -> Any:
+#: what mmdet's ``CocoDataset`` accepts (``CustomDataset.__init__``); other dataset keys (OpenImages' ``label_file``,
+#: LVIS' ``ins_ann_file``, ...) are dropped
+COCO_DATASET_KEYS = ("type", "ann_file", "pipeline", "classes", "img_prefix", "seg_prefix", "seg_suffix",
+                     "proposal_file", "test_mode", "filter_empty_gt", "file_client_args")
+
+
+def _boxes(ann: Path) -> dict[str, Any]:
+    """``file name -> (image size, [(x1, y1, x2, y2, category index)])`` of a COCO annotation file, in id order."""
+    coco = json.loads(ann.read_text())
+    cats = {c["id"]: i for i, c in enumerate(sorted(coco["categories"], key=lambda c: c["id"]))}
+    images = sorted(coco["images"], key=lambda i: i["id"])
+    out: dict[str, Any] = {im["file_name"]: ((im["height"], im["width"]), []) for im in images}
+    names = {im["id"]: im["file_name"] for im in images}
+    for a in coco["annotations"]:
+        x, y, w, h = a["bbox"]
+        out[names[a["image_id"]]][1].append((x, y, x + w, y + h, cats[a["category_id"]]))
+    return out
+
+
+def semantic_maps(ann: Path, out_dir: Path) -> Path:
+    """A ``seg_prefix`` folder for HTC-style configs: per image a PNG of the category index inside each box, 255
+    (the semantic heads' ``ignore_label``) elsewhere: what ``LoadAnnotations(with_seg=True)`` reads in place of
+    COCO-stuff maps."""
+    import numpy as np
+    from PIL import Image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, ((h, w), boxes) in _boxes(ann).items():
+        target = out_dir / (name.rsplit(".", 1)[0] + ".png")
+        if not target.exists():
+            seg = np.full((h, w), 255, np.uint8)
+            for x1, y1, x2, y2, c in boxes:
+                seg[int(y1):int(y2) + 1, int(x1):int(x2) + 1] = c
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(seg).save(target)
+    return out_dir
+
+
+def proposals(ann: Path, out: Path, per_image: int = 50) -> Path:
+    """A ``proposal_file`` for Fast R-CNN configs: per image (in id order) the boxes jittered and random boxes, with
+    scores, as ``(N, 5)`` float32 arrays in a pickle (the layout of mmdet's ``rpn_*.pkl``)."""
+    import pickle
+
+    import numpy as np
+
+    if out.exists():
+        return out
+    rng = np.random.default_rng(0)
+    rows = []
+    for (h, w), boxes in _boxes(ann).values():
+        gt = np.array([b[:4] for b in boxes], np.float32).reshape(-1, 4)
+        jitter = (np.repeat(gt, 4, 0) + rng.normal(0, 3, (len(gt) * 4, 4))).astype(np.float32)
+        xy = rng.uniform(0, [w, h], (per_image, 2))
+        wh = rng.uniform(4, max(w, h) / 2, (per_image, 2))
+        rand = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+        props = np.concatenate([jitter, rand])[:per_image]
+        props[:, 0::2] = props[:, 0::2].clip(0, w - 1)
+        props[:, 1::2] = props[:, 1::2].clip(0, h - 1)
+        rows.append(np.concatenate([props, rng.uniform(0, 1, (len(props), 1)).astype(np.float32)], 1))
+    out.write_bytes(pickle.dumps(rows))
+    return out
+
+
+def _point_datasets(node: Any, ann: str, img: str, classes: tuple[str, ...], data_root: Path) -> Any:
     if isinstance(node, dict):
         if "ann_file" in node:
-            out = {k: v for k, v in node.items() if k not in ("seg_prefix", "ins_ann_file", "data_root")}
+            out = {k: v for k, v in node.items() if k in COCO_DATASET_KEYS}
             out.update(type="CocoDataset", ann_file=ann, img_prefix=img, classes=classes)
-            out["pipeline"] = _point_datasets(out.get("pipeline", []), ann, img, classes)
+            if "seg_prefix" in out:  # HTC / SCNet semantic heads
+                out["seg_prefix"] = str(semantic_maps(Path(ann), data_root / f"semantic_{Path(ann).stem}")) + "/"
+                out.pop("seg_suffix", None)
+            if out.get("proposal_file"):  # Fast R-CNN
+                out["proposal_file"] = str(proposals(Path(ann), data_root / f"proposals_{Path(ann).stem}.pkl"))
+            out["pipeline"] = _point_datasets(out.get("pipeline", []), ann, img, classes, data_root)
             return out
-        return {k: _point_datasets(v, ann, img, classes) for k, v in node.items()}
+        return {k: _point_datasets(v, ann, img, classes, data_root) for k, v in node.items()}
     if isinstance(node, list):
-        return [_point_datasets(v, ann, img, classes) for v in node]
+        return [_point_datasets(v, ann, img, classes, data_root) for v in node]
     return node
 
 
@@ -174,8 +249,17 @@ def adapt(path: Path, data_root: Path, max_side: int = 128, num_train: int = 4, 
                                                     image_size=max_side))
     classes = tuple(paths.classes)
     cfg = Config.fromfile(str(path)).to_dict()
+    if (cfg["model"].get("backbone") or {}).get("type") == "SSDVGG":  # its extra layers need the full input
+        anchors = (cfg["model"].get("bbox_head") or {}).get("anchor_generator") or {}
+        max_side = max(max_side, int(anchors.get("input_size", 300)))
     cfg.pop("model_wrapper_cfg", None)
     cfg["model"] = _model_fixes(cfg["model"], len(classes))
+    teacher = cfg["model"].get("teacher_config")
+    if isinstance(teacher, str):  # knowledge distillation: mmdet's path is relative to its repository root
+        rel = Path(teacher)
+        rel = rel.relative_to("configs") if rel.parts[:1] == ("configs",) else rel
+        adapted = adapt(config_root() / rel, data_root, max_side, num_train, samples_per_gpu)
+        cfg["model"]["teacher_config"] = str(write_py(adapted, Path(data_root) / f"teacher_{rel.stem}.py"))
     for key in ("train_cfg", "test_cfg"):
         if isinstance(cfg.get(key), dict):
             cfg[key] = _model_fixes(cfg[key], len(classes))
@@ -186,7 +270,7 @@ def adapt(path: Path, data_root: Path, max_side: int = 128, num_train: int = 4, 
             ds = data[split]
             if isinstance(ds, dict) and isinstance(ds.get("ann_file"), (list, tuple)):
                 ds["ann_file"] = ds["ann_file"][0]
-            data[split] = _point_datasets(ds, str(ann), str(img) + "/", classes)
+            data[split] = _point_datasets(ds, str(ann), str(img) + "/", classes, Path(data_root))
     data["samples_per_gpu"] = samples_per_gpu
     data["workers_per_gpu"] = 0
     for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
@@ -265,6 +349,9 @@ def run_one(config: Path, work: Path, max_side: int = 128) -> dict[str, Any]:
         reason = "" if status == "ok" else f"ran {steps} train iterations, {ValSteps.count} val steps"
     except BaseException as err:  # noqa: BLE001 - every failure is a table row
         status, reason = "fail", classify(err)
+    finally:
+        for ckpt in work.rglob("*.ckpt"):  # hundreds of MB per config: the table needs none of them
+            ckpt.unlink(missing_ok=True)
     return {"status": status, "reason": reason, "seconds": round(time.perf_counter() - start, 1)}
 
 

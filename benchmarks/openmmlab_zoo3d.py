@@ -78,7 +78,11 @@ def main() -> None:
     if args.one:
         work = Path(args.work)
         work.mkdir(parents=True, exist_ok=True)
-        row = run_one(args.one, work)
+        try:
+            row = run_one(args.one, work)
+        finally:
+            for ckpt in work.rglob("*.ckpt"):  # the table needs no checkpoint
+                ckpt.unlink(missing_ok=True)
         print("ZOO3D_RESULT " + json.dumps(row))
         return
     out = Path(args.out)

@@ -33,7 +33,8 @@ class NumClassCheck(Callback):
     without ``CLASSES`` only gets a warning, as in mmdet.
 
     Args:
-        exclude: class names of modules whose ``num_classes`` is not the dataset's.
+        exclude: class names of modules whose ``num_classes`` is not the dataset's; subclasses are excluded too, as
+            mmdet's ``isinstance`` check does.
     """
 
     def __init__(self, exclude: Sequence[str] = DEFAULT_NUM_CLASS_EXCLUDE) -> None:
@@ -55,6 +56,12 @@ class NumClassCheck(Callback):
                 check_num_classes(model, dataset, self.exclude)
 
 
+def _excluded(module: nn.Module, exclude: Sequence[str]) -> bool:
+    """mmdet's ``isinstance`` test, by class name: the module's class or one of its bases is named in ``exclude``
+    (``SSDVGG`` is a ``VGG``, ``StageCascadeRPNHead`` an ``RPNHead``)."""
+    return any(cls.__name__ in exclude for cls in type(module).__mro__)
+
+
 def check_num_classes(model: nn.Module, dataset: Any, exclude: Sequence[str] = DEFAULT_NUM_CLASS_EXCLUDE) -> None:
     """Raise ``ValueError`` naming the first module whose ``num_classes`` differs from ``len(dataset.CLASSES)``."""
     name = type(dataset).__name__
@@ -68,7 +75,7 @@ def check_num_classes(model: nn.Module, dataset: Any, exclude: Sequence[str] = D
                           f"if there is one class: CLASSES = ({classes!r},)")
     for path, module in model.named_modules():
         num = getattr(module, "num_classes", None)
-        if isinstance(num, int) and type(module).__name__ not in exclude and num != len(classes):
+        if isinstance(num, int) and not _excluded(module, exclude) and num != len(classes):
             raise ConfigError(
                 f"The `num_classes` ({num}) of {type(module).__name__} `{path or 'model'}` does not match the length "
                 f"of `CLASSES` ({len(classes)}) in {name}: {tuple(classes)}. Set num_classes: {len(classes)}."

@@ -225,6 +225,10 @@ def _guessed_containers(value: Any, in_tuple_key: bool) -> Any:
     return value
 
 
+#: batch keys a 2D ``forward_test`` takes besides ``img`` / ``img_metas``
+_TEST_INPUTS = ("proposals",)
+
+
 def predict_batch(detector: Any, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The detector's ``forward_test`` on one batch; one dict per image: ``result`` (mmdet's own), ``sample_idx``.
 
@@ -242,7 +246,10 @@ def predict_batch(detector: Any, batch: Mapping[str, Any]) -> list[dict[str, Any
             kwargs["img"] = wrap(batch["img"])
         results = detector.forward_test(rescale=True, **kwargs)
     else:
-        results = detector.forward_test(wrap(batch["img"]), wrap(metas), rescale=True)
+        # the test pipeline's other collected keys go along, as in mmdet's `model(return_loss=False, **data)`:
+        # Fast R-CNN's `proposals`
+        extra = {k: wrap(v) for k, v in batch.items() if k not in ("img", "img_metas") and k in _TEST_INPUTS}
+        results = detector.forward_test(wrap(batch["img"]), wrap(metas), rescale=True, **extra)
     first = metas[0] if aug else metas
     out = []
     for result, meta in zip(results, first):
@@ -252,8 +259,9 @@ def predict_batch(detector: Any, batch: Mapping[str, Any]) -> list[dict[str, Any
                 item.update({k: v for k, v in result.items() if k != "result"})
         else:
             bbox = result[0] if isinstance(result, tuple) else result
-            if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], list):
-                # single_gpu_test / multi_gpu_test: masks as RLE (bytes), what the dataset's evaluate expects
+            if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], (list, tuple)):
+                # single_gpu_test / multi_gpu_test: masks as RLE (bytes), what the dataset's evaluate expects; a
+                # (masks, mask scores) pair for Mask Scoring R-CNN
                 from mmdet.core import encode_mask_results
 
                 item["result"] = (bbox, encode_mask_results(result[1]))

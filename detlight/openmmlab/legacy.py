@@ -18,6 +18,12 @@ that code cannot run as written:
   matrices and now raises "inhomogeneous shape". :func:`ragged_numpy_arrays` gives that module a ``np`` whose
   ``array`` of a list of arrays with different shapes is the object array numpy 1.23 built (everything else is
   numpy itself), so the recalls are mmdet's own computation.
+- **Removed numpy aliases (numpy >= 1.24).** ``np.int``, ``np.float``, ``np.bool``, ... are gone; mmdet's
+  ``CustomDataset.get_cat_ids`` (every ``ClassBalancedDataset``), Libra R-CNN's sampler and mmdet3d's
+  ``ObjectRangeFilter`` still use them. :func:`legacy_numpy` gives every loaded mmdet / mmdet3d module the same
+  ``np`` (numpy's namespace plus those aliases as Python's types, and the ragged ``array``); modules with numba
+  functions keep the real numpy, which numba compiles against. Both changes only touch calls that raise on today's
+  numpy.
 
 Both are idempotent and applied by the bridge (:func:`detlight.openmmlab.detector.openmmlab_detector` and the
 datamodule's evaluator) after mmdet is imported. Imports neither torch nor numpy at module import.
@@ -31,7 +37,7 @@ import sys
 import types
 from typing import Any
 
-__all__ = ["apply_legacy_fixes", "cpu_device_defaults", "ragged_numpy_arrays"]
+__all__ = ["apply_legacy_fixes", "cpu_device_defaults", "legacy_numpy", "ragged_numpy_arrays"]
 
 log = logging.getLogger(__name__)
 
@@ -133,17 +139,30 @@ def _cuda_calls_stay() -> list[str]:
     return changed
 
 
+#: names numpy 1.24 removed (deprecated aliases of Python's types) that mmdet / mmdet3d still use: ``np.int`` in
+#: ``CustomDataset.get_cat_ids`` (``ClassBalancedDataset``) and Libra R-CNN's sampler, ``np.bool`` in mmdet3d's
+#: ``ObjectRangeFilter``, ...
+_REMOVED_ALIASES = {"int": int, "float": float, "bool": bool, "object": object, "str": str, "complex": complex}
+
+
 class _LegacyNumpy(types.ModuleType):
-    """numpy, except that ``array`` of a list of arrays with different shapes is an object array (numpy < 1.24)."""
+    """numpy as mmdet 2.x was written against (numpy < 1.24): ``array`` of a list of arrays with different shapes is an
+    object array, and the removed aliases ``np.int``, ``np.float``, ``np.bool``, ... are Python's types. Everything
+    else is numpy's own object (its namespace is copied, so attribute access costs what numpy's does)."""
 
     def __init__(self, numpy: types.ModuleType) -> None:
         super().__init__("numpy")
+        self.__dict__.update({k: v for k, v in vars(numpy).items() if k not in ("__name__", "__spec__", "__loader__")})
+        for name, value in _REMOVED_ALIASES.items():
+            if name not in vars(numpy):
+                setattr(self, name, value)
         self._numpy = numpy
+        self.array = self._array
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # numpy's lazily loaded names
         return getattr(self._numpy, name)
 
-    def array(self, obj: Any, *args: Any, **kwargs: Any) -> Any:
+    def _array(self, obj: Any, *args: Any, **kwargs: Any) -> Any:
         np = self._numpy
         if (not args and not kwargs and isinstance(obj, (list, tuple)) and len(obj) > 1
                 and all(isinstance(o, np.ndarray) for o in obj) and len({o.shape for o in obj}) > 1):
@@ -152,6 +171,32 @@ class _LegacyNumpy(types.ModuleType):
                 out[i] = o
             return out
         return np.array(obj, *args, **kwargs)
+
+
+def _uses_numba(module: types.ModuleType) -> bool:
+    """numba compiles functions against the real numpy module: such modules keep it."""
+    return any(type(v).__module__.startswith("numba") or getattr(v, "__name__", "") == "numba"
+               for v in list(vars(module).values()))
+
+
+def legacy_numpy(packages: tuple[str, ...] = _PACKAGES) -> list[str]:
+    """Every loaded module of ``packages`` that uses numpy as ``np`` (and no numba) gets :class:`_LegacyNumpy`.
+
+    Returns:
+        The modules changed by this call.
+    """
+    import numpy
+
+    shared: _LegacyNumpy | None = None
+    changed = []
+    for name, module in list(sys.modules.items()):
+        if (not isinstance(module, types.ModuleType) or name.split(".", 1)[0] not in packages
+                or vars(module).get("np") is not numpy or _uses_numba(module)):
+            continue
+        shared = shared or _LegacyNumpy(numpy)
+        module.np = shared  # type: ignore[attr-defined]
+        changed.append(name)
+    return changed
 
 
 def ragged_numpy_arrays() -> bool:
@@ -172,7 +217,8 @@ def ragged_numpy_arrays() -> bool:
 
 
 def apply_legacy_fixes() -> None:
-    """Both fixes of this module (see its docstring)."""
+    """The fixes of this module (see its docstring)."""
     cpu_device_defaults()
     if "mmdet" in sys.modules:
         ragged_numpy_arrays()
+    legacy_numpy()

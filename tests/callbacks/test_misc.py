@@ -201,3 +201,26 @@ def test_lightning_calls_set_epoch_like_dist_sampler_seed_hook(tmp_path: Path, w
     tr.fit(module(), dl)
     assert sampler.epochs == [0, 1, 2]  # type: ignore[attr-defined]
     assert isinstance(tr.train_dataloader.sampler, type(sampler) if wrap != "batch_sampler" else SequentialSampler)
+
+
+def test_num_class_check_excludes_subclasses_as_mmdets_isinstance_does() -> None:
+    """mmdet skips ``isinstance(module, (RPNHead, VGG, ...))``: SSD's ``SSDVGG(num_classes=-1)`` is a VGG and Cascade
+    RPN's ``StageCascadeRPNHead`` an RPNHead, so neither stops training."""
+
+    class VGG(torch.nn.Module):
+        num_classes = -1
+
+    class SSDVGG(VGG):
+        pass
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = SSDVGG()
+
+    class Data:
+        CLASSES = ("a", "b")
+
+    num_class_check.check_num_classes(Net(), Data())  # excluded through its base class
+    with pytest.raises(ValueError, match=r"`num_classes` \(-1\) of SSDVGG `backbone`"):
+        num_class_check.check_num_classes(Net(), Data(), exclude=("RPNHead",))

@@ -77,3 +77,23 @@ def test_eval_recalls_with_ragged_images_is_mmdets_own_computation() -> None:
     # 3 ground truths: the top-1 proposals find 2, top-2 still 2 (the second is a miss), top-3 all 3
     assert np.allclose(recalls[:, 0], [2 / 3, 2 / 3, 1.0])
     assert legacy.ragged_numpy_arrays() is False  # idempotent
+
+
+@pytest.mark.openmmlab
+def test_removed_numpy_aliases_are_back_for_mmdet_only() -> None:
+    import detlight.openmmlab as dom
+
+    dom.install_ops()
+    import mmdet.datasets  # noqa: F401
+    import mmdet3d.core.bbox.box_np_ops as box_np_ops
+    import mmdet3d.datasets  # noqa: F401
+    from mmdet.datasets.custom import CustomDataset
+
+    legacy.legacy_numpy()
+    fake = type("Fake", (), {"data_infos": [{"ann": {"labels": np.array([1, 3])}}]})()
+    assert CustomDataset.get_cat_ids(fake, 0) == [1, 3]  # `astype(np.int)`: AttributeError on numpy >= 1.24
+    custom_np = __import__("mmdet.datasets.custom", fromlist=["np"]).np
+    assert custom_np.int is int and custom_np.ndarray is np.ndarray and custom_np.float32 is np.float32
+    assert box_np_ops.np is np  # numba compiles against the real module
+    assert not hasattr(np, "int")  # numpy itself is untouched
+    assert legacy.legacy_numpy() == []  # idempotent
