@@ -629,3 +629,35 @@ def test_ms_deform_attn_matches_per_point_bilinear_and_its_gradients() -> None:
     md.ms_deform_attn_backward(value, shapes, starts, loc, attn, g_out, *grads, im2col_step=2)
     for got_g, leaf in zip(grads, leaves, strict=True):
         torch.testing.assert_close(got_g, leaf.grad)
+
+
+def test_deform_conv_nan_offsets_read_zero_instead_of_crashing() -> None:
+    """mmcv's kernels read 0 at a NaN sampling point (its bounds test is false); torchvision's CPU kernel indexed the
+    input with floor(NaN) and crashed the process (a diverged ResNeXt-DCN run). Grouped, as ResNeXt's DCN is."""
+    from detlight.openmmlab.ops import deform_conv as dc
+
+    x, offset, mask, weight, bias = _dcn_case(2, False)
+    far = offset.clone()
+    far[0, :, 1:3] = -100.0  # every tap of these output rows far outside: reads 0, as a NaN does in mmcv
+    bad = offset.clone()
+    bad[0, :, 1:3] = float("nan")
+    kw = dict(kW=3, kH=3, dW=1, dH=1, padW=1, padH=1, dilationW=1, dilationH=1, group=2, deformable_group=2,
+              im2col_step=2)
+    out_far, out_bad = torch.zeros(2, 6, 5, 6, dtype=torch.float64), torch.zeros(2, 6, 5, 6, dtype=torch.float64)
+    dc.deform_conv_forward(x, weight, far, out_far, x.new_empty(0), x.new_empty(0), **kw)
+    dc.deform_conv_forward(x, weight, bad, out_bad, x.new_empty(0), x.new_empty(0), **kw)
+    torch.testing.assert_close(out_bad, out_far)
+    gi, go = torch.zeros_like(x), torch.zeros_like(offset)
+    dc.deform_conv_backward_input(x, bad, torch.ones_like(out_bad), gi, go, weight, x.new_empty(0), **kw)
+    assert bool(torch.isfinite(gi).all()) and bool((go[0, :, 1:3] == 0).all()) and bool(torch.isfinite(go).all())
+    kw2 = dict(kernel_h=3, kernel_w=3, stride_h=1, stride_w=1, pad_h=1, pad_w=1, dilation_h=1, dilation_w=1,
+               group=2, deformable_group=2, with_bias=True)
+    out2 = torch.zeros(2, 6, 5, 6, dtype=torch.float64)
+    dc.modulated_deform_conv_forward(x, weight, bias, x.new_empty(0), bad, mask, out2, x.new_empty(0), **kw2)
+    ref2 = torch.zeros_like(out2)
+    dc.modulated_deform_conv_forward(x, weight, bias, x.new_empty(0), far, mask, ref2, x.new_empty(0), **kw2)
+    torch.testing.assert_close(out2, ref2)
+    grads = [torch.zeros_like(t) for t in (x, weight, bias, offset, mask)]
+    dc.modulated_deform_conv_backward(x, weight, bias, x.new_empty(0), bad, mask, x.new_empty(0), *grads,
+                                      torch.ones_like(out2), **kw2)
+    assert all(bool(torch.isfinite(g).all()) for g in grads) and bool((grads[3][0, :, 1:3] == 0).all())

@@ -25,6 +25,20 @@ __all__ = ["deform_conv_backward_input", "deform_conv_backward_parameters", "def
            "modulated_deform_conv_backward", "modulated_deform_conv_forward"]
 
 
+#: where a NaN offset puts its sampling point: far outside every image, so the point reads 0 and gets no gradient
+_NAN_OFFSET = -16384.0  # exact in float16 too
+
+
+def _safe_offset(offset: Tensor) -> Tensor:
+    """``offset`` with NaN moved to :data:`_NAN_OFFSET`.
+
+    mmcv's kernels test ``h > -1 && h < H`` before reading, which is false for NaN, so a NaN sampling point reads 0;
+    torchvision's kernels test the opposite (``h <= -1 || h >= H`` returns 0), which NaN passes, then index the input
+    with ``floor(NaN)``: a segmentation fault on CPU (a diverged ResNeXt-DCN run crashed so). No host sync.
+    """
+    return torch.where(offset.isnan(), offset.new_tensor(_NAN_OFFSET), offset)
+
+
 def _outside_open_box(offset: Tensor, input_hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
                       pad: tuple[int, int], dilation: tuple[int, int], groups: int) -> Tensor:
     """Sampling points outside ``(-1, H) x (-1, W)``: ``(N, G, kh * kw, 1, Ho, Wo)``, broadcastable to the offsets."""
@@ -56,7 +70,7 @@ def deform_conv_forward(input: Tensor, weight: Tensor, offset: Tensor, output: T
     """Fill ``output`` with a DCN v1 convolution (mmcv ``ext_module.deform_conv_forward``; no bias)."""
     no_bias = weight.new_zeros(weight.shape[0])
     no_mask = offset.new_zeros((input.shape[0], 0))
-    out = torch.ops.torchvision.deform_conv2d(input, weight, offset, no_mask, no_bias, dH, dW, padH, padW, dilationH,
+    out = torch.ops.torchvision.deform_conv2d(input, weight, _safe_offset(offset), no_mask, no_bias, dH, dW, padH, padW, dilationH,
                                               dilationW, group, deformable_group, False)
     output.copy_(out)
 
@@ -88,6 +102,7 @@ def _take(tensors: tuple[Tensor, ...], params: tuple[object, ...]) -> Tensor | N
 def _v1_backward(input: Tensor, offset: Tensor, grad_output: Tensor, weight: Tensor, params: tuple[int, ...],
                  ) -> tuple[Tensor, Tensor, Tensor]:
     kW, kH, dW, dH, padW, padH, dilationW, dilationH, group, deformable_group = params
+    offset = _safe_offset(offset)
     grad_in, grad_w, grad_off, _, _ = torch.ops.torchvision._deform_conv2d_backward(
         grad_output, input, weight, offset, offset.new_zeros((input.shape[0], 0)), weight.new_zeros(weight.shape[0]),
         dH, dW, padH, padW, dilationH, dilationW, group, deformable_group, False)
@@ -129,7 +144,7 @@ def modulated_deform_conv_forward(input: Tensor, weight: Tensor, bias: Tensor, o
                                   dilation_w: int, group: int, deformable_group: int, with_bias: bool) -> None:
     """Fill ``output`` with a DCN v2 convolution (mmcv ``ext_module.modulated_deform_conv_forward``)."""
     b = bias if with_bias else weight.new_zeros(weight.shape[0])
-    output.copy_(torch.ops.torchvision.deform_conv2d(input, weight, offset, mask, b, stride_h, stride_w, pad_h, pad_w,
+    output.copy_(torch.ops.torchvision.deform_conv2d(input, weight, _safe_offset(offset), mask, b, stride_h, stride_w, pad_h, pad_w,
                                                      dilation_h, dilation_w, group, deformable_group, True))
 
 
@@ -142,6 +157,7 @@ def modulated_deform_conv_backward(input: Tensor, weight: Tensor, bias: Tensor, 
                                    with_bias: bool) -> None:
     """Accumulate every DCN v2 gradient into the given buffers (mmcv ``ext_module.modulated_deform_conv_backward``)."""
     b = bias if with_bias else weight.new_zeros(weight.shape[0])
+    offset = _safe_offset(offset)
     g_in, g_w, g_off, g_mask, g_b = torch.ops.torchvision._deform_conv2d_backward(
         grad_output, input, weight, offset, mask, b, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
         deformable_group, True)
