@@ -13,21 +13,17 @@ import lightning.pytorch as pl
 
 class SlowBatches(pl.Callback):
     """Sleeps ``pause`` seconds after every training batch and writes the batches done to ``progress`` (if given), so
-    a test can signal a run at a known point; from batch ``hold_from`` on (if given) it sleeps ``hold`` seconds, so
-    the run is still at that point when the signal arrives on a loaded machine."""
+    a test can signal a run at a known point."""
 
-    def __init__(self, pause: float = 0.2, progress: str = "", hold_from: int = 0, hold: float = 60.0) -> None:
+    def __init__(self, pause: float = 0.2, progress: str = "") -> None:
         self.pause = pause
         self.progress = progress
-        self.hold_from = hold_from
-        self.hold = hold
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        done = trainer.fit_loop.epoch_loop.total_batch_idx + 1
         if self.progress:
-            Path(self.progress).write_text(str(done))
-        time.sleep(self.hold if self.hold_from and done >= self.hold_from else self.pause)
+            Path(self.progress).write_text(str(trainer.fit_loop.epoch_loop.total_batch_idx + 1))
+        time.sleep(self.pause)
 
 
 class KillWorkerBeforeStep(pl.Callback):

@@ -52,9 +52,9 @@ def test_ctrl_c_with_workers_exits_130_naming_the_last_checkpoint(tmp_path):
     proc, _, err = _start(tmp_path, {
         "trainer.default_root_dir": str(tmp_path / "wd"),
         "trainer.callbacks+": {"class_path": "fault_helpers.SlowBatches",
-                               "init_args": {"pause": 0.3, "progress": str(progress), "hold_from": 6}}})
+                               "init_args": {"pause": 0.3, "progress": str(progress)}}})
     try:
-        # two batches into epoch 2 (and held there): epoch_1.ckpt is written and the workers are busy with epoch 2
+        # two batches into epoch 2: epoch_1.ckpt is written and the workers are busy with epoch 2
         _wait_for(lambda: progress.exists() and progress.read_text() and int(progress.read_text()) >= 6, proc, err)
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends to the foreground process group
         code = proc.wait(timeout=120)
