@@ -15,7 +15,8 @@ The overrides (the only changes made to a config), all in :func:`adapt`:
 - image sizes in the pipelines and ``custom_hooks`` (``img_scale``, ``crop_size``, ``size``, ``img_size``,
   ``input_size`` pairs) are scaled so that the longer side is at most ``--max-side`` (128) pixels (SSD's VGG keeps
   its anchors' ``input_size``, 300 / 512: its extra layers need it);
-- every integer ``num_classes`` in the model is the synthetic set's class count (4);
+- every integer ``num_classes`` (and Mask2Former's ``num_things_classes``) in the model is the synthetic set's class
+  count (4);
 - two-stage heads see fewer boxes: a ``sampler``'s ``num`` is at most 64 and the ``rpn`` / ``rpn_proposal``
   proposal counts (``nms_pre``, ``max_per_img``, ``max_num``, ``nms_post``) at most 100 (a Cascade Mask R-CNN step
   otherwise costs 30-50 s on 2 cores, whatever the image size);
@@ -137,7 +138,7 @@ def _model_fixes(node: Any, num_classes: int, parent: str = "") -> Any:
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            if k == "num_classes" and _int(v):
+            if k in ("num_classes", "num_things_classes") and _int(v):  # Mask2Former counts things and stuff
                 out[k] = num_classes
             elif parent == "sampler" and k == "num" and _int(v):
                 out[k] = min(v, MAX_SAMPLED_ROIS)
@@ -328,7 +329,8 @@ OUTSIDE = (
     (r"albumentations is not installed", "optional package not installed: albumentations"),
     (r"panopticapi is not installed", "optional package not installed: panopticapi (panoptic datasets)"),
     (r"instaboostfast", "optional package not installed: instaboostfast"),
-    (r"module (mmcls|timm)\S* not installed|No module named '(mmcls|timm)", "optional package not installed: mmcls / timm"),
+    (r"module (mmcls|timm)\S* not installed|No module named '(mmcls|timm)|ImportError: module \? not installed",
+     "optional package not installed: mmcls (ConvNeXt / timm backbones via custom_imports)"),
     (r"Unknown hook type `RFSearchHook`", "needs mmcv >= 1.7.1 (RFSearchHook); mmdet3d 1.0 pins mmcv <= 1.7.0"),
     (r"FasterRCNN.__init__\(\) got an unexpected keyword argument 'bbox_head'",
      "mmdet 2.28.2's own config is broken (a RetinaNet head on the Faster R-CNN base)"),
