@@ -140,6 +140,8 @@ def _model_fixes(node: Any, num_classes: int, parent: str = "") -> Any:
         for k, v in node.items():
             if k in ("num_classes", "num_things_classes") and _int(v):  # Mask2Former counts things and stuff
                 out[k] = num_classes
+            elif k == "class_weight" and isinstance(v, list) and len(v) > num_classes + 1:  # Mask2Former: 80 + 1
+                out[k] = [v[0]] * num_classes + [v[-1]]
             elif parent == "sampler" and k == "num" and _int(v):
                 out[k] = min(v, MAX_SAMPLED_ROIS)
             elif parent in ("rpn", "rpn_proposal") and k in _PROPOSAL_KEYS and _int(v) and v > 0:
