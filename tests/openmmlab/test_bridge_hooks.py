@@ -8,12 +8,11 @@ Run: ``.venv-openmmlab/bin/python -m pytest -q -m openmmlab tests/openmmlab/test
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _zoo import zoo_module
 
 import detlight.openmmlab
 
@@ -21,17 +20,6 @@ pytestmark = [pytest.mark.openmmlab, pytest.mark.timeout(1200)]  # builds mmdet 
 
 mmdet = pytest.importorskip("mmdet")
 detlight.openmmlab.install_ops()  # before anything imports mmcv.ops
-
-
-def zoo_module() -> Any:
-    """``benchmarks/openmmlab_zoo.py`` as a module (the zoo's own config adaptation)."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "openmmlab_zoo.py"
-    spec = importlib.util.spec_from_file_location("openmmlab_zoo", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("openmmlab_zoo", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 class Record:

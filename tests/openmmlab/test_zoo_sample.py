@@ -8,29 +8,19 @@ Run: ``.venv-openmmlab/bin/python -m pytest -q -m openmmlab tests/openmmlab/test
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from _zoo import zoo_module
 
 pytestmark = [pytest.mark.openmmlab, pytest.mark.timeout(1200)]  # builds mmdet models: slow on a loaded host
 
 mmdet = pytest.importorskip("mmdet")
 
 
-def _zoo() -> Any:
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "openmmlab_zoo.py"
-    spec = importlib.util.spec_from_file_location("openmmlab_zoo", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("openmmlab_zoo", module)
-    spec.loader.exec_module(module)
-    return module
+ZOO = zoo_module()
 
 
-ZOO = _zoo()
 @pytest.mark.parametrize("config", ZOO.REPRESENTATIVE)
 def test_mmdet_config_trains_two_iterations_and_evaluates(config: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     work = tmp_path_factory.mktemp("zoo") / Path(config).stem
